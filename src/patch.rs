@@ -1,0 +1,151 @@
+//! Turns a `Plan` into request bodies, pure: the server-side-apply
+//! configuration a policy owns on a Deployment, and the JSON patch that hands
+//! released slots back.
+//!
+//! Claims go through server-side apply under a field manager of the policy's
+//! own, so `managedFields` show who set each hook. Releases are a JSON patch
+//! (an update, not an apply): restoring a replaced value through an update
+//! moves ownership of the field back off the policy's manager, which an apply
+//! that merely omits the field could not do without deleting it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use serde_json::{Value, json};
+
+use crate::plan::{HookKind, Ledger, Plan, Slot};
+
+/// Prefix of the ledger annotations and of the policies' field managers.
+pub const DOMAIN: &str = "lifecycle-operator.io";
+
+/// The annotation holding a policy's ledger on a Deployment. Annotation names
+/// are at most 63 characters; longer policy names are cut and hashed.
+pub fn ledger_key(policy: &str) -> String {
+    format!("{DOMAIN}/{}", bounded(policy, 63))
+}
+
+/// The field manager a policy's claims are applied under (at most 128 characters).
+pub fn field_manager(policy: &str) -> String {
+    format!("lifecycle-operator/{}", bounded(policy, 128 - "lifecycle-operator/".len()))
+}
+
+fn bounded(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    // FNV-1a: stable across builds and replicas, unlike std's hasher.
+    let hash = name
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let keep = max - 17;
+    // Names are ASCII DNS subdomains; trim a trailing '.' or '-' so the result stays valid.
+    let head = name[..keep].trim_end_matches(['.', '-']);
+    format!("{head}-{hash:016x}")
+}
+
+/// Reads the ledgers on a Deployment, keyed by policy name. A ledger that
+/// does not parse is ignored (and reported by the caller as foreign).
+pub fn read_ledgers(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, Ledger> {
+    let prefix = format!("{DOMAIN}/");
+    annotations
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, v)| {
+            let l: Ledger = serde_json::from_str(v).ok()?;
+            (ledger_key(&l.policy) == *k).then(|| (l.policy.clone(), l))
+        })
+        .collect()
+}
+
+/// The server-side-apply configuration for everything the policy claims on
+/// the Deployment, ledger included. Applying it with the policy's field
+/// manager also removes fields the manager owned before and no longer lists.
+pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
+    let ledger = plan.ledger.as_ref().expect("apply only with a ledger");
+    let mut containers: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut pod = serde_json::Map::new();
+    for (slot, value) in &plan.claims {
+        match slot {
+            Slot::Hook { container, kind } => {
+                containers
+                    .entry(container)
+                    .or_default()
+                    .insert(kind.field().to_string(), value.clone());
+            }
+            Slot::GracePeriod => {
+                pod.insert("terminationGracePeriodSeconds".into(), value.clone());
+            }
+        }
+    }
+    let containers: Vec<Value> = containers
+        .into_iter()
+        .map(|(name, lifecycle)| json!({"name": name, "lifecycle": lifecycle}))
+        .collect();
+    if !containers.is_empty() {
+        pod.insert("containers".into(), Value::Array(containers));
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": { ledger_key(&ledger.policy): serde_json::to_string(ledger).expect("ledger serializes") },
+        },
+        "spec": { "template": { "spec": pod } },
+    })
+}
+
+/// A JSON patch that restores every released slot to its original value (or
+/// removes it), and drops the ledger annotation when the policy keeps nothing.
+/// Each container edit is guarded by a `test` of the container's name, so a
+/// template reordered since it was read fails the patch instead of touching
+/// the wrong container. Returns None when there is nothing to do.
+pub fn release_patch(policy: &str, pod: &PodSpec, annotations: Option<&BTreeMap<String, String>>, plan: &Plan) -> Option<Value> {
+    let mut ops: Vec<Value> = Vec::new();
+    let mut by_container: BTreeMap<&str, Vec<(HookKind, &Option<Value>)>> = BTreeMap::new();
+    for (slot, original) in &plan.releases {
+        match slot {
+            Slot::Hook { container, kind } => by_container.entry(container).or_default().push((*kind, original)),
+            Slot::GracePeriod => {
+                let path = "/spec/template/spec/terminationGracePeriodSeconds";
+                match (original, pod.termination_grace_period_seconds) {
+                    (Some(v), _) => ops.push(json!({"op": "add", "path": path, "value": v})),
+                    (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
+                    (None, None) => {}
+                }
+            }
+        }
+    }
+    for (name, releases) in by_container {
+        let Some(index) = pod.containers.iter().position(|c| c.name == name) else {
+            continue; // The container is gone, and its hooks with it.
+        };
+        let base = format!("/spec/template/spec/containers/{index}");
+        let mut lifecycle = serde_json::to_value(pod.containers[index].lifecycle.clone().unwrap_or_default())
+            .expect("lifecycle serializes");
+        let obj = lifecycle.as_object_mut().expect("lifecycle is an object");
+        for (kind, original) in releases {
+            match original {
+                Some(v) => obj.insert(kind.field().to_string(), v.clone()),
+                None => obj.remove(kind.field()),
+            };
+        }
+        let had = pod.containers[index].lifecycle.is_some();
+        ops.push(json!({"op": "test", "path": format!("{base}/name"), "value": name}));
+        if obj.is_empty() {
+            if had {
+                ops.push(json!({"op": "remove", "path": format!("{base}/lifecycle")}));
+            }
+        } else {
+            ops.push(json!({"op": "add", "path": format!("{base}/lifecycle"), "value": lifecycle}));
+        }
+    }
+    let key = ledger_key(policy);
+    if plan.ledger.is_none() && annotations.is_some_and(|a| a.contains_key(&key)) {
+        let escaped = key.replace('~', "~0").replace('/', "~1");
+        ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{escaped}")}));
+    }
+    (!ops.is_empty()).then_some(Value::Array(ops))
+}

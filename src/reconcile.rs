@@ -1,0 +1,368 @@
+//! The policy reconciler: the I/O around `plan`. Reads Deployments and
+//! policies from watch caches, writes only what differs, then the status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::patch::{apply_body, field_manager, read_ledgers, release_patch};
+use crate::plan::{self, Contender, Input, Plan};
+use crate::status::{self, DeploymentResult, Done, StatusInput};
+use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
+
+pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
+/// Re-check every policy this often even when nothing changes; costs reads only.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check this soon while something waits (rollout slots, another policy).
+const PENDING_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots or failed writes)")]
+    CleanupPending(usize),
+}
+
+pub struct Context {
+    pub client: Client,
+    pub policies: Store<LifecyclePolicy>,
+    pub deployments: Store<Deployment>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per policy, for backoff.
+    failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+    let policies = Api::<LifecyclePolicy>::all(client.clone());
+    let (deployments, writer) = reflector::store();
+    let deployment_events = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim_deployment)
+        .reflect(writer)
+        .touched_objects();
+    // Any policy's spec change can change who wins a contested hook in its
+    // namespace, so it re-triggers its neighbours too.
+    let policy_spec_changes = watcher(policies.clone(), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
+
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let neighbours = {
+        let store = store.clone();
+        move |ns: Option<String>| {
+            store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        }
+    };
+    let neighbours2 = neighbours.clone();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "lifecycle-operator".into(),
+                instance: Some(instance),
+            },
+        ),
+        client,
+        policies: store,
+        deployments,
+        metrics,
+        failures: Mutex::default(),
+    });
+    controller
+        .watches_stream(deployment_events, move |d: Deployment| neighbours(d.namespace()))
+        .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| neighbours2(p.namespace()))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Keeps only what reconcile reads: managedFields and the last-applied
+/// annotation can be larger than the rest of the object.
+fn trim_deployment(d: &mut Deployment) {
+    d.managed_fields_mut().clear();
+    d.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let _ = ctx.deployments.wait_until_ready().await;
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
+        match event {
+            Finalizer::Apply(p) => apply(&p, &ctx).await,
+            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.observe_reconcile(label, started.elapsed());
+    if result.is_ok() {
+        ctx.failures.lock().unwrap().remove(&ObjectRef::from_obj(&*policy));
+    }
+    result
+}
+
+/// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
+fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().unwrap();
+    let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(RESYNC);
+    warn!(policy = %policy.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let (results, invalid) = match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
+        Ok(selector) => (evaluate(policy, &selector, true, ctx).await, None),
+        Err(e) => (Vec::new(), Some(format!("invalid selector: {e}"))),
+    };
+    let new = status::build(&StatusInput {
+        generation: policy.metadata.generation,
+        mode: policy.spec.mode,
+        results: &results,
+        invalid,
+        previous: policy.status.as_ref(),
+        now: Timestamp::now(),
+    });
+    if policy.status.as_ref() != Some(&new) {
+        let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &policy.name_any(),
+            &PatchParams::apply("lifecycle-operator").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "lifecycle-operator.io/v1alpha1",
+                "kind": "LifecyclePolicy",
+                "status": new,
+            })),
+        )
+        .await?;
+    }
+    let waiting = results
+        .iter()
+        .any(|r| matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)) || has_held(&r.plan));
+    Ok(Action::requeue(if waiting { PENDING_RETRY } else { RESYNC }))
+}
+
+async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
+    // Nothing matches a policy being deleted: every slot it holds is released.
+    let results = evaluate(policy, &Selector::default(), false, ctx).await;
+    let left = results.iter().filter(|r| r.done != Done::UpToDate).count();
+    if left > 0 {
+        return Err(Error::CleanupPending(left));
+    }
+    info!(policy = %policy.name_any(), "released every hook; removing finalizer");
+    Ok(Action::await_change())
+}
+
+fn has_held(plan: &Plan) -> bool {
+    plan.outcomes.values().any(|o| matches!(o, plan::Outcome::HeldBy(_)))
+}
+
+/// Plans and (in Enforce mode) carries out the policy on every Deployment of
+/// its namespace that it matches or still holds slots on.
+async fn evaluate(policy: &LifecyclePolicy, selector: &Selector, active: bool, ctx: &Context) -> Vec<DeploymentResult> {
+    let ns = policy.namespace();
+    let name = policy.name_any();
+    let mut neighbours: Vec<Arc<LifecyclePolicy>> = ctx
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == ns)
+        .collect();
+    neighbours.sort_by_key(|p| p.precedence());
+    let mut deployments: Vec<Arc<Deployment>> = ctx
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .collect();
+    deployments.sort_by_key(|d| d.name_any());
+
+    let limit = policy.spec.max_concurrent_rollouts;
+    let mut rolling = deployments
+        .iter()
+        .filter(|d| read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && is_rolling(d))
+        .count() as i32;
+
+    let mut results = Vec::new();
+    for d in deployments {
+        let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+            continue;
+        };
+        let matched = active && selector.matches(d.labels());
+        let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
+        // Ledgers of policies that no longer exist do not block anyone.
+        ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
+        if !matched && !ledgers.contains_key(&name) {
+            continue;
+        }
+        let contenders = contenders(&neighbours, &name, &d, pod);
+        let winners = plan::winners(&contenders);
+        let plan = plan::plan(&Input {
+            policy: &name,
+            spec: &policy.spec,
+            active: matched,
+            pod,
+            ledgers: &ledgers,
+            winners: &winners,
+        });
+        let done = if !plan.needs_write(pod, ledgers.get(&name)) {
+            Done::UpToDate
+        } else if policy.spec.mode == Mode::DryRun {
+            Done::WouldPatch
+        } else if plan.changes_template(pod) && limit > 0 && rolling >= limit {
+            Done::WaitingForRolloutSlot
+        } else {
+            match write(ctx, policy, &d, pod, &plan).await {
+                Ok(()) => {
+                    if plan.changes_template(pod) {
+                        rolling += 1;
+                    }
+                    Done::Patched
+                }
+                Err(e) => {
+                    warn!(policy = %name, deployment = %d.name_any(), error = %e, "writing Deployment failed");
+                    Done::Failed(e.to_string())
+                }
+            }
+        };
+        results.push(DeploymentResult {
+            name: d.name_any(),
+            matched,
+            grace_too_short: matched.then(|| plan::grace_too_short(&policy.spec, pod)).flatten(),
+            plan,
+            done,
+        });
+    }
+    results
+}
+
+/// The policies competing for slots on this Deployment, ranked oldest first.
+/// DryRun policies never block an enforcing one, but a DryRun policy sees
+/// whom it would lose to.
+fn contenders<'a>(
+    neighbours: &'a [Arc<LifecyclePolicy>],
+    me: &str,
+    d: &Deployment,
+    pod: &PodSpec,
+) -> Vec<Contender<'a>> {
+    neighbours
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
+        .filter(|(_, p)| p.name_any() == me || plan::contends(p.spec.mode))
+        .filter(|(_, p)| matches_deployment(&p.spec, d))
+        .map(|(rank, p)| Contender {
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            rank,
+            wants: plan::wanted(&p.spec, pod),
+        })
+        .collect()
+}
+
+fn matches_deployment(spec: &LifecyclePolicySpec, d: &Deployment) -> bool {
+    Selector::try_from(LabelSelector::from(&spec.selector)).is_ok_and(|s| s.matches(d.labels()))
+}
+
+/// A Deployment still rolling out: the controller has not caught up with the
+/// template, or old pods remain.
+fn is_rolling(d: &Deployment) -> bool {
+    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else {
+        return false;
+    };
+    let want = spec.replicas.unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    status.observed_generation < d.metadata.generation
+        || updated < want
+        || status.replicas.unwrap_or(0) > updated
+        || status.available_replicas.unwrap_or(0) < updated
+}
+
+async fn write(ctx: &Context, policy: &LifecyclePolicy, d: &Deployment, pod: &PodSpec, plan: &Plan) -> Result<(), kube::Error> {
+    let policy_name = policy.name_any();
+    let ns = d.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let manager = field_manager(&policy_name);
+    let mut did = Vec::new();
+    if let Some(ops) = release_patch(&policy_name, pod, d.metadata.annotations.as_ref(), plan) {
+        let ops: json_patch::Patch = serde_json::from_value(ops).expect("release patch is a JSON patch");
+        let params = PatchParams {
+            field_manager: Some(manager.clone()),
+            ..Default::default()
+        };
+        api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops)).await?;
+        ctx.metrics.deployments_released.inc();
+        did.push(format!(
+            "restored {}",
+            plan.releases.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if plan.ledger.is_some() {
+        let body = apply_body(&d.name_any(), &ns, plan);
+        api.patch(&d.name_any(), &PatchParams::apply(&manager).force(), &Patch::Apply(body))
+            .await?;
+        ctx.metrics.deployments_patched.inc();
+        if plan.changes_template(pod) {
+            did.push(format!(
+                "set {}",
+                plan.claims.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if plan.changes_template(pod) {
+        let note = format!(
+            "Deployment {}: {} (the pod template changed, so the Deployment rolls out)",
+            d.name_any(),
+            did.join("; ")
+        );
+        let event = KubeEvent {
+            type_: EventType::Normal,
+            reason: "DeploymentPatched".into(),
+            note: Some(note),
+            action: "PatchDeployment".into(),
+            secondary: Some(d.object_ref(&())),
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+            warn!(error = %e, "publishing event failed");
+        }
+    }
+    Ok(())
+}

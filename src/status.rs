@@ -1,0 +1,216 @@
+//! Builds a policy's status from what reconcile saw and did, pure.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::plan::{Outcome, Plan, Slot};
+use crate::types::{DeploymentReport, LifecyclePolicyStatus, Mode};
+
+/// At most this many Deployments are listed on the status.
+pub const MAX_REPORTS: usize = 20;
+
+/// What happened to one Deployment in one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Done {
+    /// Nothing to write: the template already holds what the plan wants.
+    UpToDate,
+    /// Written now.
+    Patched,
+    /// DryRun: the plan would write.
+    WouldPatch,
+    /// Enforce, but maxConcurrentRollouts Deployments are already rolling.
+    WaitingForRolloutSlot,
+    /// The write failed.
+    Failed(String),
+}
+
+/// One Deployment the policy matched or still holds slots on.
+#[derive(Clone, Debug)]
+pub struct DeploymentResult {
+    pub name: String,
+    pub matched: bool,
+    pub plan: Plan,
+    pub done: Done,
+    /// The preStop sleep would outlast the grace period in force.
+    pub grace_too_short: Option<String>,
+}
+
+impl DeploymentResult {
+    fn report(&self, mode: Mode) -> DeploymentReport {
+        let conflicts: Vec<String> = self.plan.conflicts().map(|(s, o)| describe(s, o)).collect();
+        let held: Vec<String> = self
+            .plan
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::HeldBy(_)))
+            .map(|(s, o)| describe(s, o))
+            .collect();
+        let (state, message) = match &self.done {
+            Done::Failed(e) => ("Error", e.clone()),
+            _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
+            Done::WaitingForRolloutSlot => ("Pending", "waiting for a rollout slot (maxConcurrentRollouts)".to_string()),
+            _ if !held.is_empty() => ("Pending", held.join("; ")),
+            Done::WouldPatch => ("WouldPatch", changes(&self.plan)),
+            _ if self.matched && self.plan.outcomes.is_empty() => {
+                ("NoContainers", "no selected container in the pod template".to_string())
+            }
+            _ if mode == Mode::DryRun => ("UpToDate", String::new()),
+            _ => ("Patched", String::new()),
+        };
+        DeploymentReport {
+            name: self.name.clone(),
+            state: state.to_string(),
+            message,
+        }
+    }
+
+    /// Carries every slot the policy wins here.
+    fn patched(&self) -> bool {
+        self.matched
+            && matches!(self.done, Done::UpToDate | Done::Patched)
+            && !self.plan.outcomes.is_empty()
+            && self.plan.outcomes.values().all(|o| !matches!(o, Outcome::HeldBy(_)))
+    }
+
+    fn pending(&self) -> bool {
+        matches!(self.done, Done::WaitingForRolloutSlot | Done::WouldPatch)
+            || self.plan.outcomes.values().any(|o| matches!(o, Outcome::HeldBy(_)))
+    }
+}
+
+fn describe(slot: &Slot, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::SkippedExisting => format!("{slot}: kept the container's own hook (onConflict: Skip)"),
+        Outcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
+        Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
+        Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
+    }
+}
+
+fn changes(plan: &Plan) -> String {
+    let set: Vec<String> = plan.claims.keys().map(Slot::to_string).collect();
+    let restore: Vec<String> = plan.releases.keys().map(Slot::to_string).collect();
+    let mut parts = Vec::new();
+    if !set.is_empty() {
+        parts.push(format!("would set {}", set.join(", ")));
+    }
+    if !restore.is_empty() {
+        parts.push(format!("would restore {}", restore.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Input for `build`.
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub mode: Mode,
+    pub results: &'a [DeploymentResult],
+    /// Set when the policy cannot be evaluated at all (e.g. a bad selector).
+    pub invalid: Option<String>,
+    pub previous: Option<&'a LifecyclePolicyStatus>,
+    pub now: Timestamp,
+}
+
+/// The status to write. Conditions keep their lastTransitionTime when their
+/// status does not change, so an unchanged world yields an identical status.
+pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
+    let results = input.results;
+    let matched = results.iter().filter(|r| r.matched).count();
+    let patched = results.iter().filter(|r| r.patched()).count();
+    let failed = results.iter().filter(|r| matches!(r.done, Done::Failed(_))).count();
+    let pending = results.iter().filter(|r| r.pending()).count();
+    let conflicts: Vec<String> = results
+        .iter()
+        .flat_map(|r| r.plan.conflicts().map(move |(s, o)| format!("{}: {}", r.name, describe(s, o))))
+        .collect();
+    let grace: Vec<&String> = results.iter().filter_map(|r| r.grace_too_short.as_ref()).collect();
+
+    let applied = if let Some(why) = &input.invalid {
+        cond("Applied", false, "InvalidSpec", why)
+    } else if failed > 0 {
+        cond("Applied", false, "PatchFailed", &format!("{failed} of {matched} Deployments could not be patched"))
+    } else if input.mode == Mode::DryRun {
+        let would = results.iter().filter(|r| r.done == Done::WouldPatch).count();
+        cond("Applied", false, "DryRun", &format!("DryRun: {would} of {matched} Deployments would change; nothing was patched"))
+    } else if pending > 0 {
+        cond("Applied", false, "Pending", &format!("{pending} of {matched} Deployments are waiting (rollout slots or another policy)"))
+    } else {
+        cond("Applied", true, "Applied", &format!("{patched} of {matched} matched Deployments carry the policy's hooks"))
+    };
+    let conflict = if conflicts.is_empty() {
+        cond("Conflict", false, "NoConflict", "")
+    } else {
+        cond("Conflict", true, "HooksNotApplied", &summarize(&conflicts))
+    };
+    let grace_cond = if grace.is_empty() {
+        cond("GracePeriodTooShort", false, "GracePeriodSufficient", "")
+    } else {
+        let msgs: Vec<String> = grace.into_iter().cloned().collect();
+        cond("GracePeriodTooShort", true, "PreStopOutlastsGracePeriod", &summarize(&msgs))
+    };
+    let ready = match (&applied, &conflict) {
+        (a, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
+        (_, c) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
+        _ => cond("Ready", true, "Ready", &applied.message),
+    };
+
+    let mut reports: Vec<(u8, DeploymentReport)> = results
+        .iter()
+        .filter(|r| r.matched || r.done != Done::UpToDate)
+        .map(|r| {
+            let rep = r.report(input.mode);
+            let rank = match rep.state.as_str() {
+                "Error" => 0,
+                "Conflict" => 1,
+                "Pending" => 2,
+                "NoContainers" => 3,
+                "WouldPatch" => 4,
+                _ => 5,
+            };
+            (rank, rep)
+        })
+        .collect();
+    reports.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+
+    let previous = input.previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let conditions = [ready, applied, conflict, grace_cond]
+        .into_iter()
+        .map(|c| stamp(c, previous, input.generation, input.now))
+        .collect();
+    LifecyclePolicyStatus {
+        observed_generation: input.generation,
+        conditions,
+        matched_deployments: matched as i32,
+        patched_deployments: patched as i32,
+        deployments: reports.into_iter().take(MAX_REPORTS).map(|(_, r)| r).collect(),
+    }
+}
+
+fn summarize(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" (and {} more)", items.len() - SHOWN));
+    }
+    s
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: None,
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+fn stamp(mut c: Condition, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {
+    c.observed_generation = generation;
+    c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
+        Some(p) if p.status == c.status => p.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    c
+}

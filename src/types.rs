@@ -1,0 +1,288 @@
+//! The `LifecyclePolicy` API (`lifecycle-operator.io/v1alpha1`).
+//!
+//! The hook handler and selector types mirror their core/v1 and meta/v1
+//! counterparts field for field (same JSON), but are our own so the CRD schema
+//! can bound them and carry CEL rules with messages a person understands.
+
+// kube-derive takes repeated `printcolumn(type_ = ..)` arguments, which this lint misreads.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::{
+    apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement},
+    util::intstr::IntOrString,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Longest hook sleep and grace period we accept: one hour. Kubernetes itself
+/// has no bound, but a longer hook blocks node drains for longer than any
+/// sane rollout.
+pub const MAX_SECONDS: i64 = 3600;
+
+/// Declares postStart/preStop hooks for the Deployments it selects in its own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lifecycle-operator.io",
+    version = "v1alpha1",
+    kind = "LifecyclePolicy",
+    plural = "lifecyclepolicies",
+    shortname = "lcp",
+    namespaced,
+    status = "LifecyclePolicyStatus",
+    doc = "LifecyclePolicy puts container lifecycle hooks (postStart, preStop) on the pod templates of the Deployments it selects in its namespace, and reports what it changed.",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", priority = 1),
+    printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matchedDeployments"),
+    printcolumn(name = "Patched", type_ = "integer", json_path = ".status.patchedDeployments"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.postStart) || has(self.preStop)").message("set at least one of postStart or preStop"))]
+#[serde(rename_all = "camelCase")]
+pub struct LifecyclePolicySpec {
+    /// Label selector over Deployments in this policy's namespace. Required and
+    /// must not be empty: a policy never selects every Deployment by accident.
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("selector must not be empty: set matchLabels or matchExpressions"))]
+    pub selector: PolicySelector,
+
+    /// Names of the containers to put hooks on. Default: every regular
+    /// container of the pod template (init containers never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(c, c.size() > 0 && c.size() <= 63)").message("container names must be 1 to 63 characters"))]
+    pub containers: Option<Vec<String>>,
+
+    /// Hook run right after a container is created, alongside its entrypoint.
+    /// If it fails, the kubelet kills the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Handler>,
+
+    /// Hook run right before a container is terminated (pod deletion, eviction,
+    /// rolling update, failed liveness probe). Not run when a container exits
+    /// on its own. Its time counts against the pod's grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Handler>,
+
+    /// Sets the pod template's terminationGracePeriodSeconds (1-3600). The
+    /// grace period covers the preStop hook and the process's own shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
+
+    /// What to do with a container that already has its own hook of the same
+    /// kind: Skip (default) leaves it and reports it; Override replaces it and
+    /// restores it when the policy no longer applies.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+
+    /// Enforce (default) patches Deployments; DryRun only reports, on the
+    /// status, what would change.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// At most this many of the policy's Deployments rolling out at once
+    /// because of it. 0 (default) means no limit.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_concurrent_rollouts: i32,
+}
+
+/// A label selector (same JSON as metav1.LabelSelector).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySelector {
+    /// Labels a Deployment must carry, all of them, with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Label requirements a Deployment must meet, all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub match_expressions: Option<Vec<SelectorRequirement>>,
+}
+
+/// One label requirement (same JSON as metav1.LabelSelectorRequirement).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(self.operator == 'In' || self.operator == 'NotIn') == (has(self.values) && size(self.values) > 0)").message("values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist"))]
+pub struct SelectorRequirement {
+    /// The label key the requirement applies to.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// How the key relates to the values.
+    pub operator: SelectorOperator,
+    /// Values for In and NotIn; must be empty for Exists and DoesNotExist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub values: Option<Vec<String>>,
+}
+
+/// Label selector operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// A lifecycle hook handler (same JSON as core/v1 LifecycleHandler). Exactly
+/// one of exec, httpGet or sleep. tcpSocket is not accepted: the kubelet does
+/// not run it as a hook.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("[has(self.exec), has(self.httpGet), has(self.sleep)].filter(x, x).size() == 1").message("a hook must set exactly one of exec, httpGet or sleep"))]
+#[serde(rename_all = "camelCase")]
+pub struct Handler {
+    /// Run a command in the container. It is not run in a shell: to use
+    /// pipes or `;`, call the shell explicitly (["/bin/sh", "-c", "..."]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// Send an HTTP GET request to the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// Pause for a number of seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepAction>,
+}
+
+/// Command to run in the container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ExecAction {
+    /// The command and its arguments; the first element is the executable.
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self[0].size() > 0").message("exec.command[0] (the executable) must not be empty"))]
+    pub command: Vec<String>,
+}
+
+/// HTTP GET request sent by the kubelet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    /// Path to request, e.g. /shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub path: Option<String>,
+    /// Port number (1-65535) or name of the container port.
+    #[x_kube(validation = Rule::new("type(self) == string ? self.size() > 0 : (int(self) >= 1 && int(self) <= 65535)").message("httpGet.port must be 1-65535 or a port name"))]
+    pub port: IntOrString,
+    /// Host to connect to; default: the pod IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// HTTP or HTTPS; default HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<Scheme>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub http_headers: Option<Vec<HttpHeader>>,
+}
+
+/// URI scheme of an httpGet hook.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Scheme {
+    HTTP,
+    HTTPS,
+}
+
+/// One HTTP header.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpHeader {
+    /// Header name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// Sleep for a number of seconds.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SleepAction {
+    /// Seconds to sleep (1-3600).
+    #[schemars(range(min = 1, max = 3600))]
+    pub seconds: i64,
+}
+
+/// What to do when a container already has its own hook of the same kind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Leave the container's own hook alone and report it.
+    #[default]
+    Skip,
+    /// Replace it; the original is restored when the policy stops applying.
+    Override,
+}
+
+/// Whether the policy patches Deployments.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Patch the selected Deployments.
+    #[default]
+    Enforce,
+    /// Patch nothing; report on the status what would change.
+    DryRun,
+}
+
+/// Observed state of a LifecyclePolicy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecyclePolicyStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Applied, Conflict and GracePeriodTooShort.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Deployments in the namespace that the selector matches.
+    #[serde(default)]
+    pub matched_deployments: i32,
+    /// Matched Deployments whose template carries every hook this policy owns there.
+    #[serde(default)]
+    pub patched_deployments: i32,
+    /// Per-Deployment detail, problems first, at most 20 entries.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentReport>,
+}
+
+/// What the policy did, or would do, to one Deployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentReport {
+    /// Deployment name.
+    pub name: String,
+    /// Patched, WouldPatch, Pending, Conflict, Skipped, NoContainers or Error.
+    pub state: String,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl From<&PolicySelector> for LabelSelector {
+    fn from(s: &PolicySelector) -> Self {
+        LabelSelector {
+            match_labels: s.match_labels.clone(),
+            match_expressions: s.match_expressions.as_ref().map(|exprs| {
+                exprs
+                    .iter()
+                    .map(|e| LabelSelectorRequirement {
+                        key: e.key.clone(),
+                        operator: format!("{:?}", e.operator),
+                        values: e.values.clone(),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl LifecyclePolicy {
+    /// The ordering key that decides which policy wins a contested hook:
+    /// oldest first, then by name. Deterministic on every replica.
+    pub fn precedence(&self) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
+        (
+            self.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            self.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+}

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Self-tests of the test-cluster harness, run against the live cluster
+# (bash tests/cluster/up.sh first). Each check prints `ok - NAME` or
+# `not ok - NAME: REASON`; the last line is `harness: N passed, N failed` and
+# the exit status is non-zero if any check failed. Everything is created in
+# the namespace below, which is deleted at the end.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+NS=lco-harness-selftest
+PASSED=0 FAILED=0 REASON=""
+BG_PIDS=()
+k() { kubectl_ -n "$NS" "$@"; }
+
+# check NAME FUNCTION: runs FUNCTION; it returns non-zero and sets REASON on failure.
+check() {
+  local name=$1
+  REASON=""
+  if "$2"; then
+    echo "ok - $name"
+    PASSED=$((PASSED + 1))
+  else
+    echo "not ok - $name: ${REASON:-failed}"
+    FAILED=$((FAILED + 1))
+  fi
+}
+fail() { REASON=$*; return 1; }
+
+cleanup() {
+  local p
+  for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  kubectl_ delete namespace "$NS" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+pod_events() { # POD REASON -> matching event messages
+  k get events --field-selector "involvedObject.kind=Pod,involvedObject.name=$1,reason=$2" \
+    -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' 2>/dev/null
+}
+
+setup() {
+  [[ -s $KUBECONFIG_PATH ]] || die "no kubeconfig at $KUBECONFIG_PATH: run tests/cluster/up.sh"
+  if kubectl_ get namespace "$NS" >/dev/null 2>&1; then
+    kubectl_ delete namespace "$NS" --timeout=120s >/dev/null
+  fi
+  kubectl_ create namespace "$NS" >/dev/null
+  # The namespace's default ServiceAccount appears asynchronously.
+  wait_until 60 "default sa" k get serviceaccount default || die "no default ServiceAccount in $NS"
+}
+
+# ---- 1 ----
+t_node_ready() {
+  local s
+  s=$(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>&1) ||
+    fail "cannot get node $NODE_NAME: $s" || return
+  [[ $s == True ]] || fail "node $NODE_NAME Ready=$s"
+}
+
+# ---- 2 ----
+t_nginx_rollout() {
+  k apply -f - >/dev/null <<'YAML' || fail "apply failed" || return
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx
+        imagePullPolicy: Always
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+YAML
+  local out
+  out=$(k rollout status deployment/web --timeout=180s 2>&1) || fail "rollout: $out" || return
+  local ready
+  ready=$(k get deployment web -o jsonpath='{.status.readyReplicas}')
+  [[ $ready == 3 ]] || fail "readyReplicas=$ready"
+}
+
+web_pod() { k get pods -l app=web --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'; }
+
+# ---- 3 ----
+t_exec() {
+  local pod out
+  pod=$(web_pod) && [[ -n $pod ]] || fail "no running web pod" || return
+  out=$(k exec "$pod" -- cat /usr/share/nginx/html/index.html 2>&1) || fail "exec: $out" || return
+  [[ $out == *"Welcome to nginx!"* ]] || fail "unexpected exec output: ${out:0:200}"
+}
+
+t_port_forward_and_logs() {
+  local pod pf_log port="" i body token
+  pod=$(web_pod) && [[ -n $pod ]] || fail "no running web pod" || return
+  pf_log=$(mktemp)
+  # :80 = kubectl picks a free local port; --address keeps it on loopback.
+  k port-forward --address 127.0.0.1 "pod/$pod" :80 >"$pf_log" 2>&1 &
+  BG_PIDS+=($!)
+  local pf_pid=$!
+  for i in $(seq 100); do
+    port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) -> 80$/\1/p' "$pf_log" | head -1)
+    [[ -n $port ]] && break
+    sleep 0.2
+  done
+  [[ -n $port ]] || { kill $pf_pid; fail "port-forward did not start: $(head -c 300 "$pf_log")"; return; }
+  token="selftest-$RANDOM$RANDOM"
+  body=$(curl -fsS --max-time 10 "http://127.0.0.1:$port/?$token" 2>&1)
+  kill $pf_pid 2>/dev/null
+  wait $pf_pid 2>/dev/null
+  rm -f "$pf_log"
+  [[ $body == *"Welcome to nginx!"* ]] || fail "port-forward: curl got: ${body:0:200}" || return
+  # nginx writes its access log to the container's stdout.
+  for i in $(seq 20); do
+    k logs "$pod" 2>/dev/null | grep -q "GET /?$token " && return 0
+    sleep 0.5
+  done
+  fail "kubectl logs $pod has no access-log line for the request (GET /?$token)"
+}
+
+t_client_pod() {
+  k apply -f - >/dev/null <<'YAML' || fail "apply failed" || return
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  serviceAccountName: client
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: busybox
+    image: busybox
+    imagePullPolicy: Always
+    command: ["sleep", "3600"]
+YAML
+  local out
+  out=$(k wait --for=condition=Ready pod/client --timeout=120s 2>&1) || fail "client pod not Ready: $out"
+}
+
+t_pod_to_service() {
+  local ip svc out
+  ip=$(k get pods -l app=web -o jsonpath='{.items[0].status.podIP}')
+  svc=$(k get service web -o jsonpath='{.spec.clusterIP}')
+  out=$(k exec client -- wget -qO- -T 10 "http://$ip/" 2>&1) || fail "pod IP $ip: $out" || return
+  [[ $out == *"Welcome to nginx!"* ]] || fail "pod IP $ip: unexpected ${out:0:200}" || return
+  out=$(k exec client -- wget -qO- -T 10 "http://$svc/" 2>&1) || fail "service IP $svc: $out" || return
+  [[ $out == *"Welcome to nginx!"* ]] || fail "service IP $svc: unexpected ${out:0:200}"
+}
+
+# ---- 4 ----
+t_serviceaccount_api() {
+  local out
+  # shellcheck disable=SC2016 # expanded inside the pod
+  out=$(k exec client -- sh -c '
+    t=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)
+    wget -qO- -T 10 --no-check-certificate --header "Authorization: Bearer $t" \
+      "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api"' 2>&1) ||
+    fail "wget in pod failed: ${out:0:300}" || return
+  [[ $out == *'"kind": "APIVersions"'* || $out == *'"kind":"APIVersions"'* ]] ||
+    fail "no APIVersions in response: ${out:0:300}"
+}
+
+# ---- 5 ---- the unmodified lifecycle-demo Pod from the Kubernetes docs
+# ("Attach Handlers to Container Lifecycle Events").
+t_lifecycle_demo_poststart() {
+  k apply -f - >/dev/null <<'YAML' || fail "apply failed" || return
+apiVersion: v1
+kind: Pod
+metadata:
+  name: lifecycle-demo
+spec:
+  containers:
+  - name: lifecycle-demo-container
+    image: nginx
+    lifecycle:
+      postStart:
+        exec:
+          command: ["/bin/sh", "-c", "echo Hello from the postStart handler > /usr/share/message"]
+      preStop:
+        exec:
+          command: ["/bin/sh","-c","nginx -s quit; while killall -0 nginx; do sleep 1; done"]
+YAML
+  local out
+  out=$(k wait --for=condition=Ready pod/lifecycle-demo --timeout=120s 2>&1) || fail "not Ready: $out" || return
+  out=$(k exec lifecycle-demo -- cat /usr/share/message 2>&1) || fail "exec: $out" || return
+  [[ $out == "Hello from the postStart handler" ]] || fail "/usr/share/message holds: ${out:0:200}"
+}
+
+t_lifecycle_demo_prestop() {
+  k get pod lifecycle-demo >/dev/null 2>&1 || fail "pod lifecycle-demo missing" || return
+  local watch_log start took events exit_code
+  watch_log=$(mktemp)
+  # Record the container's terminated state while the pod goes away.
+  k get pod lifecycle-demo -w -o jsonpath='{range .status.containerStatuses[*]}{.state.terminated.exitCode}{" "}{.state.terminated.reason}{"\n"}{end}' \
+    >"$watch_log" 2>/dev/null &
+  local w=$!
+  BG_PIDS+=($w)
+  start=$SECONDS
+  k delete pod lifecycle-demo --wait --timeout=60s >/dev/null 2>&1 || { kill $w; fail "delete did not finish in 60s"; return; }
+  took=$((SECONDS - start))
+  sleep 1
+  kill $w 2>/dev/null; wait $w 2>/dev/null
+  exit_code=$(grep -E '^[0-9]+ ' "$watch_log" | tail -1)
+  rm -f "$watch_log"
+  events=$(pod_events lifecycle-demo FailedPreStopHook)
+  echo "# lifecycle-demo: deleted in ${took}s, container terminated: ${exit_code:-not observed}" >&2
+  [[ -z $events ]] || fail "FailedPreStopHook event: $events (deleted in ${took}s, container exit ${exit_code:-?})" || return
+  ((took < 20)) || fail "pod took ${took}s to go away (grace period 30s): preStop did not end it early" || return
+  [[ -z $exit_code || $exit_code == 0* ]] || fail "nginx did not exit cleanly: $exit_code"
+}
+
+# ---- 6 ----
+t_failing_poststart() {
+  k apply -f - >/dev/null <<'YAML' || fail "apply failed" || return
+apiVersion: v1
+kind: Pod
+metadata: {name: poststart-fails}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
+        exec:
+          command: ["sh", "-c", "echo postStart failing; exit 1"]
+YAML
+  local i restarts events
+  for i in $(seq 120); do
+    restarts=$(k get pod poststart-fails -o jsonpath='{.status.containerStatuses[0].restartCount}' 2>/dev/null)
+    events=$(pod_events poststart-fails FailedPostStartHook)
+    [[ ${restarts:-0} -ge 1 && -n $events ]] && return 0
+    sleep 1
+  done
+  fail "after 120s: restartCount=${restarts:-?}, FailedPostStartHook events: ${events:-none}"
+}
+
+# ---- network safety ----
+t_egress_guard() {
+  iptables -w -C FORWARD -j "$EGRESS_CHAIN" 2>/dev/null || fail "FORWARD does not jump to $EGRESS_CHAIN" || return
+  iptables -w -S "$EGRESS_CHAIN" | grep -q -- "-s $POD_CIDR ! -d $POD_CIDR .*-j DROP" ||
+    fail "$EGRESS_CHAIN lacks the DROP rule for traffic leaving $POD_CIDR" || return
+  grep -q '^nameserver 127.0.0.1$' "$CONF_DIR/resolv.conf" || fail "pod resolv.conf is not loopback-only"
+}
+
+setup
+check "node $NODE_NAME is Ready" t_node_ready
+check "deployment of 3 nginx replicas (imagePullPolicy: Always) rolls out" t_nginx_rollout
+check "kubectl exec into an nginx pod" t_exec
+check "kubectl port-forward serves the nginx page on loopback and kubectl logs show the request" t_port_forward_and_logs
+check "busybox client pod with a ServiceAccount becomes Ready" t_client_pod
+check "pod-to-pod and pod-to-Service HTTP (kube-proxy)" t_pod_to_service
+check "ServiceAccount token reaches the API server through the kubernetes Service" t_serviceaccount_api
+check "lifecycle-demo: postStart wrote /usr/share/message" t_lifecycle_demo_poststart
+check "lifecycle-demo: delete runs preStop, nginx quits gracefully, no FailedPreStopHook, gone early" t_lifecycle_demo_prestop
+check "failing postStart gives FailedPostStartHook and a container restart" t_failing_poststart
+check "egress guard and loopback-only pod DNS in place" t_egress_guard
+echo "harness: $PASSED passed, $FAILED failed"
+((FAILED == 0))
