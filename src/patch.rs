@@ -149,3 +149,65 @@ pub fn release_patch(policy: &str, pod: &PodSpec, annotations: Option<&BTreeMap<
     }
     (!ops.is_empty()).then_some(Value::Array(ops))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Ledger, Slot};
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    #[test]
+    fn names_stay_within_kubernetes_limits() {
+        let long = "a".repeat(253);
+        for name in ["p", "web.frontend-1", long.as_str(), &format!("{}.-x", "b".repeat(60))] {
+            let key = ledger_key(name);
+            let (_, n) = key.split_once('/').unwrap();
+            assert!(n.len() <= 63, "{key}");
+            assert!(n.chars().last().unwrap().is_ascii_alphanumeric(), "{key}");
+            assert!(field_manager(name).len() <= 128);
+        }
+        assert_eq!(ledger_key("web"), "lifecycle-operator.io/web");
+        assert_ne!(ledger_key(&"x".repeat(100)), ledger_key(&format!("{}y", "x".repeat(99))));
+    }
+
+    #[test]
+    fn ledgers_are_read_only_under_their_own_key() {
+        let good = Ledger { policy: "p".into(), owned: BTreeMap::from([(Slot::GracePeriod, None)]) };
+        let text = serde_json::to_string(&good).unwrap();
+        let ann = BTreeMap::from([
+            (ledger_key("p"), text.clone()),
+            // A ledger claiming another policy's name under the wrong key is ignored.
+            (ledger_key("q"), text.clone()),
+            ("lifecycle-operator.io/r".to_string(), "not json".to_string()),
+            ("other.io/p".to_string(), text),
+        ]);
+        let got = read_ledgers(Some(&ann));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["p"], good);
+        assert!(read_ledgers(None).is_empty());
+    }
+
+    #[test]
+    fn release_patch_guards_container_positions_and_cleans_up() {
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "a", "image": "x"},
+            {"name": "b", "image": "x", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}},
+        ]}))
+        .unwrap();
+        let plan = Plan {
+            releases: BTreeMap::from([(Slot::hook("b", crate::plan::HookKind::PreStop), None)]),
+            ..Default::default()
+        };
+        let ann = BTreeMap::from([(ledger_key("p/x"), "{}".to_string())]);
+        let ops = release_patch("p/x", &pod, Some(&ann), &plan).unwrap();
+        assert_eq!(
+            ops,
+            serde_json::json!([
+                {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "b"},
+                {"op": "remove", "path": "/spec/template/spec/containers/1/lifecycle"},
+                {"op": "remove", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x"},
+            ])
+        );
+        assert!(release_patch("p", &pod, None, &Plan::default()).is_none());
+    }
+}

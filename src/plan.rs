@@ -312,3 +312,7 @@ pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodSpec) -> Option<Stri
         format!("preStop sleeps {sleep}s but the grace period is {grace}s: the kubelet kills the container before the hook ends")
     })
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -84,8 +84,12 @@ put_blob() {
 
 # The layer. GNU tar: entries sorted, owner root, mtime 0, so the bytes depend
 # only on file names, modes and contents.
+# The rootfs directory itself is left out (no "./" entry): it is often a
+# mktemp -d with mode 0700, which would make / unreadable for non-root users.
+mapfile -t top < <(cd "$rootfs" && LC_ALL=C ls -A)
+((${#top[@]})) || die "rootfs $rootfs is empty"
 tar -C "$rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-  --format=gnu -cf "$work/layer.tar" .
+  --format=gnu -cf "$work/layer.tar" -- "${top[@]}"
 diff_id=sha256:$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
 gzip -n -6 "$work/layer.tar"
 read -r layer_digest layer_size < <(put_blob "$work/layer.tar.gz")

@@ -116,6 +116,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = "registry.k8s.io/pause:3.10"
   stream_server_address = "127.0.0.1"
   enable_selinux = false
+  # The machine's capability bounding set lacks CAP_SYS_RESOURCE, so nothing
+  # may lower oom_score_adj below its own; the kubelet asks -998 for every pod
+  # sandbox and runc would fail ("failed to update /proc/self/oom_score_adj").
+  # This clamps such requests to containerd's own value instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -180,6 +185,8 @@ clusterDomain: cluster.local
 resolvConf: $CONF_DIR/resolv.conf
 podLogsDir: $STATE_ROOT/pod-logs
 failSwapOn: false
+# Without CAP_SYS_RESOURCE (see containerd.toml) the default -999 cannot be set.
+oomScoreAdj: 0
 serializeImagePulls: false
 # The test disk is shared with builds: never evict or GC images because of it.
 evictionHard:
@@ -213,6 +220,8 @@ conntrack:
   min: 0
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
+# Default -999 needs CAP_SYS_RESOURCE, which this machine does not grant.
+oomScoreAdj: 0
 iptables:
   minSyncPeriod: 1s
   syncPeriod: 30s

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs the operator as a process against the test cluster, then the cluster
+# test suites against it. Expects `make cluster-up` to have run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export KUBECONFIG=$PWD/target/cluster/kubeconfig
+kubectl=$PWD/target/cluster/bin/kubectl
+[[ -f $KUBECONFIG ]] || { echo "no cluster: $KUBECONFIG missing (run make cluster-up)" >&2; exit 1; }
+
+out=target/it
+mkdir -p "$out"
+port=${LCO_TEST_PORT:-18080}
+
+cleanup() {
+  # Delete the test namespaces while the operator still runs: their policies
+  # carry its finalizer, which only it removes.
+  "$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  if [[ -f $out/operator.pid ]]; then
+    kill "$(cat "$out/operator.pid")" 2>/dev/null || true
+    rm -f "$out/operator.pid"
+  fi
+}
+trap cleanup EXIT
+
+# Leftovers of an interrupted run would only add noise.
+"$kubectl" delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
+
+"$kubectl" apply --server-side -f crds/ >/dev/null
+"$kubectl" wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
+
+cargo build --quiet --bin lifecycle-operator
+target/debug/lifecycle-operator --http-addr "127.0.0.1:$port" --log-format json >"$out/operator.log" 2>&1 &
+echo $! >"$out/operator.pid"
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$(cat "$out/operator.pid")" 2>/dev/null || { cat "$out/operator.log" >&2; echo "operator exited" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "operator never became ready" >&2; exit 1; }
+
+export LCO_METRICS_URL="http://127.0.0.1:$port/metrics"
+cargo test --test integration -- --test-threads=4
+cargo test --test idle_writes -- --nocapture
+
+# The operator must have survived everything, without panics or permission errors.
+kill -0 "$(cat "$out/operator.pid")" || { echo "operator died during the tests" >&2; exit 1; }
+if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
+  echo "operator logged errors (see $out/operator.log)" >&2
+  exit 1
+fi
