@@ -36,3 +36,16 @@ fn strip_nullable(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_crd_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/lifecyclepolicies.yaml");
+        let committed = std::fs::read_to_string(path).expect("crds/lifecyclepolicies.yaml exists");
+        assert!(
+            committed == super::crd_yaml().unwrap(),
+            "crds/ drifted from the Rust types: run `make crds` and commit the result"
+        );
+    }
+}

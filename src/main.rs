@@ -16,12 +16,15 @@ use tracing::{error, info};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use lifecycle_operator::metrics::Metrics;
+use lifecycle_operator::reconcile;
 use lifecycle_operator::server::{self, Health};
 use lifecycle_operator::types::LifecyclePolicy;
-use lifecycle_operator::reconcile;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Puts postStart/preStop hooks on Deployments from LifecyclePolicy objects")]
+#[command(
+    version,
+    about = "Puts postStart/preStop hooks on Deployments from LifecyclePolicy objects"
+)]
 struct Args {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "LCO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -69,15 +72,20 @@ async fn main() -> anyhow::Result<()> {
     let config = kube::Config::infer().await.context("loading kubeconfig")?;
     let counted = metrics.clone();
     let client = ClientBuilder::try_from(config)?
-        .with_layer(&MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-            counted.count_request(req.method());
-            req
-        }))
+        .with_layer(&MapRequestLayer::new(
+            move |req: http::Request<kube::client::Body>| {
+                counted.count_request(req.method());
+                req
+            },
+        ))
         .build();
 
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(server::serve(args.http_addr, health, async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -125,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     finish(stop_tx, http).await
 }
 
-async fn finish(stop: watch::Sender<bool>, http: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn finish(
+    stop: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     info!("shutting down");
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(5), http).await {
@@ -135,7 +146,8 @@ async fn finish(stop: watch::Sender<bool>, http: tokio::task::JoinHandle<anyhow:
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,7 +39,11 @@ impl Default for Metrics {
         let deployments_released = Counter::default();
         let api_writes = Family::<MethodLabels, Counter>::default();
         let leader = Gauge::default();
-        registry.register("reconciles", "Policy reconciles by result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Policy reconciles by result",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Time spent reconciling one policy",
@@ -58,7 +64,11 @@ impl Default for Metrics {
             "Requests to the API server other than GET, by HTTP method",
             api_writes.clone(),
         );
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -74,7 +84,9 @@ impl Default for Metrics {
 impl Metrics {
     pub fn observe_reconcile(&self, result: &str, elapsed: Duration) {
         self.reconciles
-            .get_or_create(&ResultLabels { result: result.to_string() })
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }
@@ -82,7 +94,9 @@ impl Metrics {
     pub fn count_request(&self, method: &http::Method) {
         if method != http::Method::GET {
             self.api_writes
-                .get_or_create(&MethodLabels { method: method.to_string() })
+                .get_or_create(&MethodLabels {
+                    method: method.to_string(),
+                })
                 .inc();
         }
     }

@@ -26,7 +26,10 @@ pub fn ledger_key(policy: &str) -> String {
 
 /// The field manager a policy's claims are applied under (at most 128 characters).
 pub fn field_manager(policy: &str) -> String {
-    format!("lifecycle-operator/{}", bounded(policy, 128 - "lifecycle-operator/".len()))
+    format!(
+        "lifecycle-operator/{}",
+        bounded(policy, 128 - "lifecycle-operator/".len())
+    )
 }
 
 fn bounded(name: &str, max: usize) -> String {
@@ -34,9 +37,9 @@ fn bounded(name: &str, max: usize) -> String {
         return name.to_string();
     }
     // FNV-1a: stable across builds and replicas, unlike std's hasher.
-    let hash = name
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     let keep = max - 17;
     // Names are ASCII DNS subdomains; trim a trailing '.' or '-' so the result stays valid.
     let head = name[..keep].trim_end_matches(['.', '-']);
@@ -102,12 +105,20 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
 /// Each container edit is guarded by a `test` of the container's name, so a
 /// template reordered since it was read fails the patch instead of touching
 /// the wrong container. Returns None when there is nothing to do.
-pub fn release_patch(policy: &str, pod: &PodSpec, annotations: Option<&BTreeMap<String, String>>, plan: &Plan) -> Option<Value> {
+pub fn release_patch(
+    policy: &str,
+    pod: &PodSpec,
+    annotations: Option<&BTreeMap<String, String>>,
+    plan: &Plan,
+) -> Option<Value> {
     let mut ops: Vec<Value> = Vec::new();
     let mut by_container: BTreeMap<&str, Vec<(HookKind, &Option<Value>)>> = BTreeMap::new();
     for (slot, original) in &plan.releases {
         match slot {
-            Slot::Hook { container, kind } => by_container.entry(container).or_default().push((*kind, original)),
+            Slot::Hook { container, kind } => by_container
+                .entry(container)
+                .or_default()
+                .push((*kind, original)),
             Slot::GracePeriod => {
                 let path = "/spec/template/spec/terminationGracePeriodSeconds";
                 match (original, pod.termination_grace_period_seconds) {
@@ -123,8 +134,9 @@ pub fn release_patch(policy: &str, pod: &PodSpec, annotations: Option<&BTreeMap<
             continue; // The container is gone, and its hooks with it.
         };
         let base = format!("/spec/template/spec/containers/{index}");
-        let mut lifecycle = serde_json::to_value(pod.containers[index].lifecycle.clone().unwrap_or_default())
-            .expect("lifecycle serializes");
+        let mut lifecycle =
+            serde_json::to_value(pod.containers[index].lifecycle.clone().unwrap_or_default())
+                .expect("lifecycle serializes");
         let obj = lifecycle.as_object_mut().expect("lifecycle is an object");
         for (kind, original) in releases {
             match original {
@@ -159,7 +171,12 @@ mod tests {
     #[test]
     fn names_stay_within_kubernetes_limits() {
         let long = "a".repeat(253);
-        for name in ["p", "web.frontend-1", long.as_str(), &format!("{}.-x", "b".repeat(60))] {
+        for name in [
+            "p",
+            "web.frontend-1",
+            long.as_str(),
+            &format!("{}.-x", "b".repeat(60)),
+        ] {
             let key = ledger_key(name);
             let (_, n) = key.split_once('/').unwrap();
             assert!(n.len() <= 63, "{key}");
@@ -167,18 +184,27 @@ mod tests {
             assert!(field_manager(name).len() <= 128);
         }
         assert_eq!(ledger_key("web"), "lifecycle-operator.io/web");
-        assert_ne!(ledger_key(&"x".repeat(100)), ledger_key(&format!("{}y", "x".repeat(99))));
+        assert_ne!(
+            ledger_key(&"x".repeat(100)),
+            ledger_key(&format!("{}y", "x".repeat(99)))
+        );
     }
 
     #[test]
     fn ledgers_are_read_only_under_their_own_key() {
-        let good = Ledger { policy: "p".into(), owned: BTreeMap::from([(Slot::GracePeriod, None)]) };
+        let good = Ledger {
+            policy: "p".into(),
+            owned: BTreeMap::from([(Slot::GracePeriod, None)]),
+        };
         let text = serde_json::to_string(&good).unwrap();
         let ann = BTreeMap::from([
             (ledger_key("p"), text.clone()),
             // A ledger claiming another policy's name under the wrong key is ignored.
             (ledger_key("q"), text.clone()),
-            ("lifecycle-operator.io/r".to_string(), "not json".to_string()),
+            (
+                "lifecycle-operator.io/r".to_string(),
+                "not json".to_string(),
+            ),
             ("other.io/p".to_string(), text),
         ]);
         let got = read_ledgers(Some(&ann));

@@ -58,7 +58,10 @@ impl fmt::Display for Slot {
 
 impl Slot {
     pub fn hook(container: &str, kind: HookKind) -> Self {
-        Slot::Hook { container: container.to_string(), kind }
+        Slot::Hook {
+            container: container.to_string(),
+            kind,
+        }
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -79,7 +82,12 @@ impl Slot {
         match self {
             Slot::GracePeriod => pod.termination_grace_period_seconds.map(Value::from),
             Slot::Hook { container, kind } => {
-                let lifecycle = pod.containers.iter().find(|c| &c.name == container)?.lifecycle.as_ref()?;
+                let lifecycle = pod
+                    .containers
+                    .iter()
+                    .find(|c| &c.name == container)?
+                    .lifecycle
+                    .as_ref()?;
                 let handler = match kind {
                     HookKind::PostStart => lifecycle.post_start.as_ref(),
                     HookKind::PreStop => lifecycle.pre_stop.as_ref(),
@@ -116,11 +124,17 @@ pub struct Ledger {
 pub fn wanted(spec: &LifecyclePolicySpec, pod: &PodSpec) -> BTreeMap<Slot, Value> {
     let mut out = BTreeMap::new();
     for c in &pod.containers {
-        let selected = spec.containers.as_ref().is_none_or(|names| names.contains(&c.name));
+        let selected = spec
+            .containers
+            .as_ref()
+            .is_none_or(|names| names.contains(&c.name));
         if !selected {
             continue;
         }
-        for (kind, handler) in [(HookKind::PostStart, &spec.post_start), (HookKind::PreStop, &spec.pre_stop)] {
+        for (kind, handler) in [
+            (HookKind::PostStart, &spec.post_start),
+            (HookKind::PreStop, &spec.pre_stop),
+        ] {
             if let Some(h) = handler {
                 let v = serde_json::to_value(h).expect("handler serializes");
                 out.insert(Slot::hook(&c.name, kind), v);
@@ -201,7 +215,11 @@ pub struct Input<'a> {
 /// Decides what the policy owns on this Deployment. Pure and deterministic.
 pub fn plan(input: &Input) -> Plan {
     let mine = input.ledgers.get(input.policy);
-    let wants = if input.active { wanted(input.spec, input.pod) } else { BTreeMap::new() };
+    let wants = if input.active {
+        wanted(input.spec, input.pod)
+    } else {
+        BTreeMap::new()
+    };
     let mut p = Plan::default();
     let mut owned: BTreeMap<Slot, Option<Value>> = BTreeMap::new();
 
@@ -224,7 +242,8 @@ pub fn plan(input: &Input) -> Plan {
             Outcome::HeldBy(holder.to_string())
         } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
             Outcome::AlreadySet
-        } else if current.is_some() && is_hook(&slot) && input.spec.on_conflict == OnConflict::Skip {
+        } else if current.is_some() && is_hook(&slot) && input.spec.on_conflict == OnConflict::Skip
+        {
             Outcome::SkippedExisting
         } else {
             p.claims.insert(slot.clone(), value);
@@ -242,7 +261,10 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
     if !owned.is_empty() {
-        p.ledger = Some(Ledger { policy: input.policy.to_string(), owned });
+        p.ledger = Some(Ledger {
+            policy: input.policy.to_string(),
+            owned,
+        });
     }
     p
 }
@@ -263,8 +285,12 @@ fn holder_other_than<'a>(input: &'a Input, slot: &Slot) -> Option<&'a str> {
 /// defaults (an httpGet's scheme, say), so equality would never settle.
 pub fn contains(actual: &Value, wanted: &Value) -> bool {
     match (actual, wanted) {
-        (Value::Object(a), Value::Object(w)) => w.iter().all(|(k, wv)| a.get(k).is_some_and(|av| contains(av, wv))),
-        (Value::Array(a), Value::Array(w)) => a.len() == w.len() && a.iter().zip(w).all(|(av, wv)| contains(av, wv)),
+        (Value::Object(a), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| a.get(k).is_some_and(|av| contains(av, wv))),
+        (Value::Array(a), Value::Array(w)) => {
+            a.len() == w.len() && a.iter().zip(w).all(|(av, wv)| contains(av, wv))
+        }
         _ => actual == wanted,
     }
 }

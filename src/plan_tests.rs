@@ -12,7 +12,9 @@ use crate::patch::{apply_body, ledger_key, read_ledgers, release_patch};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
     let mut base = json!({"selector": {"matchLabels": {"app": "web"}}});
-    base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+    base.as_object_mut()
+        .unwrap()
+        .extend(v.as_object().unwrap().clone());
     serde_json::from_value(base).unwrap()
 }
 
@@ -25,16 +27,34 @@ fn sh(script: &str) -> Value {
 }
 
 fn nginx() -> PodSpec {
-    pod(json!({"containers": [{"name": "nginx", "image": "nginx"}, {"name": "sidecar", "image": "busybox"}]}))
+    pod(
+        json!({"containers": [{"name": "nginx", "image": "nginx"}, {"name": "sidecar", "image": "busybox"}]}),
+    )
 }
 
-fn run(policy: &str, spec: &LifecyclePolicySpec, pod: &PodSpec, ledgers: &BTreeMap<String, Ledger>, active: bool) -> Plan {
+fn run(
+    policy: &str,
+    spec: &LifecyclePolicySpec,
+    pod: &PodSpec,
+    ledgers: &BTreeMap<String, Ledger>,
+    active: bool,
+) -> Plan {
     let winners = BTreeMap::new();
-    plan(&Input { policy, spec, active, pod, ledgers, winners: &winners })
+    plan(&Input {
+        policy,
+        spec,
+        active,
+        pod,
+        ledgers,
+        winners: &winners,
+    })
 }
 
 fn ledger_of(p: &Plan) -> BTreeMap<String, Ledger> {
-    p.ledger.iter().map(|l| (l.policy.clone(), l.clone())).collect()
+    p.ledger
+        .iter()
+        .map(|l| (l.policy.clone(), l.clone()))
+        .collect()
 }
 
 #[test]
@@ -45,7 +65,10 @@ fn adds_hooks_to_every_container_by_default() {
     assert!(p.outcomes.values().all(|o| *o == Outcome::Claimed));
     let l = p.ledger.unwrap();
     assert_eq!(l.owned.len(), 4);
-    assert!(l.owned.values().all(Option::is_none), "nothing was replaced");
+    assert!(
+        l.owned.values().all(Option::is_none),
+        "nothing was replaced"
+    );
     assert!(p.releases.is_empty());
 }
 
@@ -74,28 +97,51 @@ fn container_filter_limits_slots() {
 
 #[test]
 fn init_containers_are_never_touched() {
-    let pd = pod(json!({"initContainers": [{"name": "init", "image": "busybox"}], "containers": [{"name": "app", "image": "x"}]}));
+    let pd = pod(
+        json!({"initContainers": [{"name": "init", "image": "busybox"}], "containers": [{"name": "app", "image": "x"}]}),
+    );
     let s = spec(json!({"preStop": sh("x"), "containers": ["init", "app"]}));
     let p = run("p", &s, &pd, &BTreeMap::new(), true);
-    assert_eq!(p.claims.keys().cloned().collect::<Vec<_>>(), vec![Slot::hook("app", HookKind::PreStop)]);
+    assert_eq!(
+        p.claims.keys().cloned().collect::<Vec<_>>(),
+        vec![Slot::hook("app", HookKind::PreStop)]
+    );
 }
 
 #[test]
 fn existing_hook_skip_versus_override() {
     let own = sh("echo mine");
-    let pd = pod(json!({"containers": [{"name": "nginx", "image": "nginx", "lifecycle": {"preStop": own}}]}));
+    let pd = pod(
+        json!({"containers": [{"name": "nginx", "image": "nginx", "lifecycle": {"preStop": own}}]}),
+    );
     let slot = Slot::hook("nginx", HookKind::PreStop);
 
-    let skip = run("p", &spec(json!({"preStop": sh("policy")})), &pd, &BTreeMap::new(), true);
+    let skip = run(
+        "p",
+        &spec(json!({"preStop": sh("policy")})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
     assert_eq!(skip.outcomes[&slot], Outcome::SkippedExisting);
     assert!(skip.claims.is_empty() && skip.ledger.is_none());
     assert!(!skip.needs_write(&pd, None), "Skip writes nothing");
     assert_eq!(skip.conflicts().count(), 1);
 
-    let over = run("p", &spec(json!({"preStop": sh("policy"), "onConflict": "Override"})), &pd, &BTreeMap::new(), true);
+    let over = run(
+        "p",
+        &spec(json!({"preStop": sh("policy"), "onConflict": "Override"})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
     assert_eq!(over.outcomes[&slot], Outcome::Claimed);
     assert_eq!(over.claims[&slot], sh("policy"));
-    assert_eq!(over.ledger.unwrap().owned[&slot], Some(own), "the original is recorded");
+    assert_eq!(
+        over.ledger.unwrap().owned[&slot],
+        Some(own),
+        "the original is recorded"
+    );
 }
 
 #[test]
@@ -103,10 +149,22 @@ fn a_hook_already_in_place_is_not_claimed() {
     let wanted = json!({"httpGet": {"path": "/quit", "port": 8080}});
     // The API server defaults scheme; the hook is still the one wanted.
     let defaulted = json!({"httpGet": {"path": "/quit", "port": 8080, "scheme": "HTTP"}});
-    let pd = pod(json!({"containers": [{"name": "c", "image": "x", "lifecycle": {"preStop": defaulted}}]}));
+    let pd = pod(
+        json!({"containers": [{"name": "c", "image": "x", "lifecycle": {"preStop": defaulted}}]}),
+    );
     for mode in ["Skip", "Override"] {
-        let p = run("p", &spec(json!({"preStop": wanted, "onConflict": mode})), &pd, &BTreeMap::new(), true);
-        assert_eq!(p.outcomes[&Slot::hook("c", HookKind::PreStop)], Outcome::AlreadySet, "{mode}");
+        let p = run(
+            "p",
+            &spec(json!({"preStop": wanted, "onConflict": mode})),
+            &pd,
+            &BTreeMap::new(),
+            true,
+        );
+        assert_eq!(
+            p.outcomes[&Slot::hook("c", HookKind::PreStop)],
+            Outcome::AlreadySet,
+            "{mode}"
+        );
         assert!(p.claims.is_empty(), "{mode}");
     }
 }
@@ -119,8 +177,14 @@ fn unchanged_world_needs_no_write() {
     let ledgers = read_ledgers(after.metadata.annotations.as_ref());
     let pd = after.spec.unwrap().template.spec.unwrap();
     let second = run("p", &s, &pd, &ledgers, true);
-    assert!(!second.needs_write(&pd, ledgers.get("p")), "second plan: {second:?}");
-    assert_eq!(second.ledger, first.ledger, "originals are kept from the first claim");
+    assert!(
+        !second.needs_write(&pd, ledgers.get("p")),
+        "second plan: {second:?}"
+    );
+    assert_eq!(
+        second.ledger, first.ledger,
+        "originals are kept from the first claim"
+    );
 }
 
 #[test]
@@ -130,52 +194,121 @@ fn a_user_edit_of_a_claimed_hook_is_put_back() {
     let (after, _) = simulate_apply(&deployment(nginx()), "p", &first);
     let mut pd = after.spec.unwrap().template.spec.unwrap();
     let ledgers = read_ledgers(after.metadata.annotations.as_ref());
-    pd.containers[0].lifecycle.as_mut().unwrap().pre_stop = serde_json::from_value(sh("edited")).unwrap();
+    pd.containers[0].lifecycle.as_mut().unwrap().pre_stop =
+        serde_json::from_value(sh("edited")).unwrap();
     let p = run("p", &s, &pd, &ledgers, true);
     assert!(p.changes_template(&pd));
-    assert_eq!(p.claims[&Slot::hook("nginx", HookKind::PreStop)], sh("policy"));
-    assert_eq!(p.ledger, first.ledger, "the original is still 'none', not the edit");
+    assert_eq!(
+        p.claims[&Slot::hook("nginx", HookKind::PreStop)],
+        sh("policy")
+    );
+    assert_eq!(
+        p.ledger, first.ledger,
+        "the original is still 'none', not the edit"
+    );
 }
 
 #[test]
 fn grace_period_is_claimed_with_its_original() {
-    let pd = pod(json!({"containers": [{"name": "c", "image": "x"}], "terminationGracePeriodSeconds": 30}));
-    let p = run("p", &spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 90})), &pd, &BTreeMap::new(), true);
+    let pd = pod(
+        json!({"containers": [{"name": "c", "image": "x"}], "terminationGracePeriodSeconds": 30}),
+    );
+    let p = run(
+        "p",
+        &spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 90})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
     assert_eq!(p.claims[&Slot::GracePeriod], json!(90));
     assert_eq!(p.ledger.unwrap().owned[&Slot::GracePeriod], Some(json!(30)));
     // Same value already there: nothing to claim, even under Skip.
-    let same = run("p", &spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 30})), &pd, &BTreeMap::new(), true);
+    let same = run(
+        "p",
+        &spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 30})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
     assert_eq!(same.outcomes[&Slot::GracePeriod], Outcome::AlreadySet);
 }
 
 #[test]
 fn inactive_policy_releases_everything_it_holds() {
     let own = sh("mine");
-    let pd = pod(json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"preStop": own}}, {"name": "b", "image": "x"}]}));
+    let pd = pod(
+        json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"preStop": own}}, {"name": "b", "image": "x"}]}),
+    );
     let s = spec(json!({"preStop": sh("policy"), "onConflict": "Override"}));
     let claimed = run("p", &s, &pd, &BTreeMap::new(), true);
     let released = run("p", &s, &pd, &ledger_of(&claimed), false);
-    assert!(released.claims.is_empty() && released.ledger.is_none() && released.outcomes.is_empty());
-    assert_eq!(released.releases[&Slot::hook("a", HookKind::PreStop)], Some(own));
+    assert!(
+        released.claims.is_empty() && released.ledger.is_none() && released.outcomes.is_empty()
+    );
+    assert_eq!(
+        released.releases[&Slot::hook("a", HookKind::PreStop)],
+        Some(own)
+    );
     assert_eq!(released.releases[&Slot::hook("b", HookKind::PreStop)], None);
 }
 
 #[test]
 fn policy_changed_back_to_the_original_hands_the_slot_back() {
     let own = sh("mine");
-    let pd = pod(json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"preStop": own}}]}));
-    let claimed = run("p", &spec(json!({"preStop": sh("policy"), "onConflict": "Override"})), &pd, &BTreeMap::new(), true);
-    let back = run("p", &spec(json!({"preStop": own, "onConflict": "Override"})), &pd, &ledger_of(&claimed), true);
-    assert_eq!(back.releases[&Slot::hook("a", HookKind::PreStop)], Some(own));
+    let pd =
+        pod(json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"preStop": own}}]}));
+    let claimed = run(
+        "p",
+        &spec(json!({"preStop": sh("policy"), "onConflict": "Override"})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
+    let back = run(
+        "p",
+        &spec(json!({"preStop": own, "onConflict": "Override"})),
+        &pd,
+        &ledger_of(&claimed),
+        true,
+    );
+    assert_eq!(
+        back.releases[&Slot::hook("a", HookKind::PreStop)],
+        Some(own)
+    );
     assert!(back.claims.is_empty() && back.ledger.is_none());
 }
 
 #[test]
 fn contested_slots_go_to_the_lowest_rank_whatever_the_order() {
-    let a = BTreeMap::from([(Slot::hook("c", HookKind::PreStop), json!(1)), (Slot::GracePeriod, json!(5))]);
+    let a = BTreeMap::from([
+        (Slot::hook("c", HookKind::PreStop), json!(1)),
+        (Slot::GracePeriod, json!(5)),
+    ]);
     let b = BTreeMap::from([(Slot::hook("c", HookKind::PreStop), json!(2))]);
-    let one = [Contender { name: "old", rank: 0, wants: a.clone() }, Contender { name: "new", rank: 1, wants: b.clone() }];
-    let two = [Contender { name: "new", rank: 1, wants: b }, Contender { name: "old", rank: 0, wants: a }];
+    let one = [
+        Contender {
+            name: "old",
+            rank: 0,
+            wants: a.clone(),
+        },
+        Contender {
+            name: "new",
+            rank: 1,
+            wants: b.clone(),
+        },
+    ];
+    let two = [
+        Contender {
+            name: "new",
+            rank: 1,
+            wants: b,
+        },
+        Contender {
+            name: "old",
+            rank: 0,
+            wants: a,
+        },
+    ];
     for set in [&one[..], &two[..]] {
         let w = winners(set);
         assert_eq!(w[&Slot::hook("c", HookKind::PreStop)], "old");
@@ -189,16 +322,43 @@ fn loser_reports_and_winner_waits_for_the_holder() {
     let s = spec(json!({"preStop": sh("x"), "containers": ["nginx"]}));
     let winners = BTreeMap::from([(slot.clone(), "old")]);
     let none = BTreeMap::new();
-    let lost = plan(&Input { policy: "new", spec: &s, active: true, pod: &nginx(), ledgers: &none, winners: &winners });
+    let lost = plan(&Input {
+        policy: "new",
+        spec: &s,
+        active: true,
+        pod: &nginx(),
+        ledgers: &none,
+        winners: &winners,
+    });
     assert_eq!(lost.outcomes[&slot], Outcome::LostTo("old".into()));
     assert!(lost.claims.is_empty());
 
     // "new" held the slot before "old" started wanting it: "new" releases it...
-    let held = BTreeMap::from([("new".to_string(), Ledger { policy: "new".into(), owned: BTreeMap::from([(slot.clone(), None)]) })]);
-    let new = plan(&Input { policy: "new", spec: &s, active: true, pod: &nginx(), ledgers: &held, winners: &winners });
+    let held = BTreeMap::from([(
+        "new".to_string(),
+        Ledger {
+            policy: "new".into(),
+            owned: BTreeMap::from([(slot.clone(), None)]),
+        },
+    )]);
+    let new = plan(&Input {
+        policy: "new",
+        spec: &s,
+        active: true,
+        pod: &nginx(),
+        ledgers: &held,
+        winners: &winners,
+    });
     assert_eq!(new.releases[&slot], None);
     // ...and "old" waits for that instead of fighting over the field.
-    let old = plan(&Input { policy: "old", spec: &s, active: true, pod: &nginx(), ledgers: &held, winners: &winners });
+    let old = plan(&Input {
+        policy: "old",
+        spec: &s,
+        active: true,
+        pod: &nginx(),
+        ledgers: &held,
+        winners: &winners,
+    });
     assert_eq!(old.outcomes[&slot], Outcome::HeldBy("new".into()));
     assert!(old.claims.is_empty());
 }
@@ -209,12 +369,22 @@ fn grace_warning() {
     let cases = [
         (json!({"preStop": {"sleep": {"seconds": 90}}}), true),
         (json!({"preStop": {"sleep": {"seconds": 29}}}), false),
-        (json!({"preStop": {"sleep": {"seconds": 90}}, "terminationGracePeriodSeconds": 120}), false),
-        (json!({"preStop": {"sleep": {"seconds": 60}}, "terminationGracePeriodSeconds": 60}), true),
+        (
+            json!({"preStop": {"sleep": {"seconds": 90}}, "terminationGracePeriodSeconds": 120}),
+            false,
+        ),
+        (
+            json!({"preStop": {"sleep": {"seconds": 60}}, "terminationGracePeriodSeconds": 60}),
+            true,
+        ),
         (json!({"preStop": sh("sleep 999")}), false),
     ];
     for (s, warn) in cases {
-        assert_eq!(grace_too_short(&spec(s.clone()), &pd).is_some(), warn, "{s}");
+        assert_eq!(
+            grace_too_short(&spec(s.clone()), &pd).is_some(),
+            warn,
+            "{s}"
+        );
     }
 }
 
@@ -222,7 +392,10 @@ fn grace_warning() {
 fn contains_is_a_structural_subset() {
     assert!(contains(&json!({"a": 1, "b": 2}), &json!({"a": 1})));
     assert!(!contains(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
-    assert!(!contains(&json!(["a", "b"]), &json!(["a"])), "lists must match in length");
+    assert!(
+        !contains(&json!(["a", "b"]), &json!(["a"])),
+        "lists must match in length"
+    );
     assert!(contains(&json!([{"x": 1, "d": 0}]), &json!([{"x": 1}])));
     assert!(!contains(&json!("1"), &json!(1)));
 }
@@ -238,9 +411,13 @@ fn slots_round_trip_through_the_ledger() {
         ]),
     };
     let text = serde_json::to_string(&l).unwrap();
-    assert!(text.contains("\"web/postStart\"") && text.contains("\"terminationGracePeriodSeconds\""));
+    assert!(
+        text.contains("\"web/postStart\"") && text.contains("\"terminationGracePeriodSeconds\"")
+    );
     assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
-    assert!(serde_json::from_str::<Ledger>(r#"{"policy":"p","owned":{"web/bogus":null}}"#).is_err());
+    assert!(
+        serde_json::from_str::<Ledger>(r#"{"policy":"p","owned":{"web/bogus":null}}"#).is_err()
+    );
 }
 
 // --- Round trips through the request bodies -------------------------------
@@ -256,7 +433,12 @@ fn deployment(pod: PodSpec) -> Deployment {
 /// What server-side apply of `apply_body` does to the fields it names: sets them.
 fn simulate_apply(d: &Deployment, policy: &str, p: &Plan) -> (Deployment, Value) {
     let mut v = serde_json::to_value(d).unwrap();
-    if let Some(ops) = release_patch(policy, &d.spec.as_ref().unwrap().template.spec.clone().unwrap(), d.metadata.annotations.as_ref(), p) {
+    if let Some(ops) = release_patch(
+        policy,
+        &d.spec.as_ref().unwrap().template.spec.clone().unwrap(),
+        d.metadata.annotations.as_ref(),
+        p,
+    ) {
         let ops: json_patch::Patch = serde_json::from_value(ops).unwrap();
         json_patch::patch(&mut v, &ops).unwrap();
     }
@@ -269,7 +451,11 @@ fn simulate_apply(d: &Deployment, policy: &str, p: &Plan) -> (Deployment, Value)
 
 fn merge_apply(target: &mut Value, body: &Value) {
     let ann = body["metadata"]["annotations"].as_object().unwrap();
-    let t_ann = target["metadata"].as_object_mut().unwrap().entry("annotations").or_insert(json!({}));
+    let t_ann = target["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .entry("annotations")
+        .or_insert(json!({}));
     t_ann.as_object_mut().unwrap().extend(ann.clone());
     let pod_body = &body["spec"]["template"]["spec"];
     let pod = &mut target["spec"]["template"]["spec"];
@@ -277,9 +463,20 @@ fn merge_apply(target: &mut Value, body: &Value) {
         pod["terminationGracePeriodSeconds"] = g.clone();
     }
     for c in pod_body["containers"].as_array().into_iter().flatten() {
-        let tc = pod["containers"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == c["name"]).unwrap();
-        let lc = tc.as_object_mut().unwrap().entry("lifecycle").or_insert(json!({}));
-        lc.as_object_mut().unwrap().extend(c["lifecycle"].as_object().unwrap().clone());
+        let tc = pod["containers"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|t| t["name"] == c["name"])
+            .unwrap();
+        let lc = tc
+            .as_object_mut()
+            .unwrap()
+            .entry("lifecycle")
+            .or_insert(json!({}));
+        lc.as_object_mut()
+            .unwrap()
+            .extend(c["lifecycle"].as_object().unwrap().clone());
     }
 }
 
@@ -312,7 +509,10 @@ fn claim_then_release_restores_the_template_byte_for_byte() {
             let pod1 = d1.spec.clone().unwrap().template.spec.unwrap();
             let release = run("p", &s, &pod1, &ledgers, false);
             let (_, v2) = simulate_apply(&d1, "p", &release);
-            assert_eq!(v2, v0, "release restores the original for {s:?} on {original}");
+            assert_eq!(
+                v2, v0,
+                "release restores the original for {s:?} on {original}"
+            );
         }
     }
 }
@@ -326,6 +526,11 @@ fn hook_strings_are_carried_verbatim() {
     let cmd = &body["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"];
     assert_eq!(cmd[2], tricky);
     // The ledger annotation is JSON in a string and parses back.
-    let ann = body["metadata"]["annotations"][ledger_key("p")].as_str().unwrap();
-    assert_eq!(serde_json::from_str::<Ledger>(ann).unwrap(), p.ledger.unwrap());
+    let ann = body["metadata"]["annotations"][ledger_key("p")]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Ledger>(ann).unwrap(),
+        p.ledger.unwrap()
+    );
 }

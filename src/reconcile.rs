@@ -19,7 +19,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::patch::{apply_body, field_manager, read_ledgers, release_patch};
@@ -39,8 +39,27 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots or failed writes)")]
+    #[error(
+        "{0} Deployments still carry this policy's hooks (waiting for rollout slots or failed writes)"
+    )]
     CleanupPending(usize),
+}
+
+impl Error {
+    /// A write rejected because the object changed or vanished since the
+    /// cached copy was read: a finalizer added twice, a policy already gone.
+    fn is_stale_read(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        let Error::Finalizer(f) = self else {
+            return false;
+        };
+        let api = match f.as_ref() {
+            F::AddFinalizer(kube::Error::Api(e)) | F::RemoveFinalizer(kube::Error::Api(e)) => e,
+            _ => return false,
+        };
+        // 422 is how the API server reports a failed JSON-patch `test`.
+        matches!(api.code, 404 | 409 | 422)
+    }
 }
 
 pub struct Context {
@@ -57,11 +76,14 @@ pub struct Context {
 pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
     let (deployments, writer) = reflector::store();
-    let deployment_events = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(trim_deployment)
-        .reflect(writer)
-        .touched_objects();
+    let deployment_events = watcher(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(trim_deployment)
+    .reflect(writer)
+    .touched_objects();
     // Any policy's spec change can change who wins a contested hook in its
     // namespace, so it re-triggers its neighbours too.
     let policy_spec_changes = watcher(policies.clone(), watcher::Config::default().any_semantic())
@@ -73,11 +95,11 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let store = controller.store();
     let neighbours = {
         let store = store.clone();
-        move |ns: Option<String>| {
+        move |ns: Option<String>, except: Option<String>| {
             store
                 .state()
                 .into_iter()
-                .filter(|p| p.namespace() == ns)
+                .filter(|p| p.namespace() == ns && p.metadata.name != except)
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         }
@@ -98,13 +120,18 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         failures: Mutex::default(),
     });
     controller
-        .watches_stream(deployment_events, move |d: Deployment| neighbours(d.namespace()))
-        .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| neighbours2(p.namespace()))
+        .watches_stream(deployment_events, move |d: Deployment| {
+            neighbours(d.namespace(), None)
+        })
+        .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| {
+            neighbours2(p.namespace(), p.metadata.name.clone())
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
+            // error_policy has already logged reconcile errors.
             if let Err(e) = res {
-                warn!(error = %e, "reconcile failed");
+                debug!(error = %e, "controller");
             }
         })
         .await;
@@ -114,7 +141,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
 /// annotation can be larger than the rest of the object.
 fn trim_deployment(d: &mut Deployment) {
     d.managed_fields_mut().clear();
-    d.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+    d.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -133,13 +161,21 @@ async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Ac
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.observe_reconcile(label, started.elapsed());
     if result.is_ok() {
-        ctx.failures.lock().unwrap().remove(&ObjectRef::from_obj(&*policy));
+        ctx.failures
+            .lock()
+            .unwrap()
+            .remove(&ObjectRef::from_obj(&*policy));
     }
     result
 }
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
 fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_stale_read() {
+        // Our cache lagged a write of our own; the watch event that follows re-triggers.
+        debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
+        return Action::requeue(Duration::from_secs(1));
+    }
     let mut failures = ctx.failures.lock().unwrap();
     let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
     *n = n.saturating_add(1);
@@ -175,16 +211,23 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         )
         .await?;
     }
-    let waiting = results
-        .iter()
-        .any(|r| matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)) || has_held(&r.plan));
-    Ok(Action::requeue(if waiting { PENDING_RETRY } else { RESYNC }))
+    let waiting = results.iter().any(|r| {
+        matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)) || has_held(&r.plan)
+    });
+    Ok(Action::requeue(if waiting {
+        PENDING_RETRY
+    } else {
+        RESYNC
+    }))
 }
 
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     // Nothing matches a policy being deleted: every slot it holds is released.
     let results = evaluate(policy, &Selector::default(), false, ctx).await;
-    let left = results.iter().filter(|r| r.done != Done::UpToDate).count();
+    let left = results
+        .iter()
+        .filter(|r| matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)))
+        .count();
     if left > 0 {
         return Err(Error::CleanupPending(left));
     }
@@ -193,12 +236,19 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
 }
 
 fn has_held(plan: &Plan) -> bool {
-    plan.outcomes.values().any(|o| matches!(o, plan::Outcome::HeldBy(_)))
+    plan.outcomes
+        .values()
+        .any(|o| matches!(o, plan::Outcome::HeldBy(_)))
 }
 
 /// Plans and (in Enforce mode) carries out the policy on every Deployment of
 /// its namespace that it matches or still holds slots on.
-async fn evaluate(policy: &LifecyclePolicy, selector: &Selector, active: bool, ctx: &Context) -> Vec<DeploymentResult> {
+async fn evaluate(
+    policy: &LifecyclePolicy,
+    selector: &Selector,
+    active: bool,
+    ctx: &Context,
+) -> Vec<DeploymentResult> {
     let ns = policy.namespace();
     let name = policy.name_any();
     let mut neighbours: Vec<Arc<LifecyclePolicy>> = ctx
@@ -219,7 +269,9 @@ async fn evaluate(policy: &LifecyclePolicy, selector: &Selector, active: bool, c
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = deployments
         .iter()
-        .filter(|d| read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && is_rolling(d))
+        .filter(|d| {
+            read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && is_rolling(d)
+        })
         .count() as i32;
 
     let mut results = Vec::new();
@@ -267,7 +319,9 @@ async fn evaluate(policy: &LifecyclePolicy, selector: &Selector, active: bool, c
         results.push(DeploymentResult {
             name: d.name_any(),
             matched,
-            grace_too_short: matched.then(|| plan::grace_too_short(&policy.spec, pod)).flatten(),
+            grace_too_short: matched
+                .then(|| plan::grace_too_short(&policy.spec, pod))
+                .flatten(),
             plan,
             done,
         });
@@ -316,34 +370,54 @@ fn is_rolling(d: &Deployment) -> bool {
         || status.available_replicas.unwrap_or(0) < updated
 }
 
-async fn write(ctx: &Context, policy: &LifecyclePolicy, d: &Deployment, pod: &PodSpec, plan: &Plan) -> Result<(), kube::Error> {
+async fn write(
+    ctx: &Context,
+    policy: &LifecyclePolicy,
+    d: &Deployment,
+    pod: &PodSpec,
+    plan: &Plan,
+) -> Result<(), kube::Error> {
     let policy_name = policy.name_any();
     let ns = d.namespace().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let manager = field_manager(&policy_name);
     let mut did = Vec::new();
     if let Some(ops) = release_patch(&policy_name, pod, d.metadata.annotations.as_ref(), plan) {
-        let ops: json_patch::Patch = serde_json::from_value(ops).expect("release patch is a JSON patch");
+        let ops: json_patch::Patch =
+            serde_json::from_value(ops).expect("release patch is a JSON patch");
         let params = PatchParams {
             field_manager: Some(manager.clone()),
             ..Default::default()
         };
-        api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops)).await?;
+        api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops))
+            .await?;
         ctx.metrics.deployments_released.inc();
         did.push(format!(
             "restored {}",
-            plan.releases.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            plan.releases
+                .keys()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if plan.ledger.is_some() {
         let body = apply_body(&d.name_any(), &ns, plan);
-        api.patch(&d.name_any(), &PatchParams::apply(&manager).force(), &Patch::Apply(body))
-            .await?;
+        api.patch(
+            &d.name_any(),
+            &PatchParams::apply(&manager).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
         ctx.metrics.deployments_patched.inc();
         if plan.changes_template(pod) {
             did.push(format!(
                 "set {}",
-                plan.claims.keys().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                plan.claims
+                    .keys()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

@@ -15,7 +15,11 @@ pub struct Health {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn serve(addr: SocketAddr, health: Health, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -23,7 +27,9 @@ pub async fn serve(addr: SocketAddr, health: Health, shutdown: impl Future<Outpu
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
@@ -37,7 +43,10 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(h): State<Health>) -> ([(&'static str, &'static str); 1], String) {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         h.metrics.render(),
     )
 }

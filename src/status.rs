@@ -48,12 +48,16 @@ impl DeploymentResult {
         let (state, message) = match &self.done {
             Done::Failed(e) => ("Error", e.clone()),
             _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
-            Done::WaitingForRolloutSlot => ("Pending", "waiting for a rollout slot (maxConcurrentRollouts)".to_string()),
+            Done::WaitingForRolloutSlot => (
+                "Pending",
+                "waiting for a rollout slot (maxConcurrentRollouts)".to_string(),
+            ),
             _ if !held.is_empty() => ("Pending", held.join("; ")),
             Done::WouldPatch => ("WouldPatch", changes(&self.plan)),
-            _ if self.matched && self.plan.outcomes.is_empty() => {
-                ("NoContainers", "no selected container in the pod template".to_string())
-            }
+            _ if self.matched && self.plan.outcomes.is_empty() => (
+                "NoContainers",
+                "no selected container in the pod template".to_string(),
+            ),
             _ if mode == Mode::DryRun => ("UpToDate", String::new()),
             _ => ("Patched", String::new()),
         };
@@ -69,18 +73,28 @@ impl DeploymentResult {
         self.matched
             && matches!(self.done, Done::UpToDate | Done::Patched)
             && !self.plan.outcomes.is_empty()
-            && self.plan.outcomes.values().all(|o| !matches!(o, Outcome::HeldBy(_)))
+            && self
+                .plan
+                .outcomes
+                .values()
+                .all(|o| !matches!(o, Outcome::HeldBy(_)))
     }
 
     fn pending(&self) -> bool {
         matches!(self.done, Done::WaitingForRolloutSlot | Done::WouldPatch)
-            || self.plan.outcomes.values().any(|o| matches!(o, Outcome::HeldBy(_)))
+            || self
+                .plan
+                .outcomes
+                .values()
+                .any(|o| matches!(o, Outcome::HeldBy(_)))
     }
 }
 
 fn describe(slot: &Slot, outcome: &Outcome) -> String {
     match outcome {
-        Outcome::SkippedExisting => format!("{slot}: kept the container's own hook (onConflict: Skip)"),
+        Outcome::SkippedExisting => {
+            format!("{slot}: kept the container's own hook (onConflict: Skip)")
+        }
         Outcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
         Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
         Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
@@ -117,25 +131,60 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let results = input.results;
     let matched = results.iter().filter(|r| r.matched).count();
     let patched = results.iter().filter(|r| r.patched()).count();
-    let failed = results.iter().filter(|r| matches!(r.done, Done::Failed(_))).count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.done, Done::Failed(_)))
+        .count();
     let pending = results.iter().filter(|r| r.pending()).count();
     let conflicts: Vec<String> = results
         .iter()
-        .flat_map(|r| r.plan.conflicts().map(move |(s, o)| format!("{}: {}", r.name, describe(s, o))))
+        .flat_map(|r| {
+            r.plan
+                .conflicts()
+                .map(move |(s, o)| format!("{}: {}", r.name, describe(s, o)))
+        })
         .collect();
-    let grace: Vec<&String> = results.iter().filter_map(|r| r.grace_too_short.as_ref()).collect();
+    let grace: Vec<&String> = results
+        .iter()
+        .filter_map(|r| r.grace_too_short.as_ref())
+        .collect();
 
     let applied = if let Some(why) = &input.invalid {
         cond("Applied", false, "InvalidSpec", why)
     } else if failed > 0 {
-        cond("Applied", false, "PatchFailed", &format!("{failed} of {matched} Deployments could not be patched"))
+        cond(
+            "Applied",
+            false,
+            "PatchFailed",
+            &format!("{failed} of {matched} Deployments could not be patched"),
+        )
     } else if input.mode == Mode::DryRun {
-        let would = results.iter().filter(|r| r.done == Done::WouldPatch).count();
-        cond("Applied", false, "DryRun", &format!("DryRun: {would} of {matched} Deployments would change; nothing was patched"))
+        let would = results
+            .iter()
+            .filter(|r| r.done == Done::WouldPatch)
+            .count();
+        cond(
+            "Applied",
+            false,
+            "DryRun",
+            &format!("DryRun: {would} of {matched} Deployments would change; nothing was patched"),
+        )
     } else if pending > 0 {
-        cond("Applied", false, "Pending", &format!("{pending} of {matched} Deployments are waiting (rollout slots or another policy)"))
+        cond(
+            "Applied",
+            false,
+            "Pending",
+            &format!(
+                "{pending} of {matched} Deployments are waiting (rollout slots or another policy)"
+            ),
+        )
     } else {
-        cond("Applied", true, "Applied", &format!("{patched} of {matched} matched Deployments carry the policy's hooks"))
+        cond(
+            "Applied",
+            true,
+            "Applied",
+            &format!("{patched} of {matched} matched Deployments carry the policy's hooks"),
+        )
     };
     let conflict = if conflicts.is_empty() {
         cond("Conflict", false, "NoConflict", "")
@@ -146,7 +195,12 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         cond("GracePeriodTooShort", false, "GracePeriodSufficient", "")
     } else {
         let msgs: Vec<String> = grace.into_iter().cloned().collect();
-        cond("GracePeriodTooShort", true, "PreStopOutlastsGracePeriod", &summarize(&msgs))
+        cond(
+            "GracePeriodTooShort",
+            true,
+            "PreStopOutlastsGracePeriod",
+            &summarize(&msgs),
+        )
     };
     let ready = match (&applied, &conflict) {
         (a, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
@@ -172,7 +226,10 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .collect();
     reports.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
 
-    let previous = input.previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let previous = input
+        .previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     let conditions = [ready, applied, conflict, grace_cond]
         .into_iter()
         .map(|c| stamp(c, previous, input.generation, input.now))
@@ -182,13 +239,22 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         conditions,
         matched_deployments: matched as i32,
         patched_deployments: patched as i32,
-        deployments: reports.into_iter().take(MAX_REPORTS).map(|(_, r)| r).collect(),
+        deployments: reports
+            .into_iter()
+            .take(MAX_REPORTS)
+            .map(|(_, r)| r)
+            .collect(),
     }
 }
 
 fn summarize(items: &[String]) -> String {
     const SHOWN: usize = 3;
-    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     if items.len() > SHOWN {
         s.push_str(&format!(" (and {} more)", items.len() - SHOWN));
     }
@@ -206,11 +272,208 @@ fn cond(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
     }
 }
 
-fn stamp(mut c: Condition, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {
+fn stamp(
+    mut c: Condition,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     c.observed_generation = generation;
     c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
         Some(p) if p.status == c.status => p.last_transition_time.clone(),
         _ => Time(now),
     };
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::HookKind;
+
+    fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> DeploymentResult {
+        DeploymentResult {
+            name: name.into(),
+            matched: true,
+            plan: Plan {
+                outcomes: outcomes.into_iter().collect::<BTreeMap<_, _>>(),
+                ..Default::default()
+            },
+            done,
+            grace_too_short: None,
+        }
+    }
+
+    fn slot() -> Slot {
+        Slot::hook("app", HookKind::PreStop)
+    }
+
+    fn build_at(
+        results: &[DeploymentResult],
+        mode: Mode,
+        previous: Option<&LifecyclePolicyStatus>,
+        secs: i64,
+    ) -> LifecyclePolicyStatus {
+        build(&StatusInput {
+            generation: Some(2),
+            mode,
+            results,
+            invalid: None,
+            previous,
+            now: Timestamp::from_second(secs).unwrap(),
+        })
+    }
+
+    fn get<'a>(s: &'a LifecyclePolicyStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn all_applied_is_ready() {
+        let rs = [
+            result("a", vec![(slot(), Outcome::Claimed)], Done::Patched),
+            result("b", vec![(slot(), Outcome::AlreadySet)], Done::UpToDate),
+        ];
+        let s = build_at(&rs, Mode::Enforce, None, 100);
+        assert_eq!((s.matched_deployments, s.patched_deployments), (2, 2));
+        assert_eq!(get(&s, "Ready").status, "True");
+        assert_eq!(
+            get(&s, "Applied").message,
+            "2 of 2 matched Deployments carry the policy's hooks"
+        );
+        assert_eq!(get(&s, "Conflict").status, "False");
+        assert_eq!(s.observed_generation, Some(2));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    #[test]
+    fn each_problem_has_its_reason_and_ready_follows() {
+        let cases = [
+            (
+                result(
+                    "a",
+                    vec![(slot(), Outcome::Claimed)],
+                    Done::Failed("boom".into()),
+                ),
+                Mode::Enforce,
+                "PatchFailed",
+                "Error",
+            ),
+            (
+                result("a", vec![(slot(), Outcome::Claimed)], Done::WouldPatch),
+                Mode::DryRun,
+                "DryRun",
+                "WouldPatch",
+            ),
+            (
+                result(
+                    "a",
+                    vec![(slot(), Outcome::Claimed)],
+                    Done::WaitingForRolloutSlot,
+                ),
+                Mode::Enforce,
+                "Pending",
+                "Pending",
+            ),
+            (
+                result(
+                    "a",
+                    vec![(slot(), Outcome::HeldBy("old".into()))],
+                    Done::UpToDate,
+                ),
+                Mode::Enforce,
+                "Pending",
+                "Pending",
+            ),
+            (
+                result(
+                    "a",
+                    vec![(slot(), Outcome::LostTo("old".into()))],
+                    Done::UpToDate,
+                ),
+                Mode::Enforce,
+                "Conflict",
+                "Conflict",
+            ),
+            (
+                result(
+                    "a",
+                    vec![(slot(), Outcome::SkippedExisting)],
+                    Done::UpToDate,
+                ),
+                Mode::Enforce,
+                "Conflict",
+                "Conflict",
+            ),
+        ];
+        for (r, mode, ready_reason, state) in cases {
+            let s = build_at(std::slice::from_ref(&r), mode, None, 100);
+            assert_eq!(get(&s, "Ready").status, "False", "{r:?}");
+            assert_eq!(get(&s, "Ready").reason, ready_reason, "{r:?}");
+            assert_eq!(s.deployments[0].state, state, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_deployment_without_selected_containers_is_reported() {
+        let s = build_at(
+            &[result("a", vec![], Done::UpToDate)],
+            Mode::Enforce,
+            None,
+            1,
+        );
+        assert_eq!(s.deployments[0].state, "NoContainers");
+        assert_eq!(s.patched_deployments, 0);
+    }
+
+    #[test]
+    fn transition_times_move_only_on_change() {
+        let ok = [result("a", vec![(slot(), Outcome::Claimed)], Done::Patched)];
+        let first = build_at(&ok, Mode::Enforce, None, 100);
+        let again = build_at(&ok, Mode::Enforce, Some(&first), 200);
+        assert_eq!(first, again, "an unchanged world gives an identical status");
+        let bad = [result(
+            "a",
+            vec![(slot(), Outcome::LostTo("x".into()))],
+            Done::UpToDate,
+        )];
+        let changed = build_at(&bad, Mode::Enforce, Some(&again), 300);
+        assert_eq!(
+            get(&changed, "Ready").last_transition_time.0.as_second(),
+            300
+        );
+        assert_eq!(
+            get(&changed, "Applied").last_transition_time.0.as_second(),
+            100
+        );
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_problems_come_first() {
+        let mut rs: Vec<DeploymentResult> = (0..50)
+            .map(|i| {
+                result(
+                    &format!("ok-{i:02}"),
+                    vec![(slot(), Outcome::Claimed)],
+                    Done::Patched,
+                )
+            })
+            .collect();
+        rs.push(result(
+            "zz-broken",
+            vec![(slot(), Outcome::Claimed)],
+            Done::Failed("denied".into()),
+        ));
+        let s = build_at(&rs, Mode::Enforce, None, 1);
+        assert_eq!(s.deployments.len(), MAX_REPORTS);
+        assert_eq!(s.deployments[0].name, "zz-broken");
+        assert_eq!(s.deployments[0].message, "denied");
+        assert_eq!(s.matched_deployments, 51);
+    }
 }

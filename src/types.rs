@@ -33,12 +33,38 @@ pub const MAX_SECONDS: i64 = 3600;
     namespaced,
     status = "LifecyclePolicyStatus",
     doc = "LifecyclePolicy puts container lifecycle hooks (postStart, preStop) on the pod templates of the Deployments it selects in its namespace, and reports what it changed.",
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", priority = 1),
-    printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matchedDeployments"),
-    printcolumn(name = "Patched", type_ = "integer", json_path = ".status.patchedDeployments"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Matched",
+        type_ = "integer",
+        json_path = ".status.matchedDeployments"
+    ),
+    printcolumn(
+        name = "Patched",
+        type_ = "integer",
+        json_path = ".status.patchedDeployments"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.postStart) || has(self.preStop)").message("set at least one of postStart or preStop"))]
 #[serde(rename_all = "camelCase")]

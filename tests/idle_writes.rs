@@ -14,10 +14,16 @@ use serde_json::json;
 async fn fifty_matched_deployments_and_a_quiet_minute_cost_zero_writes() {
     let ns = Ns::new("idle").await;
     for i in 0..50 {
-        ns.deployment(&format!("web-{i:02}"), json!({"app": "web"}), 0, json!({})).await;
+        ns.deployment(&format!("web-{i:02}"), json!({"app": "web"}), 0, json!({}))
+            .await;
     }
     ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 1"), "postStart": sh("true")})).await;
-    let p = wait_policy(&ns, "p", 120, |p| p.status.as_ref().is_some_and(|s| s.patched_deployments == 50)).await;
+    let p = wait_policy(&ns, "p", 120, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.patched_deployments == 50)
+    })
+    .await;
     assert_eq!(p.status.unwrap().matched_deployments, 50);
     // Let the Deployment controller's status updates and the events settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -26,6 +32,10 @@ async fn fifty_matched_deployments_and_a_quiet_minute_cost_zero_writes() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after = operator_writes().await;
     println!("operator write requests: {before} before, {after} after a quiet minute");
-    assert_eq!(after - before, 0.0, "the operator wrote during a quiet minute");
+    assert_eq!(
+        after - before,
+        0.0,
+        "the operator wrote during a quiet minute"
+    );
     ns.delete().await;
 }

@@ -13,30 +13,73 @@ use serde_json::{Value, json};
 
 fn hooks(d: &Deployment, container: &str) -> Value {
     let t = template(d);
-    let c = t["containers"].as_array().unwrap().iter().find(|c| c["name"] == container).unwrap().clone();
+    let c = t["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == container)
+        .unwrap()
+        .clone();
     c.get("lifecycle").cloned().unwrap_or(Value::Null)
 }
 
 /// The operator's annotations (the Deployment controller adds its own).
 fn ledgers(d: &Deployment) -> Vec<(String, String)> {
-    d.annotations().iter().filter(|(k, _)| k.starts_with("lifecycle-operator.io/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    d.annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with("lifecycle-operator.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The operator never wrote to the Deployment. (Its resourceVersion moves
 /// with the Deployment controller's status updates, so compare what we own.)
 fn assert_untouched(before: &Deployment, after: &Deployment) {
     let name = after.metadata.name.as_deref().unwrap_or_default();
-    assert_eq!(template(after), template(before), "{name}: template changed");
-    assert_eq!(after.metadata.generation, before.metadata.generation, "{name}: generation changed");
-    assert_eq!(ledgers(after), ledgers(before), "{name}: ledger annotations changed");
-    let managers: Vec<&str> = after.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.as_deref()).collect();
-    assert!(!managers.iter().any(|m| m.starts_with("lifecycle-operator")), "{name}: managed by {managers:?}");
+    assert_eq!(
+        template(after),
+        template(before),
+        "{name}: template changed"
+    );
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "{name}: generation changed"
+    );
+    assert_eq!(
+        ledgers(after),
+        ledgers(before),
+        "{name}: ledger annotations changed"
+    );
+    let managers: Vec<&str> = after
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m.starts_with("lifecycle-operator")),
+        "{name}: managed by {managers:?}"
+    );
 }
 
-async fn wait_deploy(ns: &Ns, name: &str, what: &str, ok: impl Fn(&Deployment) -> bool) -> Deployment {
+async fn wait_deploy(
+    ns: &Ns,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Deployment) -> bool,
+) -> Deployment {
     eventually(&format!("deployment {name}: {what}"), 60, || async {
-        let d = ns.deployments().get(name).await.map_err(|e| e.to_string())?;
-        if ok(&d) { Ok(d) } else { Err(template(&d).to_string()) }
+        let d = ns
+            .deployments()
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if ok(&d) {
+            Ok(d)
+        } else {
+            Err(template(&d).to_string())
+        }
     })
     .await
 }
@@ -44,28 +87,57 @@ async fn wait_deploy(ns: &Ns, name: &str, what: &str, ok: impl Fn(&Deployment) -
 #[tokio::test]
 async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
     let ns = Ns::new("apply").await;
-    let a = ns.deployment("web-a", json!({"app": "web"}), 1, json!({})).await;
-    ns.deployment("web-b", json!({"app": "web"}), 0, json!({})).await;
-    let other = ns.deployment("other", json!({"app": "other"}), 0, json!({})).await;
+    let a = ns
+        .deployment("web-a", json!({"app": "web"}), 1, json!({}))
+        .await;
+    ns.deployment("web-b", json!({"app": "web"}), 0, json!({}))
+        .await;
+    let other = ns
+        .deployment("other", json!({"app": "other"}), 0, json!({}))
+        .await;
     ns.policy(
         "graceful",
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("echo 'bye'; sleep 1"), "postStart": {"sleep": {"seconds": 1}}}),
     )
     .await;
 
-    let p = wait_policy(&ns, "graceful", 60, |p| condition(p, "Ready").is_some_and(|c| c.status == "True")).await;
+    let p = wait_policy(&ns, "graceful", 60, |p| {
+        condition(p, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
     let st = p.status.clone().unwrap();
     assert_eq!((st.matched_deployments, st.patched_deployments), (2, 2));
     assert_eq!(condition(&p, "Applied").unwrap().status, "True");
     assert_eq!(condition(&p, "Conflict").unwrap().status, "False");
-    assert!(p.finalizers().iter().any(|f| f == "lifecycle-operator.io/cleanup"));
+    assert!(
+        p.finalizers()
+            .iter()
+            .any(|f| f == "lifecycle-operator.io/cleanup")
+    );
 
     for name in ["web-a", "web-b"] {
         let d = ns.deployments().get(name).await.unwrap();
-        assert_eq!(hooks(&d, "app")["preStop"], sh("echo 'bye'; sleep 1"), "{name}");
-        assert_eq!(hooks(&d, "app")["postStart"], json!({"sleep": {"seconds": 1}}), "{name}");
-        let managers: Vec<String> = d.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
-        assert!(managers.contains(&"lifecycle-operator/graceful".to_string()), "{managers:?}");
+        assert_eq!(
+            hooks(&d, "app")["preStop"],
+            sh("echo 'bye'; sleep 1"),
+            "{name}"
+        );
+        assert_eq!(
+            hooks(&d, "app")["postStart"],
+            json!({"sleep": {"seconds": 1}}),
+            "{name}"
+        );
+        let managers: Vec<String> = d
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert!(
+            managers.contains(&"lifecycle-operator/graceful".to_string()),
+            "{managers:?}"
+        );
     }
     // Not selected: untouched, not even an annotation.
     assert_untouched(&other, &ns.deployments().get("other").await.unwrap());
@@ -73,16 +145,36 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
     // web-a rolled: a new ReplicaSet carries the hook and its pod runs.
     let rs_api: Api<ReplicaSet> = Api::namespaced(ns.client.clone(), &ns.name);
     eventually("web-a's new ReplicaSet to be available", 90, || async {
-        let rss = rs_api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let rss = rs_api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let ok = rss.items.iter().any(|rs| {
             let t = serde_json::to_value(&rs.spec.as_ref().unwrap().template).unwrap();
             t["spec"]["containers"][0]["lifecycle"]["preStop"] == sh("echo 'bye'; sleep 1")
-                && rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) == 1
+                && rs
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0)
+                    == 1
         });
-        if ok { Ok(()) } else { Err(format!("{} ReplicaSets", rss.items.len())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{} ReplicaSets", rss.items.len()))
+        }
     })
     .await;
-    assert!(ns.deployments().get("web-a").await.unwrap().metadata.generation > a.metadata.generation);
+    assert!(
+        ns.deployments()
+            .get("web-a")
+            .await
+            .unwrap()
+            .metadata
+            .generation
+            > a.metadata.generation
+    );
 
     // One event on the policy per Deployment it changed.
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -97,10 +189,17 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .filter(|e| e.reason.as_deref() == Some("DeploymentPatched"))
             .filter_map(|e| e.message.clone())
             .collect();
-        if patched.len() >= 2 { Ok(patched) } else { Err(format!("{patched:?}")) }
+        if patched.len() >= 2 {
+            Ok(patched)
+        } else {
+            Err(format!("{patched:?}"))
+        }
     })
     .await;
-    assert!(evs.iter().any(|m| m.contains("web-a")) && evs.iter().any(|m| m.contains("web-b")), "{evs:?}");
+    assert!(
+        evs.iter().any(|m| m.contains("web-a")) && evs.iter().any(|m| m.contains("web-b")),
+        "{evs:?}"
+    );
     assert!(!evs.iter().any(|m| m.contains("other")));
     ns.delete().await;
 }
@@ -108,18 +207,42 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
 #[tokio::test]
 async fn a_deployment_that_stops_matching_gets_its_template_back() {
     let ns = Ns::new("unmatch").await;
-    let before = ns.deployment("web", json!({"app": "web"}), 0, json!({})).await;
+    let before = ns
+        .deployment("web", json!({"app": "web"}), 0, json!({}))
+        .await;
     ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 2"), "terminationGracePeriodSeconds": 45})).await;
-    wait_deploy(&ns, "web", "hooks applied", |d| hooks(d, "app")["preStop"] == sh("sleep 2")).await;
-    assert_eq!(template(&ns.deployments().get("web").await.unwrap())["terminationGracePeriodSeconds"], 45);
+    wait_deploy(&ns, "web", "hooks applied", |d| {
+        hooks(d, "app")["preStop"] == sh("sleep 2")
+    })
+    .await;
+    assert_eq!(
+        template(&ns.deployments().get("web").await.unwrap())["terminationGracePeriodSeconds"],
+        45
+    );
 
     ns.deployments()
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+        )
         .await
         .unwrap();
-    let d = wait_deploy(&ns, "web", "hooks removed", |d| template(d) == template(&before)).await;
-    assert_eq!(ledgers(&d), ledgers(&before), "the ledger annotation is gone");
-    wait_policy(&ns, "p", 30, |p| p.status.as_ref().is_some_and(|s| s.matched_deployments == 0)).await;
+    let d = wait_deploy(&ns, "web", "hooks removed", |d| {
+        template(d) == template(&before)
+    })
+    .await;
+    assert_eq!(
+        ledgers(&d),
+        ledgers(&before),
+        "the ledger annotation is gone"
+    );
+    wait_policy(&ns, "p", 30, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.matched_deployments == 0)
+    })
+    .await;
     ns.delete().await;
 }
 
@@ -138,11 +261,15 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
     )
     .await;
     wait_deploy(&ns, "web", "override applied", |d| {
-        hooks(d, "app")["preStop"] == sh("policy hook") && hooks(d, "side")["preStop"] == sh("policy hook")
+        hooks(d, "app")["preStop"] == sh("policy hook")
+            && hooks(d, "side")["preStop"] == sh("policy hook")
     })
     .await;
 
-    ns.policies().delete("p", &DeleteParams::default()).await.unwrap();
+    ns.policies()
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("policy gone", 60, || async {
         match ns.policies().get_opt("p").await {
             Ok(None) => Ok(()),
@@ -151,7 +278,11 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
     })
     .await;
     let d = ns.deployments().get("web").await.unwrap();
-    assert_eq!(template(&d), template(&before), "template restored byte for byte");
+    assert_eq!(
+        template(&d),
+        template(&before),
+        "template restored byte for byte"
+    );
     assert_eq!(ledgers(&d), ledgers(&before));
     ns.delete().await;
 }
@@ -159,12 +290,25 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
 #[tokio::test]
 async fn dry_run_reports_and_patches_nothing() {
     let ns = Ns::new("dryrun").await;
-    let before = ns.deployment("web", json!({"app": "web"}), 0, json!({})).await;
-    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x"), "mode": "DryRun"})).await;
-    let p = wait_policy(&ns, "p", 60, |p| condition(p, "Applied").is_some_and(|c| c.reason == "DryRun")).await;
+    let before = ns
+        .deployment("web", json!({"app": "web"}), 0, json!({}))
+        .await;
+    ns.policy(
+        "p",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x"), "mode": "DryRun"}),
+    )
+    .await;
+    let p = wait_policy(&ns, "p", 60, |p| {
+        condition(p, "Applied").is_some_and(|c| c.reason == "DryRun")
+    })
+    .await;
     let st = p.status.unwrap();
     assert_eq!(st.deployments[0].state, "WouldPatch");
-    assert!(st.deployments[0].message.contains("app/preStop"), "{:?}", st.deployments[0]);
+    assert!(
+        st.deployments[0].message.contains("app/preStop"),
+        "{:?}",
+        st.deployments[0]
+    );
     assert_eq!(st.patched_deployments, 0);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let d = ns.deployments().get("web").await.unwrap();
@@ -175,27 +319,56 @@ async fn dry_run_reports_and_patches_nothing() {
 #[tokio::test]
 async fn the_older_of_two_conflicting_policies_wins_and_the_other_reports_conflict() {
     let ns = Ns::new("conflict").await;
-    ns.deployment("web", json!({"app": "web", "tier": "front"}), 0, json!({})).await;
-    ns.policy("first", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("first")})).await;
-    wait_deploy(&ns, "web", "first's hook", |d| hooks(d, "app")["preStop"] == sh("first")).await;
+    ns.deployment("web", json!({"app": "web", "tier": "front"}), 0, json!({}))
+        .await;
+    ns.policy(
+        "first",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("first")}),
+    )
+    .await;
+    wait_deploy(&ns, "web", "first's hook", |d| {
+        hooks(d, "app")["preStop"] == sh("first")
+    })
+    .await;
     // Creation timestamps have one-second resolution: make the order unambiguous.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     ns.policy("second", json!({"selector": {"matchLabels": {"tier": "front"}}, "preStop": sh("second"), "postStart": sh("second")})).await;
 
-    let p = wait_policy(&ns, "second", 60, |p| condition(p, "Conflict").is_some_and(|c| c.status == "True")).await;
+    let p = wait_policy(&ns, "second", 60, |p| {
+        condition(p, "Conflict").is_some_and(|c| c.status == "True")
+    })
+    .await;
     let msg = &condition(&p, "Conflict").unwrap().message;
-    assert!(msg.contains("app/preStop") && msg.contains("first"), "{msg}");
+    assert!(
+        msg.contains("app/preStop") && msg.contains("first"),
+        "{msg}"
+    );
     assert_eq!(condition(&p, "Ready").unwrap().status, "False");
     // The loser still applies what nobody contests.
-    let d = wait_deploy(&ns, "web", "second's postStart", |d| hooks(d, "app")["postStart"] == sh("second")).await;
+    let d = wait_deploy(&ns, "web", "second's postStart", |d| {
+        hooks(d, "app")["postStart"] == sh("second")
+    })
+    .await;
     assert_eq!(hooks(&d, "app")["preStop"], sh("first"));
-    let first = wait_policy(&ns, "first", 30, |p| condition(p, "Ready").is_some_and(|c| c.status == "True")).await;
+    let first = wait_policy(&ns, "first", 30, |p| {
+        condition(p, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
     assert_eq!(condition(&first, "Conflict").unwrap().status, "False");
 
     // When the winner goes, the other takes the hook over.
-    ns.policies().delete("first", &DeleteParams::default()).await.unwrap();
-    wait_deploy(&ns, "web", "second's preStop", |d| hooks(d, "app")["preStop"] == sh("second")).await;
-    wait_policy(&ns, "second", 60, |p| condition(p, "Conflict").is_some_and(|c| c.status == "False")).await;
+    ns.policies()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_deploy(&ns, "web", "second's preStop", |d| {
+        hooks(d, "app")["preStop"] == sh("second")
+    })
+    .await;
+    wait_policy(&ns, "second", 60, |p| {
+        condition(p, "Conflict").is_some_and(|c| c.status == "False")
+    })
+    .await;
     ns.delete().await;
 }
 
@@ -205,11 +378,24 @@ async fn an_existing_hook_is_kept_and_reported_under_skip() {
     let own = sh("own");
     let pod = json!({"containers": [{"name": "app", "image": "busybox", "command": ["sleep", "1"], "lifecycle": {"preStop": own}}]});
     let before = ns.deployment("web", json!({"app": "web"}), 0, pod).await;
-    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("policy")})).await;
-    let p = wait_policy(&ns, "p", 60, |p| condition(p, "Conflict").is_some_and(|c| c.status == "True")).await;
+    ns.policy(
+        "p",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("policy")}),
+    )
+    .await;
+    let p = wait_policy(&ns, "p", 60, |p| {
+        condition(p, "Conflict").is_some_and(|c| c.status == "True")
+    })
+    .await;
     let st = p.status.clone().unwrap();
     assert_eq!(st.deployments[0].state, "Conflict");
-    assert!(st.deployments[0].message.contains("app/preStop: kept the container's own hook"), "{:?}", st.deployments);
+    assert!(
+        st.deployments[0]
+            .message
+            .contains("app/preStop: kept the container's own hook"),
+        "{:?}",
+        st.deployments
+    );
     assert_untouched(&before, &ns.deployments().get("web").await.unwrap());
     ns.delete().await;
 }
@@ -218,12 +404,25 @@ async fn an_existing_hook_is_kept_and_reported_under_skip() {
 async fn a_policy_never_touches_another_namespace() {
     let a = Ns::new("nsa").await;
     let b = Ns::new("nsb").await;
-    a.deployment("web", json!({"app": "web"}), 0, json!({})).await;
-    let theirs = b.deployment("web", json!({"app": "web"}), 0, json!({})).await;
-    a.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x")})).await;
-    let p = wait_policy(&a, "p", 60, |p| condition(p, "Ready").is_some_and(|c| c.status == "True")).await;
+    a.deployment("web", json!({"app": "web"}), 0, json!({}))
+        .await;
+    let theirs = b
+        .deployment("web", json!({"app": "web"}), 0, json!({}))
+        .await;
+    a.policy(
+        "p",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x")}),
+    )
+    .await;
+    let p = wait_policy(&a, "p", 60, |p| {
+        condition(p, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
     assert_eq!(p.status.unwrap().matched_deployments, 1);
-    wait_deploy(&a, "web", "hook in A", |d| hooks(d, "app")["preStop"] == sh("x")).await;
+    wait_deploy(&a, "web", "hook in A", |d| {
+        hooks(d, "app")["preStop"] == sh("x")
+    })
+    .await;
     let d = b.deployments().get("web").await.unwrap();
     assert_untouched(&theirs, &d);
     a.delete().await;
@@ -234,7 +433,8 @@ async fn a_policy_never_touches_another_namespace() {
 async fn max_concurrent_rollouts_paces_the_rollouts() {
     let ns = Ns::new("pace").await;
     for i in 0..3 {
-        ns.deployment(&format!("web-{i}"), json!({"app": "web"}), 1, json!({})).await;
+        ns.deployment(&format!("web-{i}"), json!({"app": "web"}), 1, json!({}))
+            .await;
     }
     // Let the first rollouts finish so only the policy's rollouts count.
     for i in 0..3 {
@@ -244,9 +444,17 @@ async fn max_concurrent_rollouts_paces_the_rollouts() {
         .await;
     }
     ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x"), "maxConcurrentRollouts": 1})).await;
-    let pending = wait_policy(&ns, "p", 30, |p| p.status.as_ref().is_some_and(|s| s.deployments.iter().any(|d| d.state == "Pending"))).await;
+    let pending = wait_policy(&ns, "p", 30, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.deployments.iter().any(|d| d.state == "Pending"))
+    })
+    .await;
     assert_eq!(condition(&pending, "Applied").unwrap().reason, "Pending");
-    let done = wait_policy(&ns, "p", 120, |p| condition(p, "Ready").is_some_and(|c| c.status == "True")).await;
+    let done = wait_policy(&ns, "p", 120, |p| {
+        condition(p, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
     assert_eq!(done.status.unwrap().patched_deployments, 3);
     ns.delete().await;
 }
@@ -256,29 +464,113 @@ async fn max_concurrent_rollouts_paces_the_rollouts() {
 async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() {
     let ns = Ns::new("invalid").await;
     let gvk = GroupVersionKind::gvk("lifecycle-operator.io", "v1alpha1", "LifecyclePolicy");
-    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk_with_plural(&gvk, "lifecyclepolicies"));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::from_gvk_with_plural(&gvk, "lifecyclepolicies"),
+    );
     let sel = json!({"matchLabels": {"app": "web"}});
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("no selector", json!({"preStop": sh("x")}), "spec.selector: Required value"),
-        ("empty selector", json!({"selector": {}, "preStop": sh("x")}), "selector must not be empty"),
-        ("empty matchLabels", json!({"selector": {"matchLabels": {}}, "preStop": sh("x")}), "selector must not be empty"),
-        ("no hook", json!({"selector": sel}), "set at least one of postStart or preStop"),
-        ("empty handler", json!({"selector": sel, "preStop": {}}), "exactly one of exec, httpGet or sleep"),
-        ("two handlers", json!({"selector": sel, "postStart": {"exec": {"command": ["x"]}, "sleep": {"seconds": 1}}}), "exactly one of exec, httpGet or sleep"),
-        ("tcpSocket", json!({"selector": sel, "preStop": {"tcpSocket": {"port": 80}}}), "exactly one of exec, httpGet or sleep"),
-        ("empty command", json!({"selector": sel, "preStop": {"exec": {"command": []}}}), "spec.preStop.exec.command: Invalid value"),
-        ("blank executable", json!({"selector": sel, "preStop": {"exec": {"command": [""]}}}), "exec.command[0] (the executable) must not be empty"),
-        ("sleep 0", json!({"selector": sel, "preStop": {"sleep": {"seconds": 0}}}), "spec.preStop.sleep.seconds: Invalid value: 0"),
-        ("sleep too long", json!({"selector": sel, "preStop": {"sleep": {"seconds": 7200}}}), "should be less than or equal to 3600"),
-        ("grace 0", json!({"selector": sel, "preStop": sh("x"), "terminationGracePeriodSeconds": 0}), "spec.terminationGracePeriodSeconds"),
-        ("bad onConflict", json!({"selector": sel, "preStop": sh("x"), "onConflict": "Merge"}), "supported values: \"Skip\", \"Override\""),
-        ("bad mode", json!({"selector": sel, "preStop": sh("x"), "mode": "Audit"}), "supported values: \"Enforce\", \"DryRun\""),
-        ("negative maxConcurrentRollouts", json!({"selector": sel, "preStop": sh("x"), "maxConcurrentRollouts": -1}), "spec.maxConcurrentRollouts"),
-        ("port out of range", json!({"selector": sel, "preStop": {"httpGet": {"port": 70000}}}), "httpGet.port must be 1-65535 or a port name"),
-        ("In without values", json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In"}]}, "preStop": sh("x")}), "values must be non-empty for In and NotIn"),
-        ("Exists with values", json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["a"]}]}, "preStop": sh("x")}), "empty for Exists and DoesNotExist"),
-        ("bad operator", json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Like", "values": ["a"]}]}, "preStop": sh("x")}), "supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""),
-        ("empty container name", json!({"selector": sel, "containers": [""], "preStop": sh("x")}), "container names must be 1 to 63 characters"),
+        (
+            "no selector",
+            json!({"preStop": sh("x")}),
+            "spec.selector: Required value",
+        ),
+        (
+            "empty selector",
+            json!({"selector": {}, "preStop": sh("x")}),
+            "selector must not be empty",
+        ),
+        (
+            "empty matchLabels",
+            json!({"selector": {"matchLabels": {}}, "preStop": sh("x")}),
+            "selector must not be empty",
+        ),
+        (
+            "no hook",
+            json!({"selector": sel}),
+            "set at least one of postStart or preStop",
+        ),
+        (
+            "empty handler",
+            json!({"selector": sel, "preStop": {}}),
+            "exactly one of exec, httpGet or sleep",
+        ),
+        (
+            "two handlers",
+            json!({"selector": sel, "postStart": {"exec": {"command": ["x"]}, "sleep": {"seconds": 1}}}),
+            "exactly one of exec, httpGet or sleep",
+        ),
+        (
+            "tcpSocket",
+            json!({"selector": sel, "preStop": {"tcpSocket": {"port": 80}}}),
+            "exactly one of exec, httpGet or sleep",
+        ),
+        (
+            "empty command",
+            json!({"selector": sel, "preStop": {"exec": {"command": []}}}),
+            "spec.preStop.exec.command: Invalid value",
+        ),
+        (
+            "blank executable",
+            json!({"selector": sel, "preStop": {"exec": {"command": [""]}}}),
+            "exec.command[0] (the executable) must not be empty",
+        ),
+        (
+            "sleep 0",
+            json!({"selector": sel, "preStop": {"sleep": {"seconds": 0}}}),
+            "spec.preStop.sleep.seconds: Invalid value: 0",
+        ),
+        (
+            "sleep too long",
+            json!({"selector": sel, "preStop": {"sleep": {"seconds": 7200}}}),
+            "should be less than or equal to 3600",
+        ),
+        (
+            "grace 0",
+            json!({"selector": sel, "preStop": sh("x"), "terminationGracePeriodSeconds": 0}),
+            "spec.terminationGracePeriodSeconds",
+        ),
+        (
+            "bad onConflict",
+            json!({"selector": sel, "preStop": sh("x"), "onConflict": "Merge"}),
+            "supported values: \"Skip\", \"Override\"",
+        ),
+        (
+            "bad mode",
+            json!({"selector": sel, "preStop": sh("x"), "mode": "Audit"}),
+            "supported values: \"Enforce\", \"DryRun\"",
+        ),
+        (
+            "negative maxConcurrentRollouts",
+            json!({"selector": sel, "preStop": sh("x"), "maxConcurrentRollouts": -1}),
+            "spec.maxConcurrentRollouts",
+        ),
+        (
+            "port out of range",
+            json!({"selector": sel, "preStop": {"httpGet": {"port": 70000}}}),
+            "httpGet.port must be 1-65535 or a port name",
+        ),
+        (
+            "In without values",
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In"}]}, "preStop": sh("x")}),
+            "values must be non-empty for In and NotIn",
+        ),
+        (
+            "Exists with values",
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["a"]}]}, "preStop": sh("x")}),
+            "empty for Exists and DoesNotExist",
+        ),
+        (
+            "bad operator",
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Like", "values": ["a"]}]}, "preStop": sh("x")}),
+            "supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\"",
+        ),
+        (
+            "empty container name",
+            json!({"selector": sel, "containers": [""], "preStop": sh("x")}),
+            "container names must be 1 to 63 characters",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, spec, expect)) in cases.iter().enumerate() {
@@ -290,9 +582,17 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
         match api.create(&Default::default(), &obj).await {
             Ok(_) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains(expect) => {}
-            Err(e) => failures.push(format!("{what}: expected 422 containing {expect:?}, got {e}")),
+            Err(e) => failures.push(format!(
+                "{what}: expected 422 containing {expect:?}, got {e}"
+            )),
         }
     }
-    assert!(failures.is_empty(), "{} of {} bad inputs misjudged:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad inputs misjudged:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     ns.delete().await;
 }

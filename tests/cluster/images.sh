@@ -115,6 +115,9 @@ build_nginx() {
   # stdout/stderr, content in /usr/share/nginx/html, port 80.
   ln -sfn /dev/stdout "$r/var/log/nginx/access.log"
   ln -sfn /dev/stderr "$r/var/log/nginx/error.log"
+  # Upstream logs at "notice", so a graceful shutdown shows in the pod's log.
+  sed -i 's|^error_log /var/log/nginx/error.log;$|error_log /var/log/nginx/error.log notice;|' "$r/etc/nginx/nginx.conf"
+  grep -q '^error_log .* notice;$' "$r/etc/nginx/nginx.conf" || die "nginx.conf: error_log line not found"
   rm -f "$r"/etc/nginx/sites-enabled/*
   cat >"$r/etc/nginx/conf.d/default.conf" <<'CONF'
 server {

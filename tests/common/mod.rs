@@ -15,10 +15,12 @@ use lifecycle_operator::types::LifecyclePolicy;
 /// A client for the test cluster. Fails loudly when the cluster is not there:
 /// these tests are never skipped.
 pub async fn client() -> Client {
-    let path = std::env::var("KUBECONFIG")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/cluster/kubeconfig").to_string());
-    let kc = Kubeconfig::read_from(&path)
-        .unwrap_or_else(|e| panic!("no kubeconfig at {path} ({e}): run `make cluster-up` (make test does)"));
+    let path = std::env::var("KUBECONFIG").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/cluster/kubeconfig").to_string()
+    });
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!("no kubeconfig at {path} ({e}): run `make cluster-up` (make test does)")
+    });
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig loads");
@@ -34,7 +36,10 @@ pub struct Ns {
 impl Ns {
     pub async fn new(prefix: &str) -> Ns {
         let client = client().await;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let name = format!("it-{prefix}-{:x}", nanos);
         let ns: Namespace = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"lifecycle-operator.io/test": "true"}}
@@ -55,7 +60,13 @@ impl Ns {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    pub async fn deployment(&self, name: &str, labels: Value, replicas: i32, pod: Value) -> Deployment {
+    pub async fn deployment(
+        &self,
+        name: &str,
+        labels: Value,
+        replicas: i32,
+        pod: Value,
+    ) -> Deployment {
         let mut pod = pod;
         if pod.get("containers").is_none() {
             pod["containers"] = json!([{"name": "app", "image": "busybox", "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]);
@@ -69,7 +80,10 @@ impl Ns {
             }
         }))
         .unwrap();
-        self.deployments().create(&PostParams::default(), &d).await.expect("create deployment")
+        self.deployments()
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create deployment")
     }
 
     pub async fn policy(&self, name: &str, spec: Value) -> LifecyclePolicy {
@@ -80,7 +94,10 @@ impl Ns {
             "spec": spec,
         }))
         .unwrap();
-        self.policies().create(&PostParams::default(), &p).await.expect("create policy")
+        self.policies()
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create policy")
     }
 
     pub async fn delete(self) {
@@ -100,7 +117,9 @@ where
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => panic!("timed out after {secs}s waiting for {what}; last: {last}"),
+            Err(last) if Instant::now() > deadline => {
+                panic!("timed out after {secs}s waiting for {what}; last: {last}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
@@ -111,15 +130,28 @@ pub fn template(d: &Deployment) -> Value {
     serde_json::to_value(&d.spec.as_ref().unwrap().template.spec).unwrap()
 }
 
-pub fn condition<'a>(p: &'a LifecyclePolicy, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    p.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+pub fn condition<'a>(
+    p: &'a LifecyclePolicy,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Waits for the policy's status to describe its current generation and satisfy `ok`.
-pub async fn wait_policy(ns: &Ns, name: &str, secs: u64, ok: impl Fn(&LifecyclePolicy) -> bool) -> LifecyclePolicy {
+pub async fn wait_policy(
+    ns: &Ns,
+    name: &str,
+    secs: u64,
+    ok: impl Fn(&LifecyclePolicy) -> bool,
+) -> LifecyclePolicy {
     eventually(&format!("policy {name}"), secs, || async {
         let p = ns.policies().get(name).await.map_err(|e| e.to_string())?;
-        let current = p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation;
+        let current =
+            p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation;
         if current && ok(&p) {
             Ok(p)
         } else {
@@ -135,7 +167,8 @@ pub fn sh(script: &str) -> Value {
 
 /// Sum of the operator's `lifecycle_operator_api_write_requests` counters.
 pub async fn operator_writes() -> f64 {
-    let url = std::env::var("LCO_METRICS_URL").expect("LCO_METRICS_URL is set by tests/run-cluster-tests.sh");
+    let url = std::env::var("LCO_METRICS_URL")
+        .expect("LCO_METRICS_URL is set by tests/run-cluster-tests.sh");
     let body = http_get(&url).await;
     body.lines()
         .filter(|l| l.starts_with("lifecycle_operator_api_write_requests_total"))
@@ -146,9 +179,16 @@ pub async fn operator_writes() -> f64 {
 async fn http_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("operator metrics port");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("operator metrics port");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

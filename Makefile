@@ -1,0 +1,45 @@
+# lifecycle-operator: `make demo` shows it working, `make test` runs every test.
+SHELL := /bin/bash
+KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
+KUBECTL := $(CURDIR)/target/cluster/bin/kubectl
+
+.PHONY: test lint unit test-cluster test-harness test-operator cluster-up cluster-down demo demo-down crds build
+
+## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
+test: lint unit cluster-up test-cluster
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test --lib --bins
+
+test-cluster: test-harness test-operator
+
+test-harness:
+	bash tests/cluster/selftest.sh
+
+test-operator:
+	bash tests/run-cluster-tests.sh
+
+## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig)
+cluster-up:
+	bash tests/cluster/up.sh
+
+cluster-down: demo-down
+	bash tests/cluster/down.sh
+
+## demo: cluster up, operator running, the nginx example applied, its status printed
+demo: cluster-up
+	bash tests/demo.sh
+
+demo-down:
+	bash tests/demo.sh stop
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	cargo run --quiet --bin crdgen > crds/lifecyclepolicies.yaml
+
+build:
+	cargo build --release --bin lifecycle-operator
