@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 KUBECTL := $(CURDIR)/target/cluster/bin/kubectl
 
-.PHONY: test lint unit test-cluster test-harness test-operator cluster-up cluster-down demo demo-down crds build
+.PHONY: test lint unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
 test: lint unit cluster-up test-cluster
@@ -15,13 +15,20 @@ lint:
 unit:
 	cargo test --lib --bins
 
-test-cluster: test-harness test-operator
+test-cluster: test-harness test-operator test-e2e
 
 test-harness:
 	bash tests/cluster/selftest.sh
 
 test-operator:
 	bash tests/run-cluster-tests.sh
+
+test-e2e:
+	bash tests/e2e.sh
+
+## image: the operator image (static binary, no Docker) pushed to the local registry
+image:
+	bash tests/image.sh
 
 ## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig)
 cluster-up:
@@ -40,6 +47,7 @@ demo-down:
 ## crds: regenerate crds/ from the Rust types
 crds:
 	cargo run --quiet --bin crdgen > crds/lifecyclepolicies.yaml
+	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/crds/
 
 build:
 	cargo build --release --bin lifecycle-operator

@@ -47,5 +47,13 @@ mod tests {
             committed == super::crd_yaml().unwrap(),
             "crds/ drifted from the Rust types: run `make crds` and commit the result"
         );
+        let chart = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/lifecycle-operator/crds/lifecyclepolicies.yaml"
+        );
+        assert!(
+            std::fs::read_to_string(chart).expect("the chart carries the CRD") == committed,
+            "the chart's CRD drifted from crds/: run `make crds` and commit the result"
+        );
     }
 }

@@ -19,11 +19,10 @@ esac
 RUNC_ROOT="$CONTAINERD_STATE/runc/k8s.io"
 
 # Kubernetes first, so nothing restarts the containers we remove next.
+# The apiserver may wait on open watches (e.g. a test's operator): 10 s is plenty.
 stop_kubernetes() {
-  local name
-  for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    stop_proc "$name"
-  done
+  stop_procs 10 kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver
+  stop_procs 10 etcd
 }
 
 # Removes all containers of containerd's k8s.io namespace. Through containerd
@@ -53,7 +52,7 @@ remove_containers() {
 kill_shims() {
   local p cmd pids=()
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
     [[ $cmd == *containerd-shim* && $cmd == *" $CONTAINERD_SOCK "* ]] && pids+=("${p#/proc/}")
   done
   ((${#pids[@]})) || return 0
@@ -66,7 +65,7 @@ unmount_under() {
   local dir mnt
   for dir in "$@"; do
     # mountinfo field 5 is the mount point, with spaces as \040.
-    awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' | grep -E "^$dir(/|$)" |
+    awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' | { grep -E "^$dir(/|$)" || true; } |
       awk '{print length, $0}' | sort -rn | cut -d' ' -f2- |
       while IFS= read -r mnt; do
         umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || log "could not unmount $mnt"
@@ -94,11 +93,24 @@ clean_network() {
   if [[ -x $CLUSTER_BIN/kube-proxy ]]; then
     "$CLUSTER_BIN/kube-proxy" --cleanup >"$LOG_DIR/kube-proxy-cleanup.log" 2>&1 || true
   fi
-  # The kubelet's canary chains (it recreates them whenever it runs).
-  local t ipt
+  # What it leaves (KUBE-FIREWALL, KUBE-MARK-MASQ, canaries, hints) and the
+  # kubelet's canaries: every KUBE-* chain belongs to this cluster, the only
+  # Kubernetes on the machine. Unhook them from the built-in chains, then drop them.
+  local t ipt rule chain
   for ipt in iptables ip6tables; do
     for t in mangle nat filter; do
-      "$ipt" -w -t "$t" -F KUBE-KUBELET-CANARY 2>/dev/null && "$ipt" -w -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true
+      { "$ipt" -w -t "$t" -S 2>/dev/null || true; } |
+        { grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j KUBE-' || true; } |
+        while IFS= read -r rule; do
+          # -S prints rules in the syntax -D accepts (quoted comments included).
+          eval "\"\$ipt\" -w -t \"\$t\" -D ${rule#-A }" 2>/dev/null || true
+        done
+      for chain in $("$ipt" -w -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+        "$ipt" -w -t "$t" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt" -w -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+        "$ipt" -w -t "$t" -X "$chain" 2>/dev/null || true
+      done
     done
   done
   while iptables -w -D FORWARD -j "$EGRESS_CHAIN" 2>/dev/null; do :; done
@@ -126,25 +138,39 @@ restore_host() {
   find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
 }
 
+# Cleanup is best effort: a failing step is reported and the next one still runs.
+step() { "$@" || log "down: step '$*' failed, continuing"; }
+
+# What must be gone when down.sh returns.
+verify_down() {
+  local left=() p cmd
+  for p in "$RUN_DIR"/*.pid; do [[ -e $p ]] && left+=("process $(basename "$p" .pid) (pid $(<"$p"))"); done
+  for p in /proc/[0-9]*; do
+    cmd=$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+    [[ $cmd == *containerd-shim* && $cmd == *" $CONTAINERD_SOCK "* ]] && left+=("shim pid ${p#/proc/}")
+  done
+  ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("bridge $BRIDGE")
+  grep -qE " ($KUBELET_ROOT|$RUNTIME_ROOT)[/ ]" /proc/self/mountinfo && left+=("mounts under $KUBELET_ROOT or $RUNTIME_ROOT")
+  ((${#left[@]} == 0)) || die "still present after down: ${left[*]}"
+}
+
 main() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  stop_kubernetes
-  remove_containers
-  stop_proc containerd
-  kill_shims
-  remove_containers # anything runc still lists once the shims are gone
-  remove_pod_netns
-  unmount_under "$KUBELET_ROOT" "$RUNTIME_ROOT" "$CONTAINERD_ROOT"
-  clean_network
-  stop_proc registry
-  restore_host
+  step stop_kubernetes
+  step remove_containers
+  step stop_proc containerd
+  step kill_shims
+  step remove_containers # anything runc still lists once the shims are gone
+  step remove_pod_netns
+  step unmount_under "$KUBELET_ROOT" "$RUNTIME_ROOT" "$CONTAINERD_ROOT"
+  step clean_network
+  step stop_proc registry
+  step restore_host
   if ((PURGE)); then
     log "purging cluster state (etcd data, kubelet dir, pod logs)"
     rm -rf --one-file-system "${ETCD_DATA:?}" "${KUBELET_ROOT:?}" "${STATE_ROOT:?}/pod-logs"
   fi
-  local left
-  left=$(cat "$RUN_DIR"/*.pid 2>/dev/null || true)
-  [[ -z $left ]] || die "processes still recorded in $RUN_DIR: $left"
+  verify_down
   log "cluster down"
 }
 

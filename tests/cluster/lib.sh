@@ -96,25 +96,36 @@ start_proc() {
   log "started $name (pid $(<"$RUN_DIR/$name.pid"))"
 }
 
-# stop_proc NAME [GRACE_SECONDS]: TERM, wait, then KILL; removes the pid file.
-stop_proc() {
-  local name=$1 grace=${2:-15} pid i
-  if pid_alive "$name"; then
-    pid=$(<"$RUN_DIR/$name.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-      [[ -d /proc/$pid ]] || break
-      sleep 0.1
-    done
+# stop_procs GRACE_SECONDS NAME...: TERM to all of them at once, wait up to
+# GRACE_SECONDS for them to exit, KILL what is left; removes their pid files.
+stop_procs() {
+  local grace=$1 name pid i alive
+  shift
+  local -A pids=()
+  for name in "$@"; do
+    if pid_alive "$name"; then
+      pids[$name]=$(<"$RUN_DIR/$name.pid")
+      kill -TERM "${pids[$name]}" 2>/dev/null || true
+    fi
+  done
+  for ((i = 0; i < grace * 10; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for name in "${!pids[@]}"; do
+    pid=${pids[$name]}
     if [[ -d /proc/$pid ]]; then
       log "$name (pid $pid) ignored TERM for ${grace}s, sending KILL"
       kill -KILL "$pid" 2>/dev/null || true
       for ((i = 0; i < 50; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
     fi
     log "stopped $name (pid $pid)"
-  fi
-  rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.spec"
+  done
+  for name in "$@"; do rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.spec"; done
 }
+stop_proc() { stop_procs 15 "$1"; }
 
 # wait_until TIMEOUT DESCRIPTION CMD...: polls CMD every 0.5 s.
 wait_until() {

@@ -102,7 +102,7 @@ t_port_forward_and_logs() {
   pf_log=$(mktemp)
   # :80 = kubectl picks a free local port; --address keeps it on loopback.
   k port-forward --address 127.0.0.1 "pod/$pod" :80 >"$pf_log" 2>&1 &
-  BG_PIDS+=($!)
+  BG_PIDS+=("$!")
   local pf_pid=$!
   for i in $(seq 100); do
     port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) -> 80$/\1/p' "$pf_log" | head -1)
@@ -206,7 +206,7 @@ t_lifecycle_demo_prestop() {
   # Follow the container's output (nginx logs at notice level to stderr) until it exits.
   k logs -f lifecycle-demo >"$logf" 2>&1 &
   local lp=$!
-  BG_PIDS+=($lp)
+  BG_PIDS+=("$lp")
   sleep 1
   start=$SECONDS
   k delete pod lifecycle-demo --wait --timeout=60s >/dev/null 2>&1 || { kill $lp; fail "delete did not finish in 60s"; return; }
@@ -248,8 +248,8 @@ spec:
         exec:
           command: ["sh", "-c", "echo postStart failing; exit 1"]
 YAML
-  local i restarts events
-  for i in $(seq 120); do
+  local restarts events deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
     restarts=$(k get pod poststart-fails -o jsonpath='{.status.containerStatuses[0].restartCount}' 2>/dev/null)
     events=$(pod_events poststart-fails FailedPostStartHook)
     [[ ${restarts:-0} -ge 1 && -n $events ]] && return 0
