@@ -39,6 +39,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0} Deployments could not be written (see the policy's status)")]
+    WritesFailed(usize),
     #[error(
         "{0} Deployments still carry this policy's hooks (waiting for rollout slots or failed writes)"
     )]
@@ -211,9 +213,17 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         )
         .await?;
     }
-    let waiting = results.iter().any(|r| {
-        matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)) || has_held(&r.plan)
-    });
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.done, Done::Failed(_)))
+        .count();
+    if failed > 0 {
+        // The status says which and why; retry with backoff, not on a fixed beat.
+        return Err(Error::WritesFailed(failed));
+    }
+    let waiting = results
+        .iter()
+        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.plan));
     Ok(Action::requeue(if waiting {
         PENDING_RETRY
     } else {
