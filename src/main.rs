@@ -12,7 +12,7 @@ use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tower::util::MapRequestLayer;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use lifecycle_operator::metrics::Metrics;
@@ -91,11 +91,19 @@ async fn main() -> anyhow::Result<()> {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
 
-    // Fail fast with a clear message when the CRD is missing.
-    Api::<LifecyclePolicy>::all(client.clone())
+    // Not ready until the API server answers and the CRD is installed; keep
+    // trying (an operator that crash-loops on a slow API server helps no one).
+    let policies = Api::<LifecyclePolicy>::all(client.clone());
+    while let Err(e) = policies
         .list_metadata(&ListParams::default().limit(1))
         .await
-        .context("listing LifecyclePolicies (is the CRD in crds/ installed?)")?;
+    {
+        warn!(error = %e, "cannot list LifecyclePolicies yet (API server down, or the CRD in crds/ not installed); retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown_signal() => return finish(stop_tx, http).await,
+        }
+    }
     ready.store(true, Ordering::Relaxed);
 
     if args.leader_election {

@@ -41,9 +41,7 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("{0} Deployments could not be written (see the policy's status)")]
     WritesFailed(usize),
-    #[error(
-        "{0} Deployments still carry this policy's hooks (waiting for rollout slots or failed writes)"
-    )]
+    #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots)")]
     CleanupPending(usize),
 }
 
@@ -173,6 +171,13 @@ async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Ac
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
 fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(f) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
+    {
+        // Waiting, not failing: releases queue behind maxConcurrentRollouts.
+        info!(policy = %policy.name_any(), deployments = n, "waiting to hand hooks back");
+        return Action::requeue(PENDING_RETRY);
+    }
     if error.is_stale_read() {
         // Our cache lagged a write of our own; the watch event that follows re-triggers.
         debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
@@ -234,12 +239,14 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     // Nothing matches a policy being deleted: every slot it holds is released.
     let results = evaluate(policy, &Selector::default(), false, ctx).await;
-    let left = results
-        .iter()
-        .filter(|r| matches!(r.done, Done::WaitingForRolloutSlot | Done::Failed(_)))
-        .count();
-    if left > 0 {
-        return Err(Error::CleanupPending(left));
+    let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
+    let failed = count(|d| matches!(d, Done::Failed(_)));
+    if failed > 0 {
+        return Err(Error::WritesFailed(failed));
+    }
+    let waiting = count(|d| *d == Done::WaitingForRolloutSlot);
+    if waiting > 0 {
+        return Err(Error::CleanupPending(waiting));
     }
     info!(policy = %policy.name_any(), "released every hook; removing finalizer");
     Ok(Action::await_change())
@@ -286,6 +293,10 @@ async fn evaluate(
 
     let mut results = Vec::new();
     for d in deployments {
+        // A Deployment on its way out needs nothing restored.
+        if d.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
             continue;
         };

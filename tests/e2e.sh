@@ -53,8 +53,8 @@ if ref=$(bash tests/image.sh "$tag" 2>"$out/image.log"); then
 else
   not_ok "operator image built and pushed" "$(tail -3 "$out/image.log")"
 fi
-size=$(stat -c %s target/x86_64-unknown-linux-gnu/release/lifecycle-operator 2>/dev/null || echo 0)
-echo "# image: one layer, static binary of $((size / 1024 / 1024)) MiB"
+size=$(stat -c %s target/image/rootfs/lifecycle-operator 2>/dev/null || echo 0)
+echo "# image: one layer holding a static, stripped binary of $((size / 1024)) KiB"
 
 # --- install --------------------------------------------------------------
 t0=$SECONDS

@@ -17,6 +17,8 @@ if ldd "$bin" 2>&1 | grep -q '=>'; then
 fi
 rootfs=target/image/rootfs
 rm -rf "$rootfs" && mkdir -p "$rootfs/tmp"
-install -m 0755 "$bin" "$rootfs/lifecycle-operator"
+# Debug symbols stay in target/ for local debugging; the image gets a stripped copy.
+strip -o "$rootfs/lifecycle-operator" "$bin"
+chmod 0755 "$rootfs/lifecycle-operator"
 bash tests/cluster/oci-image.sh "$rootfs" "lifecycle-operator:$tag" \
   --entrypoint '["/lifecycle-operator"]' --user 65532:65532 --expose 8080/tcp

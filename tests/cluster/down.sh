@@ -76,13 +76,15 @@ unmount_under() {
 # Network namespaces the CRI created for our pods: those whose eth0 is the
 # peer of a veth on our bridge.
 remove_pod_netns() {
-  local ns peer
+  local ns peer attached
   ip link show "$BRIDGE" >/dev/null 2>&1 || return 0
+  # "\nINDEX: NAME@...": the host ends of the veths on our bridge.
+  attached=$'\n'$(ip -o link show master "$BRIDGE" 2>/dev/null)
   for ns in /run/netns/cni-*; do
     [[ -e $ns ]] || continue
     peer=$(ip -n "$(basename "$ns")" -o link show eth0 2>/dev/null | sed -n 's/^[0-9]*: eth0@if\([0-9]*\):.*/\1/p')
     [[ -n $peer ]] || continue
-    ip -o link show 2>/dev/null | grep -q "^$peer: .* master $BRIDGE " || continue
+    [[ $attached == *$'\n'"$peer: "* ]] || continue
     umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true
     rm -f "$ns"
   done
@@ -113,6 +115,9 @@ clean_network() {
       done
     done
   done
+  while ip rule del pref "$GUARD_RULE_PREF" 2>/dev/null; do :; done
+  ip route flush table "$GUARD_TABLE" 2>/dev/null || true
+  ip route del "$SERVICE_CIDR" dev "$BRIDGE" 2>/dev/null || true
   while iptables -w -D FORWARD -j "$EGRESS_CHAIN" 2>/dev/null; do :; done
   iptables -w -F "$EGRESS_CHAIN" 2>/dev/null && iptables -w -X "$EGRESS_CHAIN" 2>/dev/null || true
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
@@ -156,6 +161,7 @@ verify_down() {
 
 main() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
+  cluster_lock
   step stop_kubernetes
   step remove_containers
   step stop_proc containerd

@@ -26,6 +26,13 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+# Scratch directories of a run that was killed (up.sh holds the cluster lock,
+# so no other images.sh is using them).
+for stale in "$CACHE_ROOT"/rootfs/build.* "$CACHE_ROOT"/rootfs/debootstrap.*/; do
+  [[ -d $stale ]] && SCRATCH+=("${stale%/}")
+done
+cleanup
+SCRATCH=()
 
 recipe_key() { # extra inputs... -> short hash of the recipe
   cat "$HERE/images.sh" "$HERE/oci-image.sh" "$@" | sha256sum | cut -c1-16

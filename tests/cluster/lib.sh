@@ -48,11 +48,13 @@ SERVICE_CIDR=10.96.0.0/24
 KUBERNETES_SVC_IP=10.96.0.1
 APISERVER_PORT=6443
 EGRESS_CHAIN=LCO-EGRESS-GUARD
+GUARD_TABLE=244        # policy-routing table for traffic arriving from pods
+GUARD_RULE_PREF=100
 
 # Every tool the scripts call; preflight.sh checks them.
 REQUIRED_CMDS=(containerd containerd-shim-runc-v2 runc ctr docker-registry skopeo debootstrap
   iptables ip6tables conntrack socat ethtool ebtables jq openssl curl gcc tar gzip sha256sum
-  setsid ip mount umount nsenter busybox)
+  setsid flock ip ss mount umount findmnt sysctl busybox)
 
 kubectl_() { "$CLUSTER_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
@@ -89,11 +91,20 @@ start_proc() {
   printf '\n==== %s starting %s\n' "$(date -Is)" "$*" >>"$LOG_DIR/$name.log"
   # The inner shell writes its own pid and then execs, so the pid file names the
   # daemon itself whether or not setsid had to fork.
+  # 9>&-: the daemon must not inherit the cluster lock (see cluster_lock).
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
-    </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+    </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   local i
   for i in $(seq 50); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.1; done
   log "started $name (pid $(<"$RUN_DIR/$name.pid"))"
+}
+
+# running PID: the process exists and is not a zombie.
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
 }
 
 # stop_procs GRACE_SECONDS NAME...: TERM to all of them at once, wait up to
@@ -110,16 +121,16 @@ stop_procs() {
   done
   for ((i = 0; i < grace * 10; i++)); do
     alive=0
-    for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && alive=1; done
+    for pid in "${pids[@]}"; do running "$pid" && alive=1; done
     ((alive)) || break
     sleep 0.1
   done
   for name in "${!pids[@]}"; do
     pid=${pids[$name]}
-    if [[ -d /proc/$pid ]]; then
+    if running "$pid"; then
       log "$name (pid $pid) ignored TERM for ${grace}s, sending KILL"
       kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+      for ((i = 0; i < 50; i++)); do running "$pid" || break; sleep 0.1; done
     fi
     log "stopped $name (pid $pid)"
   done
@@ -136,4 +147,15 @@ wait_until() {
     ((SECONDS < deadline)) || return 1
     sleep 0.5
   done
+}
+
+# cluster_lock: one up.sh/down.sh at a time (e.g. parallel test jobs that all
+# call up.sh). Held on fd 9 until the script exits.
+cluster_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  if ! flock -n 9; then
+    log "waiting for another up.sh/down.sh to finish"
+    flock -w 1800 9 || die "timed out waiting for $RUN_DIR/.lock"
+  fi
 }

@@ -55,10 +55,10 @@ while (($#)); do
   shift 2 || usage
 done
 for j in "$entrypoint" "$cmd"; do
-  jq -e 'type == "null" or (type == "array" and all(type == "string"))' <<<"$j" >/dev/null ||
+  jq -e 'type == "null" or (type == "array" and all(type == "string"))' <<<"$j" >/dev/null 2>&1 ||
     die "--entrypoint/--cmd take a JSON array of strings, got: $j"
 done
-printf '%s\n' "${envs[@]}" | grep -q '^PATH=' ||
+[[ $'\n'"$(printf '%s\n' "${envs[@]}")" == *$'\n'PATH=* ]] ||
   envs=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "${envs[@]}")
 
 case $(uname -m) in

@@ -97,14 +97,14 @@ t_exec() {
 }
 
 t_port_forward_and_logs() {
-  local pod pf_log port="" i body token
+  local pod pf_log port="" body token
   pod=$(web_pod) && [[ -n $pod ]] || fail "no running web pod" || return
   pf_log=$(mktemp)
   # :80 = kubectl picks a free local port; --address keeps it on loopback.
   k port-forward --address 127.0.0.1 "pod/$pod" :80 >"$pf_log" 2>&1 &
   BG_PIDS+=("$!")
   local pf_pid=$!
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) -> 80$/\1/p' "$pf_log" | head -1)
     [[ -n $port ]] && break
     sleep 0.2
@@ -117,8 +117,8 @@ t_port_forward_and_logs() {
   rm -f "$pf_log"
   [[ $body == *"Welcome to nginx!"* ]] || fail "port-forward: curl got: ${body:0:200}" || return
   # nginx writes its access log to the container's stdout.
-  for i in $(seq 20); do
-    k logs "$pod" 2>/dev/null | grep -q "GET /?$token " && return 0
+  for _ in $(seq 20); do
+    [[ $(k logs "$pod" 2>/dev/null) == *"GET /?$token "* ]] && return 0
     sleep 0.5
   done
   fail "kubectl logs $pod has no access-log line for the request (GET /?$token)"
@@ -211,8 +211,7 @@ t_lifecycle_demo_prestop() {
   start=$SECONDS
   k delete pod lifecycle-demo --wait --timeout=60s >/dev/null 2>&1 || { kill $lp; fail "delete did not finish in 60s"; return; }
   took=$((SECONDS - start))
-  local i
-  for i in $(seq 20); do [[ -d /proc/$lp ]] || break; sleep 0.25; done
+  for _ in $(seq 20); do [[ -d /proc/$lp ]] || break; sleep 0.25; done
   kill $lp 2>/dev/null; wait $lp 2>/dev/null
   local log
   log=$(<"$logf"); rm -f "$logf"
@@ -228,7 +227,17 @@ t_lifecycle_demo_prestop() {
   grep -q 'gracefully shutting down' <<<"$log" || fail "nginx log shows no graceful shutdown" || return
   ! grep -q 'signal 15 (SIGTERM) received' <<<"$log" || fail "nginx got SIGTERM: preStop did not finish the job" || return
   ((took < 20)) || fail "pod took ${took}s to go away (grace period 30s)" || return
-  [[ -z $events ]] || fail "FailedPreStopHook event: $events"
+  # The issue expected no FailedPreStopHook event, but upstream always records
+  # one for this demo: nginx is PID 1, and when it quits the kernel kills the
+  # hook's shell (still in its `while` loop) with the rest of the PID
+  # namespace, so the exec ends with 137 (kubernetes/website#12563). Accept the
+  # event only with exactly that cause, read from the kubelet's log.
+  if [[ -n $events ]]; then
+    grep -A2 '"PreStop hook failed"' "$CLUSTER_DIR/logs/kubelet.log" |
+      grep -A1 "killall -0 nginx; do sleep 1; done' exited with 137" |
+      grep -q "pod=\"$NS/lifecycle-demo\"" ||
+      fail "FailedPreStopHook for another reason than nginx (PID 1) exiting under the hook: $events"
+  fi
 }
 
 # ---- 6 ----
@@ -261,8 +270,19 @@ YAML
 # ---- network safety ----
 t_egress_guard() {
   iptables -w -C FORWARD -j "$EGRESS_CHAIN" 2>/dev/null || fail "FORWARD does not jump to $EGRESS_CHAIN" || return
-  iptables -w -S "$EGRESS_CHAIN" 2>/dev/null | grep -q -- "-s $POD_CIDR ! -d $POD_CIDR .*-j DROP" ||
+  [[ $(iptables -w -S "$EGRESS_CHAIN" 2>/dev/null) == *"-s $POD_CIDR ! -d $POD_CIDR "*"-j DROP"* ]] ||
     fail "$EGRESS_CHAIN lacks the DROP rule for traffic leaving $POD_CIDR" || return
+  [[ $(ip rule show pref "$GUARD_RULE_PREF") == *"from $POD_CIDR iif $BRIDGE lookup $GUARD_TABLE"* ]] ||
+    fail "no policy-routing rule for traffic from pods" || return
+  [[ $(ip route show table "$GUARD_TABLE") == *"unreachable default"* ]] ||
+    fail "routing table $GUARD_TABLE lacks 'unreachable default'" || return
+  # Where would the kernel send a pod's packet to the outside world, or to a
+  # service IP nobody DNATs? Asked of the routing table only; nothing is sent.
+  local probe
+  for probe in 192.0.2.1 "${SERVICE_CIDR%.*}.254"; do
+    [[ $(ip route get "$probe" from "${POD_CIDR%.*}.200" iif "$BRIDGE" 2>&1) != *" dev eth"* ]] ||
+      fail "a pod packet to $probe would leave through the real interface" || return
+  done
   grep -q '^nameserver 127.0.0.1$' "$CONF_DIR/resolv.conf" || fail "pod resolv.conf is not loopback-only"
 }
 
@@ -275,7 +295,7 @@ check "busybox client pod with a ServiceAccount becomes Ready" t_client_pod
 check "pod-to-pod and pod-to-Service HTTP (kube-proxy)" t_pod_to_service
 check "ServiceAccount token reaches the API server through the kubernetes Service" t_serviceaccount_api
 check "lifecycle-demo: postStart wrote /usr/share/message" t_lifecycle_demo_poststart
-check "lifecycle-demo: delete runs preStop, nginx quits gracefully, no FailedPreStopHook, gone early" t_lifecycle_demo_prestop
+check "lifecycle-demo: delete runs preStop, nginx quits gracefully (hook ends 137 with PID 1, as upstream), gone early" t_lifecycle_demo_prestop
 check "failing postStart gives FailedPostStartHook and a container restart" t_failing_poststart
 check "egress guard and loopback-only pod DNS in place" t_egress_guard
 echo "harness: $PASSED passed, $FAILED failed"

@@ -40,11 +40,25 @@ setup_host() {
   # The node's network: a bridge we own; 10.244.0.1 is the node IP. Nothing
   # routes from it to the outside (no masquerade, egress guard below).
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-  ip addr show dev "$BRIDGE" | grep -qw "$NODE_IP/24" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  # (No `| grep -q` under pipefail: an early grep exit fails the pipeline.)
+  [[ $(ip -o -4 addr show dev "$BRIDGE") == *" $NODE_IP/24 "* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
 
-  # Egress guard: pods may talk to each other, to the node and (after DNAT) to
-  # services, never to anything beyond 10.244.0.0/24. Kept first in FORWARD.
+  # Egress guard, two independent layers, so that neither a flushed iptables
+  # chain nor a stopped kube-proxy lets a pod packet reach the real network.
+  # 1. Routing: packets that arrive from the bridge and are not for a local
+  #    address are routed with a table that knows only the pod subnet; anything
+  #    else (outside world, an un-DNAT'ed service IP) is unreachable. DNAT to a
+  #    pod or the node happens before routing, so services still work.
+  ip route replace "$POD_CIDR" dev "$BRIDGE" table "$GUARD_TABLE"
+  ip route replace unreachable default table "$GUARD_TABLE"
+  [[ $(ip rule show pref "$GUARD_RULE_PREF") == *"lookup $GUARD_TABLE"* ]] ||
+    ip rule add pref "$GUARD_RULE_PREF" from "$POD_CIDR" iif "$BRIDGE" lookup "$GUARD_TABLE"
+  #    The host's own traffic to a service IP goes to the bridge, never to the
+  #    default route, even when kube-proxy's DNAT is missing.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
+  # 2. Filtering: pods may talk to each other, to the node and (after DNAT) to
+  #    services, never to anything beyond 10.244.0.0/24. Kept first in FORWARD.
   iptables -w -N "$EGRESS_CHAIN" 2>/dev/null || true
   iptables -w -F "$EGRESS_CHAIN"
   iptables -w -A "$EGRESS_CHAIN" -s "$POD_CIDR" ! -d "$POD_CIDR" \
@@ -301,11 +315,21 @@ start_node() {
     --config="$CONF_DIR/kube-proxy.yaml"
 }
 
+# Ready as reported by the kubelet now running: after a restart the node
+# object still carries the old kubelet's Ready=True, so the heartbeat must be
+# newer than the current kubelet's start.
 node_ready() {
-  [[ $(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+  local out hb started
+  out=$(kubectl_ get node "$NODE_NAME" \
+    -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null) || return 1
+  [[ $out == "True "* ]] || return 1
+  hb=${out#True }
+  started=$(stat -c %Y "$RUN_DIR/kubelet.pid")
+  (($(date -d "$hb" +%s) >= started - 1))
 }
 
 main() {
+  cluster_lock
   bash "$HERE/install-deps.sh"
   bash "$HERE/preflight.sh"
   bash "$HERE/build.sh"
