@@ -143,7 +143,9 @@ leftovers() {
   kubectl get clusterrole,clusterrolebinding -l app.kubernetes.io/instance=$release -o name
   kubectl -n "$ns" get all,sa,role,rolebinding -l app.kubernetes.io/instance=$release -o name
 }
-check "uninstall leaves nothing of the release" test -z "$(leftovers)"
+no_leftovers() { test -z "$(leftovers)"; }
+# Pods and ReplicaSets go by garbage collection, a moment after the Deployment.
+check "uninstall leaves nothing of the release" until_ok 60 no_leftovers
 check "uninstall keeps the CRD (Helm's convention)" kubectl get crd lifecyclepolicies.lifecycle-operator.io
 kubectl -n "$ns" delete lease lifecycle-operator --ignore-not-found >/dev/null 2>&1
 
