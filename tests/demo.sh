@@ -33,6 +33,6 @@ kubectl rollout status deployment/frontend --timeout=180s
 echo
 kubectl get lifecyclepolicies -o wide
 echo
-echo "frontend's hooks: $(kubectl get deployment frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle}')"
+echo "frontend's hooks: $(kubectl get deployment frontend -o json | jq -c '.spec.template.spec.containers[0].lifecycle')"
 echo
 echo "demo ready in $((SECONDS - start)) s. Remove it with 'make demo-down'; stop the cluster with 'make cluster-down'."
