@@ -461,3 +461,90 @@ async fn write(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy(
+        labels: serde_json::Value,
+        generation: i64,
+        spec_replicas: i32,
+        status: serde_json::Value,
+    ) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "d", "namespace": "ns", "labels": labels, "generation": generation},
+            "spec": {"replicas": spec_replicas, "selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn policy(name: &str, created: i64, mode: &str, deleting: bool) -> Arc<LifecyclePolicy> {
+        let mut meta = json!({"name": name, "namespace": "ns", "creationTimestamp": Timestamp::from_second(created).unwrap().to_string()});
+        if deleting {
+            meta["deletionTimestamp"] =
+                json!(Timestamp::from_second(created + 1).unwrap().to_string());
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy", "metadata": meta,
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, "preStop": {"sleep": {"seconds": 1}}, "mode": mode},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn rolling_means_the_controller_or_the_pods_have_not_caught_up() {
+        let settled = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(!is_rolling(&deploy(json!({}), 2, 2, settled)));
+        let cases = [
+            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}),
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+        ];
+        for status in cases {
+            assert!(
+                is_rolling(&deploy(json!({}), 2, 2, status.clone())),
+                "{status}"
+            );
+        }
+        // Scaled to zero and observed: settled.
+        assert!(!is_rolling(&deploy(
+            json!({}),
+            3,
+            0,
+            json!({"observedGeneration": 3})
+        )));
+    }
+
+    #[test]
+    fn contenders_rank_by_age_and_leave_out_dry_runs_and_deletions() {
+        let ps = vec![
+            policy("old", 100, "Enforce", false),
+            policy("dry", 150, "DryRun", false),
+            policy("going", 160, "Enforce", false),
+            policy("gone", 170, "Enforce", true),
+            policy("young", 200, "Enforce", false),
+        ];
+        let d = deploy(json!({"app": "web"}), 1, 1, json!({}));
+        let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let names = |me: &str| {
+            contenders(&ps, me, &d, &pod)
+                .iter()
+                .map(|c| (c.name, c.rank))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("young"), vec![("old", 0), ("going", 2), ("young", 4)]);
+        // A DryRun policy sees the enforcing ones it would compete with.
+        assert_eq!(
+            names("dry"),
+            vec![("old", 0), ("dry", 1), ("going", 2), ("young", 4)]
+        );
+        let other = deploy(json!({"app": "other"}), 1, 1, json!({}));
+        assert!(contenders(&ps, "old", &other, &pod).is_empty());
+    }
+}
