@@ -5,10 +5,16 @@
 //! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
 //! - `patch`: request bodies from a plan, pure.
 //! - `status`: the policy's status from what reconcile saw, pure.
+//! - `marker`: wraps shell-script hooks so they log a marker line, pure.
+//! - `outcome`: what happened to one hook in one container instance, pure.
+//! - `observe`: watches pods, kubelet events and logs for those outcomes.
 //! - `reconcile`: the controller, the I/O around the above.
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 
+pub mod marker;
 pub mod metrics;
+pub mod observe;
+pub mod outcome;
 pub mod patch;
 pub mod plan;
 pub mod reconcile;

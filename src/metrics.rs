@@ -14,6 +14,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    pub hook: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     pub method: String,
 }
@@ -28,6 +34,7 @@ pub struct Metrics {
     /// figure behind "an unchanged world causes zero writes".
     pub api_writes: Family<MethodLabels, Counter>,
     pub leader: Gauge,
+    pub hook_outcomes: Family<HookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -39,6 +46,12 @@ impl Default for Metrics {
         let deployments_released = Counter::default();
         let api_writes = Family::<MethodLabels, Counter>::default();
         let leader = Gauge::default();
+        let hook_outcomes = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "hook_outcomes",
+            "Hook outcomes per container instance (ran, implied, failed, timed_out, not_triggered, unknown)",
+            hook_outcomes.clone(),
+        );
         registry.register(
             "reconciles",
             "Policy reconciles by result",
@@ -77,6 +90,7 @@ impl Default for Metrics {
             deployments_released,
             api_writes,
             leader,
+            hook_outcomes,
         }
     }
 }
@@ -99,6 +113,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn count_hook_outcome(&self, hook: &str, outcome: &str, n: u64) {
+        self.hook_outcomes
+            .get_or_create(&HookLabels {
+                hook: hook.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc_by(n);
     }
 
     pub fn render(&self) -> String {

@@ -22,10 +22,11 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::patch::{apply_body, field_manager, read_ledgers, release_patch};
 use crate::plan::{self, Contender, Input, Plan};
 use crate::status::{self, DeploymentResult, Done, StatusInput};
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
+use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -68,6 +69,7 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub observer: Arc<Observer>,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
 }
@@ -105,6 +107,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         }
     };
     let neighbours2 = neighbours.clone();
+    let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
+    let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -117,8 +121,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         policies: store,
         deployments,
         metrics,
+        observer: observer.clone(),
         failures: Mutex::default(),
     });
+    let observing = tokio::spawn(observer.run(observed_tx));
     controller
         .watches_stream(deployment_events, move |d: Deployment| {
             neighbours(d.namespace(), None)
@@ -126,6 +132,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| {
             neighbours2(p.namespace(), p.metadata.name.clone())
         })
+        // The observer names the policies whose hook outcomes changed.
+        .reconcile_on(observed_rx)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -135,6 +143,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
             }
         })
         .await;
+    observing.abort();
 }
 
 /// Keeps only what reconcile reads: managedFields and the last-applied
@@ -197,11 +206,18 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         Ok(selector) => (evaluate(policy, &selector, true, ctx).await, None),
         Err(e) => (Vec::new(), Some(format!("invalid selector: {e}"))),
     };
+    let (post_start, pre_stop) = if policy.spec.verification == Verification::Off {
+        (None, None)
+    } else {
+        ctx.observer.reports(policy)
+    };
     let new = status::build(&StatusInput {
         generation: policy.metadata.generation,
         mode: policy.spec.mode,
         results: &results,
         invalid,
+        post_start,
+        pre_stop,
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
     });
@@ -283,6 +299,10 @@ async fn evaluate(
         .collect();
     deployments.sort_by_key(|d| d.name_any());
 
+    let rendered = plan::render(
+        &policy.spec,
+        &format!("{}/{name}", ns.as_deref().unwrap_or_default()),
+    );
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = deployments
         .iter()
@@ -311,7 +331,7 @@ async fn evaluate(
         let winners = plan::winners(&contenders);
         let plan = plan::plan(&Input {
             policy: &name,
-            spec: &policy.spec,
+            spec: &rendered,
             active: matched,
             pod,
             ledgers: &ledgers,
@@ -368,7 +388,13 @@ fn contenders<'a>(
         .map(|(rank, p)| Contender {
             name: p.metadata.name.as_deref().unwrap_or_default(),
             rank,
-            wants: plan::wanted(&p.spec, pod),
+            wants: plan::wanted(
+                &plan::render(
+                    &p.spec,
+                    &format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+                ),
+                pod,
+            ),
         })
         .collect()
 }

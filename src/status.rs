@@ -3,8 +3,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::plan::{Outcome, Plan, Slot};
-use crate::types::{DeploymentReport, LifecyclePolicyStatus, Mode};
+use crate::plan::{HookKind, Outcome, Plan, Slot};
+use crate::types::{DeploymentReport, HookReport, LifecyclePolicyStatus, Mode};
 
 /// At most this many Deployments are listed on the status.
 pub const MAX_REPORTS: usize = 20;
@@ -123,6 +123,9 @@ pub struct StatusInput<'a> {
     pub invalid: Option<String>,
     pub previous: Option<&'a LifecyclePolicyStatus>,
     pub now: Timestamp,
+    /// What the observer saw of each hook (None: not configured or not observed).
+    pub post_start: Option<HookReport>,
+    pub pre_stop: Option<HookReport>,
 }
 
 /// The status to write. Conditions keep their lastTransitionTime when their
@@ -202,9 +205,26 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             &summarize(&msgs),
         )
     };
-    let ready = match (&applied, &conflict) {
-        (a, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
-        (_, c) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
+    let verified: Vec<Condition> = [
+        (
+            "PostStartVerified",
+            HookKind::PostStart,
+            input.post_start.as_ref(),
+        ),
+        (
+            "PreStopVerified",
+            HookKind::PreStop,
+            input.pre_stop.as_ref(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(t, k, r)| r.map(|r| verified_condition(t, k, r)))
+    .collect();
+    let hook_problem = verified.iter().find(|c| c.status == "False");
+    let ready = match (&applied, &conflict, hook_problem) {
+        (a, _, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
+        (_, c, _) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
+        (_, _, Some(h)) => cond("Ready", false, &h.reason, &h.message),
         _ => cond("Ready", true, "Ready", &applied.message),
     };
 
@@ -232,6 +252,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .unwrap_or_default();
     let conditions = [ready, applied, conflict, grace_cond]
         .into_iter()
+        .chain(verified)
         .map(|c| stamp(c, previous, input.generation, input.now))
         .collect();
     LifecyclePolicyStatus {
@@ -244,7 +265,63 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             .take(MAX_REPORTS)
             .map(|(_, r)| r)
             .collect(),
+        post_start: input.post_start.clone(),
+        pre_stop: input.pre_stop.clone(),
     }
+}
+
+/// PostStartVerified / PreStopVerified: True once hooks were seen to run and
+/// none failed; False on a failure or (preStop) a timeout; Unknown before
+/// there is anything to go on.
+fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition {
+    let last = |r: &HookReport| {
+        r.last_failure
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "; last: pod {} container {}: {}: {}",
+                    f.pod, f.container, f.reason, f.message
+                )
+            })
+            .unwrap_or_default()
+    };
+    if r.failed > 0 {
+        return cond(
+            type_,
+            false,
+            "HookFailed",
+            &format!("{} failed{}", r.failed, last(r)),
+        );
+    }
+    if r.timed_out > 0 {
+        let m = format!("{} cut short by the grace period{}", r.timed_out, last(r));
+        return cond(type_, false, "TimedOut", &m);
+    }
+    let ran = match kind {
+        HookKind::PostStart => r.ran + r.implied,
+        HookKind::PreStop => r.ran,
+    };
+    if ran > 0 {
+        let mut m = format!("{ran} ran (evidence: {})", r.evidence);
+        if r.not_triggered > 0 {
+            m.push_str(&format!(
+                "; {} containers exited on their own, when Kubernetes does not run preStop",
+                r.not_triggered
+            ));
+        }
+        return cond(type_, true, "HooksRan", &m);
+    }
+    let mut c = cond(type_, false, "NotObservedYet", "");
+    c.status = "Unknown".into();
+    c.message = match (kind, &r.last_not_triggered) {
+        (HookKind::PreStop, Some(why)) => format!(
+            "no preStop has run: {} containers exited on their own, and Kubernetes runs preStop only when it stops a container (latest: {why})",
+            r.not_triggered
+        ),
+        (HookKind::PreStop, None) => "no container has been stopped yet".into(),
+        (HookKind::PostStart, _) => "no container has started with the hook yet".into(),
+    };
+    c
 }
 
 fn summarize(items: &[String]) -> String {
@@ -323,6 +400,8 @@ mod tests {
             invalid: None,
             previous,
             now: Timestamp::from_second(secs).unwrap(),
+            post_start: None,
+            pre_stop: None,
         })
     }
 

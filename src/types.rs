@@ -109,6 +109,14 @@ pub struct LifecyclePolicySpec {
     #[serde(default)]
     pub mode: Mode,
 
+    /// How the operator proves that hooks ran. Markers (default): a
+    /// shell-script exec hook (["/bin/sh", "-c", "..."]) is wrapped to write
+    /// one marker line to the container's log after it runs, exit code kept;
+    /// other hooks are checked through kubelet events and container states.
+    /// Events: events and states only. Off: hooks are not observed.
+    #[serde(default)]
+    pub verification: Verification,
+
     /// At most this many of the policy's Deployments rolling out at once
     /// because of it. 0 (default) means no limit.
     #[serde(default)]
@@ -240,6 +248,18 @@ pub enum OnConflict {
     Override,
 }
 
+/// How hooks are verified.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Verification {
+    /// Marker lines from wrapped shell-script hooks, plus events.
+    #[default]
+    Markers,
+    /// Kubelet events and container states only; hooks are applied verbatim.
+    Events,
+    /// Not observed.
+    Off,
+}
+
 /// Whether the policy patches Deployments.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -269,6 +289,58 @@ pub struct LifecyclePolicyStatus {
     /// Per-Deployment detail, problems first, at most 20 entries.
     #[serde(default)]
     pub deployments: Vec<DeploymentReport>,
+    /// What the postStart hooks did in the selected pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<HookReport>,
+    /// What the preStop hooks did when the selected pods' containers were stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<HookReport>,
+}
+
+/// Outcomes of one hook, counted per container instance since the operator
+/// started (or since the policy last changed its hooks).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HookReport {
+    /// "ran/seen", for `kubectl get`.
+    pub summary: String,
+    /// marker (a marker line proved it ran), events (kubelet events and
+    /// container states only), or implied (postStart: the container ran and no
+    /// failure was reported).
+    pub evidence: String,
+    /// Proven to have run to completion with exit code 0.
+    pub ran: i64,
+    /// postStart: the container reached running with no failure reported.
+    pub implied: i64,
+    /// Failed (kubelet FailedPostStartHook/FailedPreStopHook event or marker rc != 0).
+    pub failed: i64,
+    /// preStop: cut short by the grace period.
+    #[serde(default)]
+    pub timed_out: i64,
+    /// preStop: the container exited on its own, and Kubernetes runs preStop
+    /// only when it stops a container.
+    #[serde(default)]
+    pub not_triggered: i64,
+    /// Ended without evidence either way.
+    #[serde(default)]
+    pub unknown: i64,
+    /// Why the latest not-triggered container ended, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_not_triggered: Option<String>,
+    /// The latest failure or timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<HookFailure>,
+}
+
+/// One failed hook.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HookFailure {
+    pub pod: String,
+    pub container: String,
+    pub reason: String,
+    pub message: String,
+    pub time: String,
 }
 
 /// What the policy did, or would do, to one Deployment.

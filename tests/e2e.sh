@@ -75,7 +75,8 @@ can() { kubectl auth can-i "$@" --as="$sa" 2>/dev/null; }
 for want in "list deployments.apps" "watch deployments.apps" "patch deployments.apps" \
   "list lifecyclepolicies.lifecycle-operator.io" "watch lifecyclepolicies.lifecycle-operator.io" \
   "patch lifecyclepolicies.lifecycle-operator.io" "patch lifecyclepolicies.lifecycle-operator.io --subresource=status" \
-  "create events.events.k8s.io" "patch events.events.k8s.io"; do
+  "create events.events.k8s.io" "patch events.events.k8s.io" "list pods" "watch pods" "get pods --subresource=log" \
+  "list events" "watch events"; do
   # shellcheck disable=SC2086
   check "allowed: $want" can $want -A
 done

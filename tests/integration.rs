@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use lifecycle_operator::plan::HookKind;
 use serde_json::{Value, json};
 
 fn hooks(d: &Deployment, container: &str) -> Value {
@@ -115,13 +116,20 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .any(|f| f == "lifecycle-operator.io/cleanup")
     );
 
+    let pre = rendered(
+        &ns.name,
+        "graceful",
+        HookKind::PreStop,
+        sh("echo 'bye'; sleep 1"),
+    );
+    assert_ne!(
+        pre,
+        sh("echo 'bye'; sleep 1"),
+        "verification: Markers wraps shell scripts"
+    );
     for name in ["web-a", "web-b"] {
         let d = ns.deployments().get(name).await.unwrap();
-        assert_eq!(
-            hooks(&d, "app")["preStop"],
-            sh("echo 'bye'; sleep 1"),
-            "{name}"
-        );
+        assert_eq!(hooks(&d, "app")["preStop"], pre, "{name}");
         assert_eq!(
             hooks(&d, "app")["postStart"],
             json!({"sleep": {"seconds": 1}}),
@@ -151,7 +159,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .map_err(|e| e.to_string())?;
         let ok = rss.items.iter().any(|rs| {
             let t = serde_json::to_value(&rs.spec.as_ref().unwrap().template).unwrap();
-            t["spec"]["containers"][0]["lifecycle"]["preStop"] == sh("echo 'bye'; sleep 1")
+            t["spec"]["containers"][0]["lifecycle"]["preStop"] == pre
                 && rs
                     .status
                     .as_ref()
@@ -210,7 +218,7 @@ async fn a_deployment_that_stops_matching_gets_its_template_back() {
     let before = ns
         .deployment("web", json!({"app": "web"}), 0, json!({}))
         .await;
-    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 2"), "terminationGracePeriodSeconds": 45})).await;
+    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 2"), "terminationGracePeriodSeconds": 45, "verification": "Events"})).await;
     wait_deploy(&ns, "web", "hooks applied", |d| {
         hooks(d, "app")["preStop"] == sh("sleep 2")
     })
@@ -260,9 +268,9 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("policy hook"), "onConflict": "Override", "terminationGracePeriodSeconds": 90}),
     )
     .await;
+    let ours = rendered(&ns.name, "p", HookKind::PreStop, sh("policy hook"));
     wait_deploy(&ns, "web", "override applied", |d| {
-        hooks(d, "app")["preStop"] == sh("policy hook")
-            && hooks(d, "side")["preStop"] == sh("policy hook")
+        hooks(d, "app")["preStop"] == ours && hooks(d, "side")["preStop"] == ours
     })
     .await;
 
@@ -323,7 +331,7 @@ async fn the_older_of_two_conflicting_policies_wins_and_the_other_reports_confli
         .await;
     ns.policy(
         "first",
-        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("first")}),
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("first"), "verification": "Events"}),
     )
     .await;
     wait_deploy(&ns, "web", "first's hook", |d| {
@@ -332,7 +340,7 @@ async fn the_older_of_two_conflicting_policies_wins_and_the_other_reports_confli
     .await;
     // Creation timestamps have one-second resolution: make the order unambiguous.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    ns.policy("second", json!({"selector": {"matchLabels": {"tier": "front"}}, "preStop": sh("second"), "postStart": sh("second")})).await;
+    ns.policy("second", json!({"selector": {"matchLabels": {"tier": "front"}}, "preStop": sh("second"), "postStart": sh("second"), "verification": "Events"})).await;
 
     let p = wait_policy(&ns, "second", 60, |p| {
         condition(p, "Conflict").is_some_and(|c| c.status == "True")
@@ -411,7 +419,7 @@ async fn a_policy_never_touches_another_namespace() {
         .await;
     a.policy(
         "p",
-        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x")}),
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("x"), "verification": "Events"}),
     )
     .await;
     let p = wait_policy(&a, "p", 60, |p| {

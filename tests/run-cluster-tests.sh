@@ -41,6 +41,7 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "operator never b
 
 export LCO_METRICS_URL="http://127.0.0.1:$port/metrics"
 cargo test --test integration -- --test-threads=4
+cargo test --test hooks -- --test-threads=3 --nocapture
 cargo test --test idle_writes -- --nocapture
 
 # The operator must have survived everything, without panics or permission errors.

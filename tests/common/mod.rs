@@ -193,3 +193,16 @@ async fn http_get(url: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A hook as the operator puts it on the template with `verification:
+/// Markers`: shell scripts wrapped to log a marker line.
+pub fn rendered(
+    ns: &str,
+    policy: &str,
+    kind: lifecycle_operator::plan::HookKind,
+    handler: Value,
+) -> Value {
+    let h: lifecycle_operator::types::Handler = serde_json::from_value(handler).unwrap();
+    serde_json::to_value(lifecycle_operator::marker::wrap(&h, kind, &format!("{ns}/{policy}")).0)
+        .unwrap()
+}

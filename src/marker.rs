@@ -1,0 +1,637 @@
+//! Direct evidence that a hook ran (DESIGN §4).
+//!
+//! When a policy's exec hook is already a shell script, the operator wraps the
+//! script so that, once it has run, one marker line goes to the container's
+//! log and the script's exit code is preserved. A shell is never added where
+//! there was none: a non-shell exec, httpGet or sleep hook is verified by
+//! events only.
+//!
+//! The wrapped script, for `sh -c '<script>'`:
+//!
+//! ```text
+//! __lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; <script line 1>
+//! <script lines 2..>
+//! )
+//! __lco_rc=$?
+//! printf 'lifecycle-operator: hook=%s policy=%s rc=%s\n' 'preStop' 'ns/name' "$__lco_rc" 2>/dev/null >/proc/1/fd/1 || :
+//! exit "$__lco_rc"
+//! ```
+//!
+//! - The script runs in a subshell, so its own `exit` cannot skip the marker.
+//! - The subshell is a plain command, not part of `&&`/`||`: shells ignore
+//!   `set -e` inside anything on the left of `&&`, which would silently turn
+//!   off the user's `-e`. The outer shell instead turns `-e` off for itself and
+//!   the subshell turns it back on when the user's flags (`-ec`) had it.
+//! - The prefix shares the script's first line so the shell's own error
+//!   messages (`sh: 3: foo: not found`) keep the user's line numbers.
+//! - `2>/dev/null` comes before the redirection to PID 1's stdout so that an
+//!   unwritable target fails silently; `|| :` keeps that from changing the rc.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::HookKind;
+use crate::types::{ExecAction, Handler};
+
+/// Every marker line starts with this.
+pub const PREFIX: &str = "lifecycle-operator: ";
+
+/// Where the marker goes in a container: PID 1's stdout is what the kubelet
+/// collects as the container's log.
+const TARGET: &str = "/proc/1/fd/1";
+
+/// Shells whose `-c` flag takes a script; the basename of command[0].
+const SHELLS: [&str; 7] = ["sh", "bash", "ash", "dash", "ksh", "mksh", "zsh"];
+
+/// Opens the wrapped script, on the script's first line (see module docs).
+const HEAD: &str = "__lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; ";
+
+/// How a hook's running will be proven.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// A marker line in the container's log.
+    Marker,
+    /// Kubelet events and container states only.
+    #[default]
+    Events,
+}
+
+/// One parsed marker line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub hook: HookKind,
+    pub policy: String,
+    pub rc: i32,
+}
+
+/// Returns the handler to put on the pod template and how its running will be
+/// proven. `policy` is "namespace/name".
+pub fn wrap(handler: &Handler, hook: HookKind, policy: &str) -> (Handler, Evidence) {
+    wrap_to(handler, hook, policy, TARGET)
+}
+
+/// [`wrap`] with the marker sent to `target`, so tests can run the script.
+fn wrap_to(handler: &Handler, hook: HookKind, policy: &str, target: &str) -> (Handler, Evidence) {
+    let Some(exec) = &handler.exec else {
+        return (handler.clone(), Evidence::Events);
+    };
+    let Some(script) = shell_script(&exec.command) else {
+        return (handler.clone(), Evidence::Events);
+    };
+    let trailer = trailer(hook, policy, target);
+    if is_wrapped(script, &trailer) {
+        return (handler.clone(), Evidence::Marker);
+    }
+    let mut command = exec.command.clone();
+    command[2] = format!("{HEAD}{script}{trailer}");
+    let wrapped = Handler {
+        exec: Some(ExecAction { command }),
+        ..handler.clone()
+    };
+    (wrapped, Evidence::Marker)
+}
+
+/// The script of a `<shell> -<flags>c <script> [$0 $1 ...]` command, if it is one.
+fn shell_script(command: &[String]) -> Option<&str> {
+    let [shell, flag, script, ..] = command else {
+        return None;
+    };
+    let name = shell.rsplit('/').next().unwrap_or(shell);
+    (SHELLS.contains(&name) && is_script_flag(flag)).then_some(script.as_str())
+}
+
+/// One option word ending in `c`: "-c", "-ec", "-euc". Anything fancier
+/// ("-o pipefail", "--login") is left alone rather than guessed at.
+fn is_script_flag(flag: &str) -> bool {
+    flag.strip_prefix('-').is_some_and(|letters| {
+        letters.ends_with('c') && letters.bytes().all(|b| b.is_ascii_alphabetic())
+    })
+}
+
+/// Everything after the user's script; also what identifies a wrapped one.
+fn trailer(hook: HookKind, policy: &str, target: &str) -> String {
+    format!(
+        "\n)\n__lco_rc=$?\nprintf '{PREFIX}hook=%s policy=%s rc=%s\\n' {} {} \"$__lco_rc\" 2>/dev/null >{} || :\nexit \"$__lco_rc\"",
+        quote(hook.field()),
+        quote(policy),
+        word(target),
+    )
+}
+
+/// Already wrapped for this hook and policy: wrapping again would log twice.
+fn is_wrapped(script: &str, trailer: &str) -> bool {
+    script.starts_with(HEAD) && script.ends_with(trailer)
+}
+
+/// Single-quotes `s` for the shell; nothing inside can end the quoting.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `s` as one shell word: bare when it is plainly a path, quoted otherwise.
+fn word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+    if plain { s.to_string() } else { quote(s) }
+}
+
+/// Parses one log line: `lifecycle-operator: hook=preStop policy=ns/name rc=0`,
+/// optionally after an RFC 3339 timestamp and a space (logs read with
+/// `timestamps=true`) and before a line feed. Anything else is None.
+pub fn parse(line: &str) -> Option<Marker> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let body = match line.strip_prefix(PREFIX) {
+        Some(body) => body,
+        None => {
+            let (ts, rest) = line.split_once(' ')?;
+            if !is_timestamp(ts) {
+                return None;
+            }
+            rest.strip_prefix(PREFIX)?
+        }
+    };
+    let (hook, rest) = body.strip_prefix("hook=")?.split_once(" policy=")?;
+    let (policy, rc) = rest.split_once(" rc=")?;
+    let hook = match hook {
+        "postStart" => HookKind::PostStart,
+        "preStop" => HookKind::PreStop,
+        _ => return None,
+    };
+    if policy.is_empty() || policy.contains(char::is_whitespace) {
+        return None;
+    }
+    // Digits only: `str::parse` alone would also take "+1".
+    if rc.is_empty() || !rc.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Marker {
+        hook,
+        policy: policy.to_string(),
+        rc: rc.parse().ok()?,
+    })
+}
+
+/// An RFC 3339 timestamp as the kubelet writes it (`2006-01-02T15:04:05.999999999Z`).
+/// The character check keeps out the extra syntax jiff also accepts.
+fn is_timestamp(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || b"-:.+TZtz".contains(&b))
+        && s.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{HttpGetAction, SleepAction};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use std::path::PathBuf;
+    use std::process::{Command, Output};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const POLICY: &str = "web/nginx-graceful";
+
+    fn exec(command: &[&str]) -> Handler {
+        Handler {
+            exec: Some(ExecAction {
+                command: command.iter().map(|s| s.to_string()).collect(),
+            }),
+            http_get: None,
+            sleep: None,
+        }
+    }
+
+    fn command(h: &Handler) -> &[String] {
+        &h.exec.as_ref().unwrap().command
+    }
+
+    #[test]
+    fn shell_scripts_are_wrapped() {
+        let cases: &[&[&str]] = &[
+            &["sh", "-c", "echo hi"],
+            &["bash", "-c", "echo hi"],
+            &["ash", "-c", "echo hi"],
+            &["dash", "-c", "echo hi"],
+            &["ksh", "-c", "echo hi"],
+            &["mksh", "-c", "echo hi"],
+            &["zsh", "-c", "echo hi"],
+            &["/bin/sh", "-c", "echo hi"],
+            &["/usr/local/bin/bash", "-c", "echo hi"],
+            &["sh", "-ec", "echo hi"],
+            &["sh", "-xc", "echo hi"],
+            &["bash", "-lc", "echo hi"],
+            &["sh", "-euc", "echo hi"],
+            &["sh", "-c", ""],
+            &["sh", "-c", "echo $0 $1", "zero", "one"],
+        ];
+        for cmd in cases {
+            for hook in [HookKind::PostStart, HookKind::PreStop] {
+                let (out, ev) = wrap(&exec(cmd), hook, POLICY);
+                assert_eq!(ev, Evidence::Marker, "{cmd:?}");
+                let got = command(&out);
+                assert_eq!(got.len(), cmd.len(), "{cmd:?}");
+                assert_eq!(got[0], cmd[0], "{cmd:?}: shell kept");
+                assert_eq!(got[1], cmd[1], "{cmd:?}: flags kept");
+                assert_eq!(got[3..], cmd[3..], "{cmd:?}: positional args kept");
+                let expected = format!(
+                    "{HEAD}{}\n)\n__lco_rc=$?\nprintf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' '{}' 'web/nginx-graceful' \"$__lco_rc\" 2>/dev/null >/proc/1/fd/1 || :\nexit \"$__lco_rc\"",
+                    cmd[2],
+                    hook.field()
+                );
+                assert_eq!(got[2], expected, "{cmd:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_alone() {
+        let cases: &[&[&str]] = &[
+            &["nginx", "-s", "quit"],
+            &["/bin/sh", "script.sh"],
+            &["/bin/sh", "script.sh", "arg"],
+            &["sh", "-c"],
+            &["sh"],
+            &["python3", "-c", "print(1)"],
+            &["/bin/shx", "-c", "echo"],
+            &["fish", "-c", "echo"],
+            &["/bin/", "-c", "echo"],
+            &["sh", "-e", "echo"],
+            &["sh", "c", "echo"],
+            &["sh", "--c", "echo"],
+            &["sh", "-", "echo"],
+            &["sh", "-o", "pipefail", "-c", "echo"],
+            &["sh", "-c1", "echo"],
+            &["sh", "-ce", "echo"],
+            &["sh", "-é c", "echo"],
+            &["env", "sh", "-c", "echo"],
+            &["busybox", "sh", "-c", "echo"],
+        ];
+        for cmd in cases {
+            let h = exec(cmd);
+            assert_eq!(
+                wrap(&h, HookKind::PreStop, POLICY),
+                (h.clone(), Evidence::Events),
+                "{cmd:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_get_and_sleep_are_verified_by_events() {
+        let http = Handler {
+            exec: None,
+            http_get: Some(HttpGetAction {
+                path: Some("/shutdown".into()),
+                port: IntOrString::Int(8080),
+                host: None,
+                scheme: None,
+                http_headers: None,
+            }),
+            sleep: None,
+        };
+        let sleep = Handler {
+            exec: None,
+            http_get: None,
+            sleep: Some(SleepAction { seconds: 5 }),
+        };
+        for h in [http, sleep] {
+            for hook in [HookKind::PostStart, HookKind::PreStop] {
+                assert_eq!(wrap(&h, hook, POLICY), (h.clone(), Evidence::Events));
+            }
+        }
+    }
+
+    #[test]
+    fn wrapping_is_idempotent_per_hook_and_policy() {
+        let h = exec(&["sh", "-c", "echo hi"]);
+        let (once, _) = wrap(&h, HookKind::PreStop, POLICY);
+        assert_eq!(
+            wrap(&once, HookKind::PreStop, POLICY),
+            (once.clone(), Evidence::Marker)
+        );
+        // Another hook or policy is another marker: wrapped again, not mistaken.
+        for (hook, policy) in [
+            (HookKind::PostStart, POLICY),
+            (HookKind::PreStop, "web/other"),
+        ] {
+            let (twice, ev) = wrap(&once, hook, policy);
+            assert_eq!(ev, Evidence::Marker);
+            assert_ne!(twice, once, "{hook:?} {policy}");
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        let cases = [
+            ("a", "'a'"),
+            ("", "''"),
+            ("a'b", r"'a'\''b'"),
+            ("'", r"''\'''"),
+            ("$(touch x)`y`;z", "'$(touch x)`y`;z'"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(quote(input), want, "{input:?}");
+        }
+        let words = [
+            ("/proc/1/fd/1", "/proc/1/fd/1"),
+            ("/tmp/lco-1.log", "/tmp/lco-1.log"),
+            ("/tmp/a b", "'/tmp/a b'"),
+            ("", "''"),
+        ];
+        for (input, want) in words {
+            assert_eq!(word(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_quote_in_the_policy_cannot_break_out() {
+        let policy = "ns/x'; touch /tmp/pwned; echo '";
+        let (out, _) = wrap(&exec(&["sh", "-c", "true"]), HookKind::PreStop, policy);
+        assert!(command(&out)[2].contains(r"'ns/x'\''; touch /tmp/pwned; echo '\'''"));
+    }
+
+    #[test]
+    fn parse_table() {
+        let pre = |policy: &str, rc| {
+            Some(Marker {
+                hook: HookKind::PreStop,
+                policy: policy.into(),
+                rc,
+            })
+        };
+        let cases: &[(&str, Option<Marker>)] = &[
+            (
+                "lifecycle-operator: hook=preStop policy=web/nginx-graceful rc=0",
+                pre("web/nginx-graceful", 0),
+            ),
+            (
+                "lifecycle-operator: hook=postStart policy=a/b rc=1",
+                Some(Marker {
+                    hook: HookKind::PostStart,
+                    policy: "a/b".into(),
+                    rc: 1,
+                }),
+            ),
+            (
+                "lifecycle-operator: hook=preStop policy=a/b rc=255",
+                pre("a/b", 255),
+            ),
+            (
+                "lifecycle-operator: hook=preStop policy=a/b rc=0\n",
+                pre("a/b", 0),
+            ),
+            (
+                "lifecycle-operator: hook=preStop policy=x'y rc=3",
+                pre("x'y", 3),
+            ),
+            (
+                "2024-05-01T12:00:00.123456789Z lifecycle-operator: hook=preStop policy=a/b rc=0",
+                pre("a/b", 0),
+            ),
+            (
+                "2024-05-01T12:00:00Z lifecycle-operator: hook=preStop policy=a/b rc=7",
+                pre("a/b", 7),
+            ),
+            (
+                "2024-05-01T12:00:00+02:00 lifecycle-operator: hook=preStop policy=a/b rc=0",
+                pre("a/b", 0),
+            ),
+            // Everything below is rejected.
+            ("", None),
+            ("lifecycle-operator: ", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=-1", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=+1", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=1x", None),
+            (
+                "lifecycle-operator: hook=preStop policy=a/b rc=99999999999",
+                None,
+            ),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=0 ", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=0\n\n", None),
+            ("lifecycle-operator: hook=preStop policy=a/b rc=0\r\n", None),
+            ("lifecycle-operator: hook=preStop policy=a/b  rc=0", None),
+            ("lifecycle-operator: hook=preStop policy= rc=0", None),
+            ("lifecycle-operator: hook=preStop policy=a b rc=0", None),
+            ("lifecycle-operator: hook=prestop policy=a/b rc=0", None),
+            ("lifecycle-operator: hook= policy=a/b rc=0", None),
+            ("lifecycle-operator: policy=a/b hook=preStop rc=0", None),
+            ("lifecycle-operator: hook=preStop rc=0", None),
+            ("lifecycle-operator:hook=preStop policy=a/b rc=0", None),
+            (" lifecycle-operator: hook=preStop policy=a/b rc=0", None),
+            ("x lifecycle-operator: hook=preStop policy=a/b rc=0", None),
+            (
+                "nginx: lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "2024-05-01T12:00:00Z  lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "2024-05-01T12:00:00 lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "2024-05-01T12:00:00Z[UTC] lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "2024-05-01T12:00:00Z 2024-05-01T12:00:00Z lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "12345 lifecycle-operator: hook=preStop policy=a/b rc=0",
+                None,
+            ),
+            (
+                "printf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' 'preStop' 'a/b' \"$__lco_rc\"",
+                None,
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), *want, "{line:?}");
+        }
+    }
+
+    // ---- Running the wrapped script in real shells. ----
+
+    /// A fresh path in the temp dir, unique per test run and call.
+    fn temp_path(tag: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        std::env::temp_dir().join(format!("lco-{tag}-{}-{n}", std::process::id()))
+    }
+
+    /// Runs `command` (a hook's exec command) with `shell` in place of command[0].
+    fn run(shell: &str, command: &[String]) -> Output {
+        Command::new(shell)
+            .args(&command[1..])
+            .env_remove("LCO_UNSET")
+            .output()
+            .expect("shell runs")
+    }
+
+    /// Runs the original and the wrapped command; both must behave the same,
+    /// and the wrapped one must write exactly one marker with the exit code.
+    fn check_same(shell: &str, cmd: &[&str], want_rc: i32) {
+        let marker = temp_path("marker");
+        let target = marker.to_str().unwrap();
+        let original = exec(cmd);
+        let (wrapped, ev) = wrap_to(&original, HookKind::PreStop, POLICY, target);
+        assert_eq!(ev, Evidence::Marker);
+        let before = run(shell, command(&original));
+        let after = run(shell, command(&wrapped));
+        let written = std::fs::read_to_string(&marker).unwrap_or_default();
+        let _ = std::fs::remove_file(&marker);
+
+        let ctx = format!("{shell} {cmd:?}");
+        assert_eq!(before.status.code(), Some(want_rc), "{ctx}: original rc");
+        assert_eq!(after.status.code(), Some(want_rc), "{ctx}: wrapped rc");
+        assert_eq!(
+            String::from_utf8_lossy(&after.stdout),
+            String::from_utf8_lossy(&before.stdout),
+            "{ctx}: stdout"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&after.stderr),
+            String::from_utf8_lossy(&before.stderr),
+            "{ctx}: stderr"
+        );
+        assert_eq!(
+            written,
+            format!("lifecycle-operator: hook=preStop policy={POLICY} rc={want_rc}\n"),
+            "{ctx}: marker"
+        );
+        assert_eq!(written.lines().count(), 1, "{ctx}");
+        assert_eq!(
+            parse(written.lines().next().unwrap()),
+            Some(Marker {
+                hook: HookKind::PreStop,
+                policy: POLICY.into(),
+                rc: want_rc
+            }),
+            "{ctx}"
+        );
+    }
+
+    const SHELLS_HERE: [&str; 2] = ["/bin/sh", "bash"];
+
+    #[test]
+    fn wrapped_scripts_behave_like_the_originals() {
+        let heredoc = "cat <<EOF\nhello $(echo sub) `echo tick`\n  'quoted' \"dq\"\nEOF\nexit 4";
+        let quoted_heredoc = "cat <<'EOF'\n$(not run) `nor this` 'x'\nEOF";
+        let cases: &[(&[&str], i32)] = &[
+            (&["sh", "-c", "true"], 0),
+            (&["sh", "-c", ""], 0),
+            (&["sh", "-c", "false"], 1),
+            (&["sh", "-c", "exit 3"], 3),
+            (&["sh", "-c", "echo out; echo err >&2; exit 7"], 7),
+            (&["sh", "-c", "false; exit"], 1),
+            (&["sh", "-c", "exit 0; echo never"], 0),
+            (&["sh", "-c", "echo a\necho b\n"], 0),
+            (&["sh", "-c", "echo hi # trailing comment"], 0),
+            (&["sh", "-c", "# only a comment"], 0),
+            (&["sh", "-c", "#!/bin/sh\necho shebang"], 0),
+            (
+                &["sh", "-c", "echo 'single' \"double\" \\\"esc\\\" it\\'s"],
+                0,
+            ),
+            (
+                &["sh", "-c", "echo $(echo sub; exit 9); echo `echo tick`"],
+                0,
+            ),
+            (&["sh", "-c", heredoc], 4),
+            (&["sh", "-c", quoted_heredoc], 0),
+            (&["sh", "-c", "(exit 5)"], 5),
+            (&["sh", "-c", "f() { return 6; }; f"], 6),
+            (&["sh", "-c", "trap 'echo trapped' EXIT; exit 2"], 2),
+            (&["sh", "-c", "exec sh -c 'exit 8'"], 8),
+            (&["sh", "-c", "echo \"$0|$1|$2\"", "zero", "one", "two"], 0),
+            (
+                &[
+                    "sh",
+                    "-c",
+                    "printf '%s\\n' \"$@\"; exit $#",
+                    "z",
+                    "a b",
+                    "c",
+                ],
+                2,
+            ),
+            // Errors the shell reports itself: line numbers must not move.
+            (&["sh", "-c", "nosuchcmd-lco"], 127),
+            (&["sh", "-c", "echo one\n\nnosuchcmd-lco\necho after"], 0),
+            (&["sh", "-c", "echo one\nnosuchcmd-lco"], 127),
+            // -e, from the flags or from the script, still stops the script.
+            (&["sh", "-ec", "false\necho not reached"], 1),
+            (&["sh", "-ec", "echo before; false; echo not reached"], 1),
+            (&["sh", "-c", "set -e\nfalse\necho not reached"], 1),
+            (&["sh", "-ec", "nosuchcmd-lco\necho not reached"], 127),
+            (&["sh", "-ec", "false || echo handled"], 0),
+            (&["sh", "-c", "false\necho reached without -e"], 0),
+            (&["sh", "-euc", "echo \"$LCO_UNSET\"\necho not reached"], 2),
+        ];
+        for shell in SHELLS_HERE {
+            for (cmd, rc) in cases {
+                // bash exits 1 on an unset variable, dash 2.
+                let rc = match (shell, cmd[2].contains("LCO_UNSET")) {
+                    ("bash", true) => 1,
+                    _ => *rc,
+                };
+                check_same(shell, cmd, rc);
+            }
+        }
+    }
+
+    #[test]
+    fn set_e_in_flags_is_not_lost_or_added() {
+        // Without -e the script goes on after a failure; with it, it stops.
+        for shell in SHELLS_HERE {
+            for (flag, want) in [("-c", "a\nb\n"), ("-ec", "a\n")] {
+                let cmd = exec(&["sh", flag, "echo a; false; echo b"]);
+                let marker = temp_path("e");
+                let (w, _) = wrap_to(&cmd, HookKind::PostStart, POLICY, marker.to_str().unwrap());
+                let out = run(shell, command(&w));
+                let _ = std::fs::remove_file(&marker);
+                assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{shell} {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unwritable_marker_target_changes_nothing() {
+        for shell in SHELLS_HERE {
+            for (script, rc) in [("echo hi", 0), ("exit 3", 3)] {
+                let cmd = exec(&["sh", "-ec", script]);
+                let target = "/nonexistent-lco-dir/marker";
+                let (w, _) = wrap_to(&cmd, HookKind::PreStop, POLICY, target);
+                let out = run(shell, command(&w));
+                assert_eq!(out.status.code(), Some(rc), "{shell} {script}");
+                assert!(out.stderr.is_empty(), "{shell}: {:?}", out.stderr);
+            }
+        }
+    }
+
+    #[test]
+    fn a_hostile_policy_name_runs_nothing() {
+        for shell in SHELLS_HERE {
+            let pwned = temp_path("pwned");
+            let p = pwned.to_str().unwrap();
+            let policy = format!("ns/x'$(touch {p})'`touch {p}`';touch {p};'\\'\"");
+            let marker = temp_path("marker");
+            let cmd = exec(&["sh", "-c", "echo hi"]);
+            let (w, _) = wrap_to(&cmd, HookKind::PreStop, &policy, marker.to_str().unwrap());
+            let out = run(shell, command(&w));
+            let written = std::fs::read_to_string(&marker).unwrap_or_default();
+            let _ = std::fs::remove_file(&marker);
+            assert_eq!(out.status.code(), Some(0), "{shell}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{shell}");
+            assert!(!pwned.exists(), "{shell}: the policy name ran a command");
+            assert_eq!(
+                written,
+                format!("lifecycle-operator: hook=preStop policy={policy} rc=0\n"),
+                "{shell}: the name is printed verbatim"
+            );
+        }
+    }
+}
