@@ -50,6 +50,18 @@ pub const MAX_SECONDS: i64 = 3600;
         json_path = ".status.patchedDeployments"
     ),
     printcolumn(
+        name = "PostStart",
+        type_ = "string",
+        description = "Container instances whose postStart ran / all seen",
+        json_path = ".status.postStart.summary"
+    ),
+    printcolumn(
+        name = "PreStop",
+        type_ = "string",
+        description = "Stopped containers whose preStop ran / all seen",
+        json_path = ".status.preStop.summary"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"

@@ -30,8 +30,15 @@ echo "== applying examples/nginx.yaml"
 kubectl apply -f examples/nginx.yaml
 kubectl wait --for=condition=Ready lcp/nginx-graceful --timeout=120s
 kubectl rollout status deployment/frontend --timeout=180s
+echo "== restarting frontend, so the hooked pods stop and their preStop runs"
+kubectl rollout restart deployment/frontend
+kubectl rollout status deployment/frontend --timeout=180s
+kubectl wait --for=condition=PostStartVerified lcp/nginx-graceful --timeout=60s
+kubectl wait --for=condition=PreStopVerified lcp/nginx-graceful --timeout=120s
 echo
 kubectl get lifecyclepolicies -o wide
+echo
+kubectl get lcp nginx-graceful -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.message}){"\n"}{end}'
 echo
 echo "frontend's hooks: $(kubectl get deployment frontend -o json | jq -c '.spec.template.spec.containers[0].lifecycle')"
 echo

@@ -94,13 +94,23 @@ check "policy Ready" kubectl -n "$app_ns" wait --for=condition=Ready lcp/nginx-g
 check "frontend rolled out with the hooks" kubectl -n "$app_ns" rollout status deploy/frontend --timeout=180s
 has_hooks() {
   kubectl -n "$app_ns" get deploy frontend -o json |
-    jq -e '.spec.template.spec.containers[0].lifecycle.preStop.exec.command[2] | contains("nginx -s quit")' &&
+    jq -e '.spec.template.spec.containers[0].lifecycle.preStop.exec.command[2] | contains("sleep 5")' &&
     test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')" = 60
 }
 check "template carries the preStop and the grace period" has_hooks
 first_pod() { kubectl -n "$app_ns" get pods -l pod=frontend --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'; }
 poststart_ran() { kubectl -n "$app_ns" exec "$(first_pod)" -c nginx -- cat /usr/share/message | grep -qx ready; }
 check "the postStart ran in a real container" until_ok 60 poststart_ran
+check "status: PostStartVerified" kubectl -n "$app_ns" wait --for=condition=PostStartVerified lcp/nginx-graceful --timeout=60s
+kubectl -n "$app_ns" rollout restart deploy/frontend >/dev/null
+check "restart rolled out" kubectl -n "$app_ns" rollout status deploy/frontend --timeout=180s
+check "status: PreStopVerified (the hooked pods' preStop ran)" kubectl -n "$app_ns" wait --for=condition=PreStopVerified lcp/nginx-graceful --timeout=120s
+marker_evidence() {
+  kubectl -n "$app_ns" get lcp nginx-graceful -o json |
+    jq -e '.status.postStart.evidence == "marker" and .status.preStop.evidence == "marker" and .status.preStop.ran >= 2 and .status.postStart.failed == 0'
+}
+check "status: both hooks proven by markers" until_ok 60 marker_evidence
+echo "# status: $(kubectl -n "$app_ns" get lcp nginx-graceful -o json | jq -c '{postStart: .status.postStart, preStop: .status.preStop}')"
 echo "# $(kubectl -n "$app_ns" get lcp -o wide | tr '\n' '|')"
 
 # --- helm upgrade rolls the operator --------------------------------------
