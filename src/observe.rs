@@ -25,7 +25,9 @@ use crate::marker::{self, Evidence};
 use crate::metrics::Metrics;
 use crate::outcome::{self, Deletion, Observation, Outcome, Terminated};
 use crate::plan::{self, HookKind, contains};
-use crate::types::{HookFailure, HookReport, LifecyclePolicy, Mode, Verification};
+use crate::types::{
+    HookFailure, HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification,
+};
 
 /// At most this many container logs read or followed at once.
 const LOG_STREAMS: usize = 64;
@@ -89,9 +91,18 @@ struct State {
     dirty: HashSet<String>,
 }
 
+/// A policy's hooks as they stand on pod templates, with the evidence each
+/// can give; cached per policy generation, since every pod event needs them.
+struct Watched {
+    generation: Option<i64>,
+    spec: LifecyclePolicySpec,
+    evidence: [Evidence; 2],
+}
+
 pub struct Observer {
     client: Client,
     policies: Store<LifecyclePolicy>,
+    watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     logs: Arc<Semaphore>,
@@ -111,6 +122,7 @@ impl Observer {
         Arc::new(Observer {
             client,
             policies,
+            watched: Mutex::default(),
             metrics,
             state: Mutex::default(),
             logs: Arc::new(Semaphore::new(LOG_STREAMS)),
@@ -175,7 +187,7 @@ impl Observer {
     /// The policy's hook reports for its current generation; a new generation
     /// starts from zero (its hooks may have changed).
     pub fn reports(&self, policy: &LifecyclePolicy) -> (Option<HookReport>, Option<HookReport>) {
-        let key = policy_ref(policy);
+        let key = policy.reference();
         let mut st = self.state.lock().unwrap();
         let t = st.tallies.entry(key).or_default();
         if t.generation != policy.metadata.generation {
@@ -341,9 +353,9 @@ impl Observer {
             if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Off {
                 continue;
             }
-            let pref = policy_ref(p);
-            let rendered = plan::render(&p.spec, &pref);
-            for (slot, want) in plan::wanted(&rendered, spec) {
+            let pref = p.reference();
+            let w = self.watched(p, &pref);
+            for (slot, want) in plan::wanted(&w.spec, spec) {
                 let plan::Slot::Hook { container, kind } = slot else {
                     continue;
                 };
@@ -351,19 +363,36 @@ impl Observer {
                     continue;
                 };
                 if contains(&have, &want) {
-                    let original = match kind {
-                        HookKind::PostStart => p.spec.post_start.as_ref(),
-                        HookKind::PreStop => p.spec.pre_stop.as_ref(),
-                    };
-                    let evidence = match (p.spec.verification, original) {
-                        (Verification::Markers, Some(h)) => marker::wrap(h, kind, &pref).1,
-                        _ => Evidence::Events,
-                    };
+                    let evidence = w.evidence[kind as usize]; // [postStart, preStop]
                     out.push((pref.clone(), container, kind, evidence));
                 }
             }
         }
         out
+    }
+
+    fn watched(&self, p: &LifecyclePolicy, pref: &str) -> Arc<Watched> {
+        let mut cache = self.watched.lock().unwrap();
+        if let Some(w) = cache.get(pref)
+            && w.generation == p.metadata.generation
+        {
+            return w.clone();
+        }
+        let evidence = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| match (p.spec.verification, h) {
+            (Verification::Markers, Some(h)) => marker::wrap(h, kind, pref).1,
+            _ => Evidence::Events,
+        });
+        let w = Arc::new(Watched {
+            generation: p.metadata.generation,
+            spec: p.rendered(),
+            evidence,
+        });
+        cache.insert(pref.to_string(), w.clone());
+        w
     }
 
     fn on_event(&self, ev: &Event) {
@@ -659,10 +688,6 @@ impl Hook {
     fn done_or_unowned(&self) -> bool {
         self.done || self.policy.is_none()
     }
-}
-
-fn policy_ref(p: &LifecyclePolicy) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
 fn terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> Terminated {

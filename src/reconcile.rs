@@ -299,10 +299,9 @@ async fn evaluate(
         .collect();
     deployments.sort_by_key(|d| d.name_any());
 
-    let rendered = plan::render(
-        &policy.spec,
-        &format!("{}/{name}", ns.as_deref().unwrap_or_default()),
-    );
+    // Rendered once per reconcile, not per Deployment.
+    let rivals: Vec<Rival> = neighbours.iter().map(Rival::new).collect();
+    let rendered = policy.rendered();
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = deployments
         .iter()
@@ -327,7 +326,7 @@ async fn evaluate(
         if !matched && !ledgers.contains_key(&name) {
             continue;
         }
-        let contenders = contenders(&neighbours, &name, &d, pod);
+        let contenders = contenders(&rivals, &name, &d, pod);
         let winners = plan::winners(&contenders);
         let plan = plan::plan(&Input {
             policy: &name,
@@ -370,37 +369,45 @@ async fn evaluate(
     results
 }
 
-/// The policies competing for slots on this Deployment, ranked oldest first.
-/// DryRun policies never block an enforcing one, but a DryRun policy sees
-/// whom it would lose to.
+/// A policy of the namespace as contention needs it: rendered hooks and a
+/// parsed selector, computed once per reconcile.
+struct Rival {
+    policy: Arc<LifecyclePolicy>,
+    spec: LifecyclePolicySpec,
+    selector: Option<Selector>,
+}
+
+impl Rival {
+    fn new(p: &Arc<LifecyclePolicy>) -> Self {
+        Rival {
+            policy: p.clone(),
+            spec: p.rendered(),
+            selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
+        }
+    }
+}
+
+/// The policies competing for slots on this Deployment, ranked oldest first
+/// (`rivals` is sorted by precedence). DryRun policies never block an
+/// enforcing one, but a DryRun policy sees whom it would lose to.
 fn contenders<'a>(
-    neighbours: &'a [Arc<LifecyclePolicy>],
+    rivals: &'a [Rival],
     me: &str,
     d: &Deployment,
     pod: &PodSpec,
 ) -> Vec<Contender<'a>> {
-    neighbours
+    rivals
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
-        .filter(|(_, p)| p.name_any() == me || plan::contends(p.spec.mode))
-        .filter(|(_, p)| matches_deployment(&p.spec, d))
-        .map(|(rank, p)| Contender {
-            name: p.metadata.name.as_deref().unwrap_or_default(),
+        .filter(|(_, r)| r.policy.metadata.deletion_timestamp.is_none())
+        .filter(|(_, r)| r.policy.name_any() == me || plan::contends(r.policy.spec.mode))
+        .filter(|(_, r)| r.selector.as_ref().is_some_and(|s| s.matches(d.labels())))
+        .map(|(rank, r)| Contender {
+            name: r.policy.metadata.name.as_deref().unwrap_or_default(),
             rank,
-            wants: plan::wanted(
-                &plan::render(
-                    &p.spec,
-                    &format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
-                ),
-                pod,
-            ),
+            wants: plan::wanted(&r.spec, pod),
         })
         .collect()
-}
-
-fn matches_deployment(spec: &LifecyclePolicySpec, d: &Deployment) -> bool {
-    Selector::try_from(LabelSelector::from(&spec.selector)).is_ok_and(|s| s.matches(d.labels()))
 }
 
 /// A Deployment still rolling out: the controller has not caught up with the
@@ -549,17 +556,18 @@ mod tests {
 
     #[test]
     fn contenders_rank_by_age_and_leave_out_dry_runs_and_deletions() {
-        let ps = vec![
+        let ps = [
             policy("old", 100, "Enforce", false),
             policy("dry", 150, "DryRun", false),
             policy("going", 160, "Enforce", false),
             policy("gone", 170, "Enforce", true),
             policy("young", 200, "Enforce", false),
         ];
+        let rivals: Vec<Rival> = ps.iter().map(Rival::new).collect();
         let d = deploy(json!({"app": "web"}), 1, 1, json!({}));
         let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
         let names = |me: &str| {
-            contenders(&ps, me, &d, &pod)
+            contenders(&rivals, me, &d, &pod)
                 .iter()
                 .map(|c| (c.name, c.rank))
                 .collect::<Vec<_>>()
@@ -571,6 +579,6 @@ mod tests {
             vec![("old", 0), ("dry", 1), ("going", 2), ("young", 4)]
         );
         let other = deploy(json!({"app": "other"}), 1, 1, json!({}));
-        assert!(contenders(&ps, "old", &other, &pod).is_empty());
+        assert!(contenders(&rivals, "old", &other, &pod).is_empty());
     }
 }

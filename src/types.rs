@@ -387,6 +387,20 @@ impl From<&PolicySelector> for LabelSelector {
 }
 
 impl LifecyclePolicy {
+    /// "namespace/name": how markers and the observer name the policy.
+    pub fn reference(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// The spec with its hooks as they go on pod templates (see `plan::render`).
+    pub fn rendered(&self) -> LifecyclePolicySpec {
+        crate::plan::render(&self.spec, &self.reference())
+    }
+
     /// The ordering key that decides which policy wins a contested hook:
     /// oldest first, then by name. Deterministic on every replica.
     pub fn precedence(&self) -> (Option<k8s_openapi::jiff::Timestamp>, String) {

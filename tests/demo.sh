@@ -3,11 +3,7 @@
 # into the local cluster, applies the nginx example and prints the policy's
 # status. `tests/demo.sh stop` removes the example and uninstalls the chart.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export KUBECONFIG=$PWD/target/cluster/kubeconfig
-bin=$PWD/target/cluster/bin
-kubectl() { "$bin/kubectl" "$@"; }
-helm() { "$bin/helm" "$@"; }
+source "$(dirname "$0")/lib.sh"
 release=lifecycle-operator
 ns=lifecycle-operator-system
 

@@ -3,11 +3,7 @@
 # running as a pod under its own ServiceAccount, real hooks in real containers.
 # Prints `e2e: N passed, N failed` and fails on any failure.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-export KUBECONFIG=$PWD/target/cluster/kubeconfig
-bin=$PWD/target/cluster/bin
-kubectl() { "$bin/kubectl" "$@"; }
-helm() { "$bin/helm" "$@"; }
+source "$(dirname "$0")/lib.sh"
 
 release=lco
 ns=lco-system

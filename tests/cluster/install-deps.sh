@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo debootstrap
   busybox-static iptables conntrack socat ethtool ebtables jq openssl curl gcc libc6-dev
-  iproute2 util-linux mount procps tar gzip)
+  iproute2 util-linux mount procps tar gzip binutils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
