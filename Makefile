@@ -10,10 +10,10 @@ test: lint unit cluster-up test-cluster
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --all-features -- -D warnings
 
 unit:
-	cargo test --lib --bins
+	cargo test
 
 test-cluster: test-harness test-operator test-e2e
 

@@ -27,6 +27,33 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("client builds")
 }
 
+/// Fails at once, with what to do, when no operator answers: without one the
+/// tests would only time out minutes later.
+pub async fn require_operator() {
+    let Ok(url) = std::env::var("LCO_METRICS_URL") else {
+        panic!(
+            "LCO_METRICS_URL is not set: the cluster tests need the local cluster and a running \
+             operator; run them with `make test-operator` (tests/run-cluster-tests.sh)"
+        );
+    };
+    let ready = url.replace("/metrics", "/readyz");
+    let host = ready
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&host),
+    )
+    .await;
+    if !matches!(answered, Ok(Ok(_))) {
+        panic!(
+            "no operator answers at {ready}: start it with `make test-operator` (tests/run-cluster-tests.sh)"
+        );
+    }
+}
+
 /// A fresh namespace labelled for cleanup; deleted by `Ns::delete`.
 pub struct Ns {
     pub name: String,
@@ -35,6 +62,7 @@ pub struct Ns {
 
 impl Ns {
     pub async fn new(prefix: &str) -> Ns {
+        require_operator().await;
         let client = client().await;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
