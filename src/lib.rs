@@ -11,6 +11,7 @@
 //! - `reconcile`: the controller, the I/O around the above.
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 
+pub mod hook;
 pub mod marker;
 pub mod metrics;
 pub mod observe;
@@ -18,6 +19,7 @@ pub mod outcome;
 pub mod patch;
 pub mod plan;
 pub mod reconcile;
+pub mod render;
 pub mod server;
 pub mod status;
 pub mod types;

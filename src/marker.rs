@@ -9,14 +9,19 @@
 //! The wrapped script, for `sh -c '<script>'`:
 //!
 //! ```text
-//! __lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; <script line 1>
+//! printf 'lifecycle-operator: hook=%s policy=%s started\n' 'preStop' 'ns/name' 2>/dev/null >>/proc/1/fd/1 || :; __lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; <script line 1>
 //! <script lines 2..>
 //! )
 //! __lco_rc=$?
-//! printf 'lifecycle-operator: hook=%s policy=%s rc=%s\n' 'preStop' 'ns/name' "$__lco_rc" 2>/dev/null >/proc/1/fd/1 || :
+//! printf 'lifecycle-operator: hook=%s policy=%s rc=%s\n' 'preStop' 'ns/name' "$__lco_rc" 2>/dev/null >>/proc/1/fd/1 || :
 //! exit "$__lco_rc"
 //! ```
 //!
+//! - Two lines: one as the hook starts, one with its exit code as it ends.
+//!   The container runtime stamps every log line with a nanosecond time, so
+//!   the pair gives the hook's duration without needing `date` (or anything
+//!   but `printf`, a builtin of every POSIX shell and busybox) in the image.
+//!   A preStop cut short by its container's exit leaves the first line only.
 //! - The script runs in a subshell, so its own `exit` cannot skip the marker.
 //! - The subshell is a plain command, not part of `&&`/`||`: shells ignore
 //!   `set -e` inside anything on the left of `&&`, which would silently turn
@@ -24,12 +29,14 @@
 //!   the subshell turns it back on when the user's flags (`-ec`) had it.
 //! - The prefix shares the script's first line so the shell's own error
 //!   messages (`sh: 3: foo: not found`) keep the user's line numbers.
+//! - `>>` appends: the same on PID 1's pipe, and right if it is a file.
 //! - `2>/dev/null` comes before the redirection to PID 1's stdout so that an
 //!   unwritable target fails silently; `|| :` keeps that from changing the rc.
 
+use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::HookKind;
+use crate::hook::HookKind;
 use crate::types::{ExecAction, Handler};
 
 /// Every marker line starts with this.
@@ -42,8 +49,8 @@ const TARGET: &str = "/proc/1/fd/1";
 /// Shells whose `-c` flag takes a script; the basename of command[0].
 const SHELLS: [&str; 7] = ["sh", "bash", "ash", "dash", "ksh", "mksh", "zsh"];
 
-/// Opens the wrapped script, on the script's first line (see module docs).
-const HEAD: &str = "__lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; ";
+/// Opens the subshell, on the script's first line (see module docs).
+const OPEN: &str = "__lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; ";
 
 /// How a hook's running will be proven.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +67,18 @@ pub enum Evidence {
 pub struct Marker {
     pub hook: HookKind,
     pub policy: String,
-    pub rc: i32,
+    pub phase: Phase,
+    /// The log line's timestamp, when the log was read with timestamps.
+    pub at: Option<Timestamp>,
+}
+
+/// Which of a hook's two marker lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The hook began.
+    Started,
+    /// The hook's script ended with this exit code.
+    Ended { rc: i32 },
 }
 
 /// Returns the handler to put on the pod template and how its running will be
@@ -77,12 +95,14 @@ fn wrap_to(handler: &Handler, hook: HookKind, policy: &str, target: &str) -> (Ha
     let Some(script) = shell_script(&exec.command) else {
         return (handler.clone(), Evidence::Events);
     };
+    let head = head(hook, policy, target);
     let trailer = trailer(hook, policy, target);
-    if is_wrapped(script, &trailer) {
+    if script.starts_with(&head) && script.ends_with(&trailer) {
+        // Already wrapped for this hook and policy: again would log twice.
         return (handler.clone(), Evidence::Marker);
     }
     let mut command = exec.command.clone();
-    command[2] = format!("{HEAD}{script}{trailer}");
+    command[2] = format!("{head}{script}{trailer}");
     let wrapped = Handler {
         exec: Some(ExecAction { command }),
         ..handler.clone()
@@ -107,19 +127,24 @@ fn is_script_flag(flag: &str) -> bool {
     })
 }
 
-/// Everything after the user's script; also what identifies a wrapped one.
-fn trailer(hook: HookKind, policy: &str, target: &str) -> String {
+/// Everything before the user's script: the start marker, then the subshell.
+fn head(hook: HookKind, policy: &str, target: &str) -> String {
     format!(
-        "\n)\n__lco_rc=$?\nprintf '{PREFIX}hook=%s policy=%s rc=%s\\n' {} {} \"$__lco_rc\" 2>/dev/null >{} || :\nexit \"$__lco_rc\"",
+        "printf '{PREFIX}hook=%s policy=%s started\\n' {} {} 2>/dev/null >>{} || :; {OPEN}",
         quote(hook.field()),
         quote(policy),
         word(target),
     )
 }
 
-/// Already wrapped for this hook and policy: wrapping again would log twice.
-fn is_wrapped(script: &str, trailer: &str) -> bool {
-    script.starts_with(HEAD) && script.ends_with(trailer)
+/// Everything after the user's script: the end marker with the exit code.
+fn trailer(hook: HookKind, policy: &str, target: &str) -> String {
+    format!(
+        "\n)\n__lco_rc=$?\nprintf '{PREFIX}hook=%s policy=%s rc=%s\\n' {} {} \"$__lco_rc\" 2>/dev/null >>{} || :\nexit \"$__lco_rc\"",
+        quote(hook.field()),
+        quote(policy),
+        word(target),
+    )
 }
 
 /// Single-quotes `s` for the shell; nothing inside can end the quoting.
@@ -135,48 +160,58 @@ fn word(s: &str) -> String {
     if plain { s.to_string() } else { quote(s) }
 }
 
-/// Parses one log line: `lifecycle-operator: hook=preStop policy=ns/name rc=0`,
-/// optionally after an RFC 3339 timestamp and a space (logs read with
-/// `timestamps=true`) and before a line feed. Anything else is None.
+/// Parses one log line: `lifecycle-operator: hook=preStop policy=ns/name
+/// started` or `... rc=0`, optionally after an RFC 3339 timestamp and a space
+/// (logs read with `timestamps=true`) and before a line feed. Anything else is
+/// None.
 pub fn parse(line: &str) -> Option<Marker> {
     let line = line.strip_suffix('\n').unwrap_or(line);
-    let body = match line.strip_prefix(PREFIX) {
-        Some(body) => body,
+    let (at, body) = match line.strip_prefix(PREFIX) {
+        Some(body) => (None, body),
         None => {
             let (ts, rest) = line.split_once(' ')?;
-            if !is_timestamp(ts) {
-                return None;
-            }
-            rest.strip_prefix(PREFIX)?
+            (Some(timestamp(ts)?), rest.strip_prefix(PREFIX)?)
         }
     };
     let (hook, rest) = body.strip_prefix("hook=")?.split_once(" policy=")?;
-    let (policy, rc) = rest.split_once(" rc=")?;
-    let hook = match hook {
-        "postStart" => HookKind::PostStart,
-        "preStop" => HookKind::PreStop,
-        _ => return None,
+    let hook = HookKind::from_field(hook)?;
+    let (policy, phase) = match rest.strip_suffix(" started") {
+        Some(policy) => (policy, Phase::Started),
+        None => {
+            let (policy, rc) = rest.split_once(" rc=")?;
+            // Digits only: `str::parse` alone would also take "+1".
+            if rc.is_empty() || !rc.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (
+                policy,
+                Phase::Ended {
+                    rc: rc.parse().ok()?,
+                },
+            )
+        }
     };
     if policy.is_empty() || policy.contains(char::is_whitespace) {
-        return None;
-    }
-    // Digits only: `str::parse` alone would also take "+1".
-    if rc.is_empty() || !rc.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some(Marker {
         hook,
         policy: policy.to_string(),
-        rc: rc.parse().ok()?,
+        phase,
+        at,
     })
 }
 
 /// An RFC 3339 timestamp as the kubelet writes it (`2006-01-02T15:04:05.999999999Z`).
 /// The character check keeps out the extra syntax jiff also accepts.
-fn is_timestamp(s: &str) -> bool {
-    s.bytes()
+fn timestamp(s: &str) -> Option<Timestamp> {
+    if !s
+        .bytes()
         .all(|b| b.is_ascii_digit() || b"-:.+TZtz".contains(&b))
-        && s.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
+    {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -233,9 +268,9 @@ mod tests {
                 assert_eq!(got[1], cmd[1], "{cmd:?}: flags kept");
                 assert_eq!(got[3..], cmd[3..], "{cmd:?}: positional args kept");
                 let expected = format!(
-                    "{HEAD}{}\n)\n__lco_rc=$?\nprintf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' '{}' 'web/nginx-graceful' \"$__lco_rc\" 2>/dev/null >/proc/1/fd/1 || :\nexit \"$__lco_rc\"",
+                    "printf 'lifecycle-operator: hook=%s policy=%s started\\n' '{h}' 'web/nginx-graceful' 2>/dev/null >>/proc/1/fd/1 || :; {OPEN}{}\n)\n__lco_rc=$?\nprintf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' '{h}' 'web/nginx-graceful' \"$__lco_rc\" 2>/dev/null >>/proc/1/fd/1 || :\nexit \"$__lco_rc\"",
                     cmd[2],
-                    hook.field()
+                    h = hook.field()
                 );
                 assert_eq!(got[2], expected, "{cmd:?}");
             }
@@ -351,13 +386,18 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let pre = |policy: &str, rc| {
+        let at = |t: &str| Some(t.parse::<Timestamp>().unwrap());
+        let marker = |hook, policy: &str, phase, at| {
             Some(Marker {
-                hook: HookKind::PreStop,
+                hook,
                 policy: policy.into(),
-                rc,
+                phase,
+                at,
             })
         };
+        let pre = |policy: &str, rc| marker(HookKind::PreStop, policy, Phase::Ended { rc }, None);
+        let pre_at =
+            |policy: &str, rc, t| marker(HookKind::PreStop, policy, Phase::Ended { rc }, at(t));
         let cases: &[(&str, Option<Marker>)] = &[
             (
                 "lifecycle-operator: hook=preStop policy=web/nginx-graceful rc=0",
@@ -365,11 +405,20 @@ mod tests {
             ),
             (
                 "lifecycle-operator: hook=postStart policy=a/b rc=1",
-                Some(Marker {
-                    hook: HookKind::PostStart,
-                    policy: "a/b".into(),
-                    rc: 1,
-                }),
+                marker(HookKind::PostStart, "a/b", Phase::Ended { rc: 1 }, None),
+            ),
+            (
+                "lifecycle-operator: hook=postStart policy=a/b started",
+                marker(HookKind::PostStart, "a/b", Phase::Started, None),
+            ),
+            (
+                "2024-05-01T12:00:00.5Z lifecycle-operator: hook=preStop policy=a/b started\n",
+                marker(
+                    HookKind::PreStop,
+                    "a/b",
+                    Phase::Started,
+                    at("2024-05-01T12:00:00.5Z"),
+                ),
             ),
             (
                 "lifecycle-operator: hook=preStop policy=a/b rc=255",
@@ -385,15 +434,15 @@ mod tests {
             ),
             (
                 "2024-05-01T12:00:00.123456789Z lifecycle-operator: hook=preStop policy=a/b rc=0",
-                pre("a/b", 0),
+                pre_at("a/b", 0, "2024-05-01T12:00:00.123456789Z"),
             ),
             (
                 "2024-05-01T12:00:00Z lifecycle-operator: hook=preStop policy=a/b rc=7",
-                pre("a/b", 7),
+                pre_at("a/b", 7, "2024-05-01T12:00:00Z"),
             ),
             (
                 "2024-05-01T12:00:00+02:00 lifecycle-operator: hook=preStop policy=a/b rc=0",
-                pre("a/b", 0),
+                pre_at("a/b", 0, "2024-05-01T10:00:00Z"),
             ),
             // Everything below is rejected.
             ("", None),
@@ -411,6 +460,14 @@ mod tests {
             ("lifecycle-operator: hook=preStop policy=a/b rc=0\r\n", None),
             ("lifecycle-operator: hook=preStop policy=a/b  rc=0", None),
             ("lifecycle-operator: hook=preStop policy= rc=0", None),
+            ("lifecycle-operator: hook=preStop policy= started", None),
+            ("lifecycle-operator: hook=preStop policy=a/b started ", None),
+            ("lifecycle-operator: hook=preStop policy=a/b start", None),
+            (
+                "lifecycle-operator: hook=preStop policy=a/b started rc=0",
+                None,
+            ),
+            ("lifecycle-operator: hook=preStop policy=a b started", None),
             ("lifecycle-operator: hook=preStop policy=a b rc=0", None),
             ("lifecycle-operator: hook=prestop policy=a/b rc=0", None),
             ("lifecycle-operator: hook= policy=a/b rc=0", None),
@@ -462,13 +519,19 @@ mod tests {
         std::env::temp_dir().join(format!("lco-{tag}-{}-{n}", std::process::id()))
     }
 
-    /// Runs `command` (a hook's exec command) with `shell` in place of command[0].
+    /// Runs `command` (a hook's exec command) with `shell` in place of
+    /// command[0]; "busybox" means busybox's own `sh`.
     fn run(shell: &str, command: &[String]) -> Output {
-        Command::new(shell)
-            .args(&command[1..])
+        let mut c = Command::new(shell);
+        if shell == "busybox" {
+            c.arg("sh");
+        }
+        c.args(&command[1..])
             .env_remove("LCO_UNSET")
             .output()
-            .expect("shell runs")
+            .unwrap_or_else(|e| {
+                panic!("{shell} runs ({e}); busybox: run tests/cluster/install-deps.sh")
+            })
     }
 
     /// Runs the original and the wrapped command; both must behave the same,
@@ -499,22 +562,25 @@ mod tests {
         );
         assert_eq!(
             written,
-            format!("lifecycle-operator: hook=preStop policy={POLICY} rc={want_rc}\n"),
-            "{ctx}: marker"
+            format!(
+                "lifecycle-operator: hook=preStop policy={POLICY} started\nlifecycle-operator: hook=preStop policy={POLICY} rc={want_rc}\n"
+            ),
+            "{ctx}: markers"
         );
-        assert_eq!(written.lines().count(), 1, "{ctx}");
+        let phases: Vec<Phase> = written
+            .lines()
+            .map(|l| parse(l).expect("a marker").phase)
+            .collect();
         assert_eq!(
-            parse(written.lines().next().unwrap()),
-            Some(Marker {
-                hook: HookKind::PreStop,
-                policy: POLICY.into(),
-                rc: want_rc
-            }),
+            phases,
+            [Phase::Started, Phase::Ended { rc: want_rc }],
             "{ctx}"
         );
     }
 
-    const SHELLS_HERE: [&str; 2] = ["/bin/sh", "bash"];
+    /// dash (Debian's /bin/sh), bash, and busybox (Alpine's sh; installed by
+    /// tests/cluster/install-deps.sh, which `make test` runs first).
+    const SHELLS_HERE: [&str; 3] = ["/bin/sh", "bash", "busybox"];
 
     #[test]
     fn wrapped_scripts_behave_like_the_originals() {
@@ -629,7 +695,9 @@ mod tests {
             assert!(!pwned.exists(), "{shell}: the policy name ran a command");
             assert_eq!(
                 written,
-                format!("lifecycle-operator: hook=preStop policy={policy} rc=0\n"),
+                format!(
+                    "lifecycle-operator: hook=preStop policy={policy} started\nlifecycle-operator: hook=preStop policy={policy} rc=0\n"
+                ),
                 "{shell}: the name is printed verbatim"
             );
         }

@@ -20,8 +20,20 @@ pub struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookKindLabels {
+    pub hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     pub method: String,
+}
+
+/// Buckets from 100 ms to the longest grace period people set.
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    ])
 }
 
 pub struct Metrics {
@@ -35,6 +47,8 @@ pub struct Metrics {
     pub api_writes: Family<MethodLabels, Counter>,
     pub leader: Gauge,
     pub hook_outcomes: Family<HookLabels, Counter>,
+    /// How long hooks ran, from their marker lines (marker evidence only).
+    pub hook_duration: Family<HookKindLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -47,6 +61,15 @@ impl Default for Metrics {
         let api_writes = Family::<MethodLabels, Counter>::default();
         let leader = Gauge::default();
         let hook_outcomes = Family::<HookLabels, Counter>::default();
+        let hook_duration =
+            Family::<HookKindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "hook_duration_seconds",
+            "How long postStart/preStop hooks ran, measured from their marker lines",
+            hook_duration.clone(),
+        );
         registry.register(
             "hook_outcomes",
             "Hook outcomes per container instance (ran, implied, failed, timed_out, not_triggered, unknown)",
@@ -91,6 +114,7 @@ impl Default for Metrics {
             api_writes,
             leader,
             hook_outcomes,
+            hook_duration,
         }
     }
 }
@@ -122,6 +146,14 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc_by(n);
+    }
+
+    pub fn observe_hook_duration(&self, hook: &str, seconds: f64) {
+        self.hook_duration
+            .get_or_create(&HookKindLabels {
+                hook: hook.to_string(),
+            })
+            .observe(seconds);
     }
 
     pub fn render(&self) -> String {

@@ -6,13 +6,19 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::marker::Evidence;
 
+/// preStop durations at or above this share of the grace period in force are
+/// flagged (GracePeriodTooShort): the process gets little time after the hook.
+pub const NEAR_GRACE: f64 = 0.8;
+
 /// Everything observed about one hook in one container instance.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
     /// How the hook's running can be proven (see `marker::wrap`).
     pub evidence: Evidence,
-    /// rc of the marker line seen in the container's log.
+    /// rc of the end marker line seen in the container's log.
     pub marker_rc: Option<i32>,
+    /// The start marker line was seen, with its log timestamp when known.
+    pub marker_started: Option<Option<Timestamp>>,
     /// A kubelet Warning event FailedPostStartHook / FailedPreStopHook for
     /// this container instance.
     pub failure_event: bool,
@@ -88,6 +94,15 @@ pub enum Outcome {
     },
     /// preStop: cut off by the end of the grace period.
     TimedOut,
+    /// preStop: the hook stopped its own container (as `nginx -s quit` does
+    /// when nginx is PID 1), which exited cleanly before the grace period
+    /// ended. The hook's shell died with the container, so the kubelet
+    /// reports FailedPreStopHook, but the hook did its job. Counted as ran.
+    StoppedContainer {
+        exit_code: i32,
+        /// From the hook's start marker to the container's exit.
+        after: Option<SignedDuration>,
+    },
     /// preStop: not run, because the container exited on its own.
     NotTriggered {
         why: String,
@@ -153,6 +168,9 @@ pub fn pre_stop(o: &Observation) -> Outcome {
     {
         return Outcome::TimedOut;
     }
+    if let Some(stopped) = stopped_its_container(o) {
+        return stopped;
+    }
     if o.failure_event {
         return failed(o, "FailedPreStopHook", "PreStopHook failed");
     }
@@ -180,6 +198,45 @@ pub fn pre_stop(o: &Observation) -> Outcome {
             why: "no marker in the container's log".into(),
         },
     }
+}
+
+/// Exit codes of a clean stop: 0, or death by a stop signal (SIGINT,
+/// SIGQUIT, SIGTERM) that the process asked for by handling it.
+const CLEAN_EXITS: [i32; 4] = [0, 128 + 2, 128 + 3, 128 + 15];
+
+/// A preStop that began (start marker) and never ended (no end marker) while
+/// its pod was being deleted, in a container that exited cleanly before the
+/// grace period ran out: the hook's script stopped the container, and died
+/// with it. Marker evidence only: with events alone, a hook that failed by
+/// itself, followed by a clean exit on SIGTERM, looks the same.
+fn stopped_its_container(o: &Observation) -> Option<Outcome> {
+    let started_at = o.marker_started?;
+    let (t, d) = (o.terminated.as_ref()?, o.deletion.as_ref()?);
+    if o.evidence != Evidence::Marker
+        || o.marker_rc.is_some()
+        || !CLEAN_EXITS.contains(&t.exit_code)
+        || d.used_whole_grace(t)
+    {
+        return None;
+    }
+    let after = match (started_at, t.finished_at) {
+        (Some(s), Some(f)) => Some(f.duration_since(s)),
+        _ => None,
+    };
+    Some(Outcome::StoppedContainer {
+        exit_code: t.exit_code,
+        after,
+    })
+}
+
+/// Explains a [`Outcome::StoppedContainer`] for the status.
+pub fn explain_stopped_container(exit_code: i32, after: Option<SignedDuration>) -> String {
+    let when = after
+        .map(|a| format!(" {:.1}s after the hook began", a.as_secs_f64().max(0.0)))
+        .unwrap_or_default();
+    format!(
+        "the hook stopped its own container: it exited with code {exit_code}{when}, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
+    )
 }
 
 fn exited_on_its_own(t: &Terminated) -> String {
@@ -665,6 +722,136 @@ mod tests {
         for (name, o, want) in cases {
             assert_eq!(pre_stop(&o), want, "{name}");
         }
+    }
+
+    /// The seed's `nginx -s quit; while killall -0 nginx; ...`: nginx (PID 1)
+    /// quits, the kernel kills the hook's shell, the kubelet reports
+    /// FailedPreStopHook. Deleted at 12:00:00 with 30 s grace.
+    #[test]
+    fn a_hook_that_stops_its_container() {
+        let started = Some(Some(at("2025-01-01T12:00:00.200Z")));
+        let nginx = |exit_code: i32, finished_at: &str| Observation {
+            evidence: Evidence::Marker,
+            marker_started: started,
+            failure_event: true,
+            failure_message: Some("PreStopHook failed".into()),
+            running: true,
+            deletion: deletion(),
+            terminated: term(exit_code, Some("Completed"), Some(finished_at)),
+            ..obs()
+        };
+        let stopped = |exit_code, after_ms: i64| Outcome::StoppedContainer {
+            exit_code,
+            after: Some(SignedDuration::from_millis(after_ms)),
+        };
+        let cases: Vec<(&str, Observation, Outcome)> = vec![
+            ("exit 0", nginx(0, "2025-01-01T12:00:01Z"), stopped(0, 800)),
+            (
+                "SIGQUIT",
+                nginx(131, "2025-01-01T12:00:02Z"),
+                stopped(131, 1800),
+            ),
+            (
+                "SIGTERM",
+                nginx(143, "2025-01-01T12:00:02Z"),
+                stopped(143, 1800),
+            ),
+            (
+                "SIGINT",
+                nginx(130, "2025-01-01T12:00:02Z"),
+                stopped(130, 1800),
+            ),
+            (
+                "no event needed: the marker pair says the hook never ended",
+                Observation {
+                    failure_event: false,
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                stopped(0, 800),
+            ),
+            (
+                "start marker without a log timestamp",
+                Observation {
+                    marker_started: Some(None),
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                Outcome::StoppedContainer {
+                    exit_code: 0,
+                    after: None,
+                },
+            ),
+            (
+                "exit 1 stays a failure",
+                nginx(1, "2025-01-01T12:00:01Z"),
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "exit 137 (SIGKILL) stays a failure",
+                nginx(137, "2025-01-01T12:00:01Z"),
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "the grace period ran out: timed out",
+                nginx(0, "2025-01-01T12:00:30Z"),
+                Outcome::TimedOut,
+            ),
+            (
+                "the script ended by itself (end marker rc 1): a failure",
+                Observation {
+                    marker_rc: Some(1),
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "the script ended by itself (end marker rc 0): ran",
+                Observation {
+                    marker_rc: Some(0),
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                ran("marker"),
+            ),
+            (
+                "not being deleted (a probe kill): a failure",
+                Observation {
+                    deletion: None,
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "no start marker: a failure",
+                Observation {
+                    marker_started: None,
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "events mode cannot tell it from a failing hook",
+                Observation {
+                    evidence: Evidence::Events,
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                failed("FailedPreStopHook", "PreStopHook failed"),
+            ),
+            (
+                "still running",
+                Observation {
+                    terminated: None,
+                    failure_event: false,
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                Outcome::Pending,
+            ),
+        ];
+        for (name, o, want) in cases {
+            assert_eq!(pre_stop(&o), want, "{name}");
+        }
+        assert_eq!(
+            explain_stopped_container(0, Some(SignedDuration::from_millis(1234))),
+            "the hook stopped its own container: it exited with code 0 1.2s after the hook began, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
+        );
     }
 
     #[test]

@@ -18,25 +18,8 @@ use k8s_openapi::api::core::v1::PodSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::marker;
-use crate::types::{LifecyclePolicySpec, Mode, OnConflict, Verification};
-
-/// The two container lifecycle hooks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HookKind {
-    PostStart,
-    PreStop,
-}
-
-impl HookKind {
-    /// The field name under `container.lifecycle`.
-    pub fn field(self) -> &'static str {
-        match self {
-            HookKind::PostStart => "postStart",
-            HookKind::PreStop => "preStop",
-        }
-    }
-}
+pub use crate::hook::HookKind;
+use crate::types::{LifecyclePolicySpec, Mode, OnConflict};
 
 /// One field of the pod template the operator can own.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,11 +53,7 @@ impl Slot {
             return Some(Slot::GracePeriod);
         }
         let (container, field) = s.rsplit_once('/')?;
-        let kind = match field {
-            "postStart" => HookKind::PostStart,
-            "preStop" => HookKind::PreStop,
-            _ => return None,
-        };
+        let kind = HookKind::from_field(field)?;
         Some(Slot::hook(container, kind))
     }
 
@@ -118,24 +97,6 @@ impl<'de> Deserialize<'de> for Slot {
 pub struct Ledger {
     pub policy: String,
     pub owned: BTreeMap<Slot, Option<Value>>,
-}
-
-/// The policy's hooks as they go on pod templates: with `verification:
-/// Markers`, shell-script exec hooks are wrapped to log a marker line.
-/// `policy` is "namespace/name", the name the marker carries.
-pub fn render(spec: &LifecyclePolicySpec, policy: &str) -> LifecyclePolicySpec {
-    let mut out = spec.clone();
-    if spec.verification == Verification::Markers {
-        out.post_start = spec
-            .post_start
-            .as_ref()
-            .map(|h| marker::wrap(h, HookKind::PostStart, policy).0);
-        out.pre_stop = spec
-            .pre_stop
-            .as_ref()
-            .map(|h| marker::wrap(h, HookKind::PreStop, policy).0);
-    }
-    out
 }
 
 /// The slots a policy wants on a template, with the values it wants there.

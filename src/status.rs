@@ -194,16 +194,31 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     } else {
         cond("Conflict", true, "HooksNotApplied", &summarize(&conflicts))
     };
-    let grace_cond = if grace.is_empty() {
-        cond("GracePeriodTooShort", false, "GracePeriodSufficient", "")
-    } else {
-        let msgs: Vec<String> = grace.into_iter().cloned().collect();
-        cond(
+    let near = input
+        .pre_stop
+        .as_ref()
+        .and_then(|r| r.near_grace_period.as_ref());
+    let grace_cond = match (grace.is_empty(), near) {
+        (true, None) => cond("GracePeriodTooShort", false, "GracePeriodSufficient", ""),
+        (false, _) => {
+            let mut msgs: Vec<String> = grace.into_iter().cloned().collect();
+            msgs.extend(near.cloned());
+            cond(
+                "GracePeriodTooShort",
+                true,
+                "PreStopOutlastsGracePeriod",
+                &summarize(&msgs),
+            )
+        }
+        (true, Some(n)) => cond(
             "GracePeriodTooShort",
             true,
-            "PreStopOutlastsGracePeriod",
-            &summarize(&msgs),
-        )
+            "PreStopNearGracePeriod",
+            &format!(
+                "a preStop used {}% or more of its grace period ({n}); raise terminationGracePeriodSeconds",
+                (crate::outcome::NEAR_GRACE * 100.0) as i64
+            ),
+        ),
     };
     let verified: Vec<Condition> = [
         (
@@ -303,6 +318,11 @@ fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition 
     };
     if ran > 0 {
         let mut m = format!("{ran} ran (evidence: {})", r.evidence);
+        if let Some(why) = &r.last_container_exit {
+            m.push_str(&format!(
+                "; a hook that stops its own container counts as ran (latest: {why})"
+            ));
+        }
         if r.not_triggered > 0 {
             m.push_str(&format!(
                 "; {} containers exited on their own, when Kubernetes does not run preStop",

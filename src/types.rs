@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::{
-    apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement},
+    apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement, Time},
     util::intstr::IntOrString,
 };
 use kube::{CustomResource, KubeSchema};
@@ -309,18 +309,22 @@ pub struct LifecyclePolicyStatus {
     pub pre_stop: Option<HookReport>,
 }
 
-/// Outcomes of one hook, counted per container instance since the operator
-/// started (or since the policy last changed its hooks).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// Outcomes of one hook, counted once per container instance for the
+/// current generation of the policy. The status is the durable record: a
+/// restarted operator carries on from these counts (see `counted`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct HookReport {
     /// "ran/seen", for `kubectl get`.
     pub summary: String,
-    /// marker (a marker line proved it ran), events (kubelet events and
-    /// container states only), or implied (postStart: the container ran and no
-    /// failure was reported).
+    /// How the runs were proven, comma-separated: marker (marker lines in the
+    /// container's log), events (kubelet events and container states only),
+    /// implied (postStart: the container ran and no failure was reported),
+    /// containerExit (preStop: the hook stopped the container itself, as
+    /// `nginx -s quit` does, and the container exited cleanly in time).
     pub evidence: String,
-    /// Proven to have run to completion with exit code 0.
+    /// Proven to have run to completion with exit code 0 (or, preStop, to have
+    /// stopped the container cleanly; see evidence containerExit).
     pub ran: i64,
     /// postStart: the container reached running with no failure reported.
     pub implied: i64,
@@ -339,20 +343,73 @@ pub struct HookReport {
     /// Why the latest not-triggered container ended, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_not_triggered: Option<String>,
+    /// preStop: the latest one stopped by its own container's exit, explained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_container_exit: Option<String>,
     /// The latest failure or timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<HookFailure>,
+    /// How long the latest hook with a known duration ran, in seconds
+    /// (millisecond precision), from its marker lines' log timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration_seconds: Option<f64>,
+    /// The longest known duration, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_seconds: Option<f64>,
+    /// Why durations are unknown, when they are (hooks verified by events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_unknown: Option<String>,
+    /// preStop: the latest hook that used 80% or more of its grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_grace_period: Option<String>,
+    /// What the counts above already include, so that a restarted operator
+    /// neither loses nor double counts a container instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<Watermark>,
+}
+
+/// The record behind a hook report's counts. A container instance's hook
+/// happens at one time: when the container started (postStart), or when
+/// its stop began (preStop: the pod's deletion request, else the container's
+/// exit). Every instance whose hook happened before `before` is counted, and
+/// of those at or after it exactly the ones listed in `after`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Watermark {
+    /// Hooks that happened before this time are all counted.
+    pub before: Time,
+    /// Hooks at or after `before` that are counted already.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub after: Vec<CountedInstance>,
+}
+
+/// One counted container instance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CountedInstance {
+    /// The first 16 characters of the container ID (without the runtime prefix).
+    pub container_id: String,
+    /// When its hook happened (see Watermark).
+    pub at: Time,
 }
 
 /// One failed hook.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct HookFailure {
+    /// The pod whose container's hook failed.
     pub pod: String,
+    /// The container.
     pub container: String,
+    /// FailedPostStartHook / FailedPreStopHook (kubelet events), ExitCode (a
+    /// marker with a non-zero exit code) or TimedOut (preStop cut by the
+    /// grace period).
     pub reason: String,
+    /// The kubelet's message, or what the operator observed.
     pub message: String,
-    pub time: String,
+    /// When the failure was observed.
+    pub time: Time,
 }
 
 /// What the policy did, or would do, to one Deployment.
@@ -394,11 +451,6 @@ impl LifecyclePolicy {
             self.metadata.namespace.as_deref().unwrap_or_default(),
             self.metadata.name.as_deref().unwrap_or_default()
         )
-    }
-
-    /// The spec with its hooks as they go on pod templates (see `plan::render`).
-    pub fn rendered(&self) -> LifecyclePolicySpec {
-        crate::plan::render(&self.spec, &self.reference())
     }
 
     /// The ordering key that decides which policy wins a contested hook:

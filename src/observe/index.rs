@@ -1,0 +1,905 @@
+//! The observer's pure core: pods, kubelet failure events and marker findings
+//! go in; per-policy hook reports come out. No I/O, and the clock is passed
+//! in, so tests feed it objects and read the reports (the pattern of Linkerd's
+//! policy-controller status index).
+//!
+//! Each hook is followed per container *instance* (pod uid, container,
+//! container ID), so a restarted container counts again; `outcome` classifies
+//! what was seen, and an instance's hook is counted once.
+//!
+//! # Durable counts
+//!
+//! The policy's status is the durable record. Each hook report carries a
+//! [`Watermark`]: every instance whose hook *happened* (postStart: the
+//! container started; preStop: its stop began, i.e. the pod's deletion
+//! request, else the container's exit) before `before` is in the counts, and
+//! of the instances at or after `before` exactly those listed in `after`.
+//!
+//! Invariant: the counts, `before` and `after` are written together in one
+//! status write, so a status always describes one consistent set of counted
+//! instances. A restarted operator (kill, upgrade, leader change) seeds its
+//! tallies from the status and counts an instance only if the record does not
+//! already hold it: no double count. Instances the predecessor counted but
+//! never wrote are not in the record, so they are counted again: no loss.
+//!
+//! `before` only moves when something is counted (so a quiet world causes no
+//! status write), and never past an instance still pending, nor past `now -
+//! SETTLE_MARGIN` (a pod watch that lags must not let an unseen instance fall
+//! behind it). What cannot be recovered: a pod deleted and gone entirely
+//! while no operator ran leaves nothing to observe.
+
+use std::collections::{BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+use crate::hook::HookKind;
+use crate::marker::Evidence;
+use crate::outcome::{self, Deletion, NEAR_GRACE, Observation, Outcome, Terminated};
+use crate::types::{CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark};
+
+/// How far behind `now` the watermark stays: an instance first seen this
+/// long after its hook happened could otherwise be taken as counted.
+pub const SETTLE_MARGIN: SignedDuration = SignedDuration::from_secs(30);
+/// Most instances listed after the watermark; beyond that the oldest are
+/// folded under it (bounded status, at the price of a possible miss on a
+/// restart during a very large burst).
+pub const MAX_AFTER: usize = 256;
+/// A failure event that matches no unsettled instance yet (the pod watch can
+/// lag the event watch) waits this long for one.
+const UNCLAIMED_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// Length of the container ID prefix kept in the status.
+const ID_LEN: usize = 16;
+
+/// One container instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey {
+    pub pod_uid: String,
+    pub container: String,
+    pub container_id: String,
+}
+
+/// A policy owns a hook of a container: the hook on the pod is its rendered one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// "namespace/name".
+    pub policy: String,
+    pub container: String,
+    pub kind: HookKind,
+    pub evidence: Evidence,
+}
+
+/// A policy as the index needs it to seed and reset its tallies.
+pub struct PolicyRecord<'a> {
+    /// "namespace/name".
+    pub key: &'a str,
+    /// A policy deleted and created again under the same name starts afresh.
+    pub uid: Option<&'a str>,
+    pub generation: Option<i64>,
+    pub status: Option<&'a LifecyclePolicyStatus>,
+}
+
+/// A log the driver should read for markers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogRequest {
+    /// Read the start of a running container's log (postStart).
+    Read(InstanceKey),
+    /// Follow a stopping container's log from `since_seconds` ago (preStop).
+    Follow {
+        key: InstanceKey,
+        since_seconds: i64,
+    },
+}
+
+/// What a log read found for one hook of one policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MarkerFinding {
+    /// The start line, with its log timestamp when known.
+    pub started: Option<Option<Timestamp>>,
+    /// The end line's exit code and log timestamp.
+    pub ended: Option<(i32, Option<Timestamp>)>,
+}
+
+/// A kubelet FailedPostStartHook / FailedPreStopHook event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureEvent {
+    pub uid: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub kind: HookKind,
+    pub count: i32,
+    pub reason: String,
+    pub message: String,
+    pub time: Option<Timestamp>,
+}
+
+/// One counted outcome, for metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counted {
+    pub kind: HookKind,
+    /// ran, implied, failed, timed_out, not_triggered, unknown.
+    pub outcome: &'static str,
+    pub duration_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct HookState {
+    policy: String,
+    evidence: Evidence,
+    obs: Observation,
+    marker_ended_at: Option<Timestamp>,
+    failure_time: Option<Timestamp>,
+    done: bool,
+    /// A log read or follow was started.
+    reading: bool,
+    read_done: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Instance {
+    namespace: String,
+    pod: String,
+    first_seen: Timestamp,
+    started_at: Option<Timestamp>,
+    /// [postStart, preStop]; None when no policy owns that hook here.
+    hooks: [Option<HookState>; 2],
+    /// The latest waiting message (PostStartHookError carries the kubelet's detail).
+    waiting_message: Option<String>,
+    /// The pod object is gone; forget the instance once its hooks are settled.
+    gone: bool,
+}
+
+impl Instance {
+    /// When this instance's hook happened (see the module docs); None while
+    /// a preStop has not begun.
+    fn hook_time(&self, kind: HookKind) -> Option<Timestamp> {
+        match kind {
+            HookKind::PostStart => Some(self.started_at.unwrap_or(self.first_seen)),
+            HookKind::PreStop => {
+                let obs = &self.hooks[1].as_ref()?.obs;
+                obs.deletion
+                    .as_ref()
+                    .map(|d| d.requested_at)
+                    .or_else(|| obs.terminated.as_ref()?.finished_at)
+                    .or_else(|| obs.terminated.as_ref().map(|_| self.first_seen))
+            }
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.hooks.iter().flatten().all(|h| h.done)
+    }
+}
+
+/// Which container instances a hook report's counts hold (see the module
+/// docs); `before: None` holds nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Record {
+    before: Option<Timestamp>,
+    after: Vec<(String, Timestamp)>,
+}
+
+impl Record {
+    fn holds(&self, id: &str, at: Timestamp) -> bool {
+        self.before.is_some_and(|b| at < b) || self.after.iter().any(|(i, _)| i == id)
+    }
+}
+
+/// One hook's tally for one policy generation.
+#[derive(Clone, Debug, Default)]
+struct HookTally {
+    report: HookReport,
+    evidence: BTreeSet<String>,
+    /// What the counts held when this tally began (the status a restarted
+    /// operator found, or a generation change): those instances are never
+    /// counted again. Frozen, unlike `record`.
+    inherited: Record,
+    /// What the counts hold now; written with them.
+    record: Record,
+}
+
+impl HookTally {
+    fn seeded(report: &HookReport) -> Self {
+        let mut r = report.clone();
+        let record = r
+            .counted
+            .take()
+            .map(|w| Record {
+                before: Some(w.before.0),
+                after: w
+                    .after
+                    .into_iter()
+                    .map(|c| (c.container_id, c.at.0))
+                    .collect(),
+            })
+            .unwrap_or_default();
+        HookTally {
+            evidence: r
+                .evidence
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect(),
+            report: r,
+            inherited: record.clone(),
+            record,
+        }
+    }
+
+    /// Counted before this tally began.
+    fn holds(&self, id: &str, at: Timestamp) -> bool {
+        self.inherited.holds(id, at)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    uid: Option<String>,
+    generation: Option<i64>,
+    hooks: [HookTally; 2],
+}
+
+#[derive(Default)]
+pub struct Index {
+    instances: HashMap<InstanceKey, Instance>,
+    tallies: HashMap<String, Tally>,
+    /// Event uid → count already applied.
+    events: HashMap<String, i32>,
+    unclaimed: Vec<(FailureEvent, Timestamp)>,
+    dirty: BTreeSet<String>,
+    counted: Vec<Counted>,
+}
+
+fn idx(kind: HookKind) -> usize {
+    match kind {
+        HookKind::PostStart => 0,
+        HookKind::PreStop => 1,
+    }
+}
+
+/// Whole seconds: container and deletion times have second precision, and
+/// the status stores the watermark with second precision.
+fn floor_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn short_id(container_id: &str) -> String {
+    let id = container_id
+        .split_once("://")
+        .map_or(container_id, |(_, id)| id);
+    id.chars().take(ID_LEN).collect()
+}
+
+fn seconds(d: SignedDuration) -> f64 {
+    (d.as_secs_f64().max(0.0) * 1000.0).round() / 1000.0
+}
+
+impl Index {
+    /// Makes sure the policy's tally is for its current generation: seeded
+    /// from the status when the status describes that generation, reset to
+    /// zero (counting only hooks from now on) when the spec changed under a
+    /// running operator.
+    pub fn policy(&mut self, p: &PolicyRecord, now: Timestamp) {
+        let uid = p.uid.map(str::to_string);
+        match self.tallies.get_mut(p.key).filter(|t| t.uid == uid) {
+            Some(t) if t.generation == p.generation => {}
+            Some(t) => {
+                let before = Some(floor_second(now));
+                *t = Tally {
+                    uid,
+                    generation: p.generation,
+                    hooks: Default::default(),
+                };
+                for h in &mut t.hooks {
+                    h.inherited.before = before;
+                    h.record.before = before;
+                }
+                self.dirty.insert(p.key.to_string());
+            }
+            None => {
+                let status = p.status.filter(|s| {
+                    s.observed_generation.is_some() && s.observed_generation == p.generation
+                });
+                let seed = |r: Option<&HookReport>| r.map(HookTally::seeded).unwrap_or_default();
+                self.tallies.insert(
+                    p.key.to_string(),
+                    Tally {
+                        uid,
+                        generation: p.generation,
+                        hooks: [
+                            seed(status.and_then(|s| s.post_start.as_ref())),
+                            seed(status.and_then(|s| s.pre_stop.as_ref())),
+                        ],
+                    },
+                );
+            }
+        }
+    }
+
+    /// Applies a pod as the watch saw it (`deleted`: the object is gone).
+    /// Returns the logs to read.
+    pub fn pod(
+        &mut self,
+        pod: &Pod,
+        owners: &[Owner],
+        deleted: bool,
+        now: Timestamp,
+    ) -> Vec<LogRequest> {
+        if owners.is_empty() {
+            return Vec::new();
+        }
+        let uid = pod.uid().unwrap_or_default();
+        let deletion = pod.metadata.deletion_timestamp.as_ref().and_then(|t| {
+            Deletion::from_pod(
+                t.0,
+                pod.metadata.deletion_grace_period_seconds.unwrap_or(30),
+            )
+        });
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut logs = Vec::new();
+        let mut touched = Vec::new();
+        for cs in statuses {
+            let mine: Vec<&Owner> = owners.iter().filter(|o| o.container == cs.name).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            // The previous instance's end, as the kubelet reports it after a restart.
+            if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
+                && let Some(id) = &t.container_id
+            {
+                let key = InstanceKey {
+                    pod_uid: uid.clone(),
+                    container: cs.name.clone(),
+                    container_id: id.clone(),
+                };
+                if let Some(inst) = self.instances.get_mut(&key) {
+                    let term = terminated(t);
+                    inst.started_at = inst.started_at.or(t.started_at.as_ref().map(|s| s.0));
+                    for h in inst.hooks.iter_mut().flatten() {
+                        h.obs.terminated.get_or_insert(term.clone());
+                    }
+                    touched.push(key);
+                }
+            }
+            let Some(id) = cs.container_id.clone() else {
+                continue;
+            };
+            let key = InstanceKey {
+                pod_uid: uid.clone(),
+                container: cs.name.clone(),
+                container_id: id,
+            };
+            if deleted && !self.instances.contains_key(&key) {
+                continue; // Forgotten already, or never seen: nothing to settle.
+            }
+            let inst = self
+                .instances
+                .entry(key.clone())
+                .or_insert_with(|| Instance {
+                    namespace: pod.namespace().unwrap_or_default(),
+                    pod: pod.name_any(),
+                    first_seen: now,
+                    started_at: None,
+                    hooks: [None, None],
+                    waiting_message: None,
+                    gone: false,
+                });
+            observe_container(inst, cs, &mine, deletion.as_ref(), deleted);
+            skip_recorded(&self.tallies, inst, &key);
+            logs.extend(log_requests(inst, &key, deletion.as_ref(), deleted, now));
+            touched.push(key);
+        }
+        for key in touched {
+            self.claim_unclaimed(&key, now);
+            self.settle(&key, now);
+        }
+        logs
+    }
+
+    /// Applies a kubelet failure event: it marks the container's unsettled
+    /// instance failed. An event older than the watermark concerns an
+    /// instance already counted (events outlive operator restarts).
+    pub fn event(&mut self, ev: FailureEvent, now: Timestamp) {
+        let seen = self.events.get(&ev.uid).copied().unwrap_or(0);
+        if ev.count <= seen {
+            return;
+        }
+        // Events expire within the hour; the map only needs recent ones.
+        if self.events.len() > 10_000 {
+            self.events.clear();
+        }
+        self.events.insert(ev.uid.clone(), ev.count);
+        self.unclaimed.retain(|(_, until)| *until > now);
+        match self.unsettled(&ev.pod_uid, &ev.container, ev.kind) {
+            Some(key) => {
+                self.apply_failure(&key, &ev);
+                self.settle(&key, now);
+            }
+            None => self.unclaimed.push((ev, now + UNCLAIMED_FOR)),
+        }
+    }
+
+    /// Applies what a log read found.
+    pub fn markers(
+        &mut self,
+        key: &InstanceKey,
+        kind: HookKind,
+        found: MarkerFinding,
+        now: Timestamp,
+    ) {
+        if let Some(h) = self
+            .instances
+            .get_mut(key)
+            .and_then(|i| i.hooks[idx(kind)].as_mut())
+        {
+            h.read_done = true;
+            if found.started.is_some() {
+                h.obs.marker_started = found.started;
+            }
+            if let Some((rc, at)) = found.ended {
+                h.obs.marker_rc = Some(rc);
+                h.marker_ended_at = at;
+            }
+        }
+        self.settle(key, now);
+    }
+
+    /// The policy whose hook a log read is for.
+    pub fn log_target(
+        &self,
+        key: &InstanceKey,
+        kind: HookKind,
+    ) -> Option<(String, String, String)> {
+        let inst = self.instances.get(key)?;
+        let h = inst.hooks[idx(kind)].as_ref()?;
+        Some((inst.namespace.clone(), inst.pod.clone(), h.policy.clone()))
+    }
+
+    /// The policy's reports for its current generation. `configured`: which
+    /// hooks the policy sets; `duration_unknown`: why a hook's duration
+    /// cannot be measured, when it cannot.
+    pub fn reports(
+        &mut self,
+        p: &PolicyRecord,
+        configured: [bool; 2],
+        duration_unknown: [Option<String>; 2],
+        now: Timestamp,
+    ) -> [Option<HookReport>; 2] {
+        self.policy(p, now);
+        let tally = &self.tallies[p.key];
+        let mut out: [Option<HookReport>; 2] = [None, None];
+        for (i, kind) in HookKind::ALL.into_iter().enumerate() {
+            if !configured[i] {
+                continue;
+            }
+            let t = &tally.hooks[i];
+            let mut r = t.report.clone();
+            let seen = r.ran + r.implied + r.failed + r.timed_out + r.not_triggered + r.unknown;
+            let ok = match kind {
+                HookKind::PostStart => r.ran + r.implied,
+                HookKind::PreStop => r.ran,
+            };
+            r.summary = format!("{ok}/{seen}");
+            r.evidence = t.evidence.iter().cloned().collect::<Vec<_>>().join(",");
+            r.duration_unknown = duration_unknown[i].clone();
+            r.counted = t.record.before.map(|b| Watermark {
+                before: Time(b),
+                after: t
+                    .record
+                    .after
+                    .iter()
+                    .map(|(id, at)| CountedInstance {
+                        container_id: id.clone(),
+                        at: Time(*at),
+                    })
+                    .collect(),
+            });
+            out[i] = Some(r);
+        }
+        out
+    }
+
+    /// Policies whose reports changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// Outcomes counted since the last call.
+    pub fn take_counted(&mut self) -> Vec<Counted> {
+        std::mem::take(&mut self.counted)
+    }
+
+    /// Forgets the tallies of policies that no longer exist.
+    pub fn retain_policies(&mut self, exists: impl Fn(&str) -> bool) {
+        self.tallies.retain(|k, _| exists(k));
+    }
+
+    /// Instances held in memory.
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
+    fn unsettled(&self, pod_uid: &str, container: &str, kind: HookKind) -> Option<InstanceKey> {
+        self.instances
+            .iter()
+            .filter(|(k, i)| {
+                k.pod_uid == pod_uid
+                    && k.container == container
+                    && i.hooks[idx(kind)].as_ref().is_some_and(|h| !h.done)
+            })
+            // The newest: the one the kubelet is working on.
+            .max_by_key(|(_, i)| (i.started_at, i.first_seen))
+            .map(|(k, _)| k.clone())
+    }
+
+    fn apply_failure(&mut self, key: &InstanceKey, ev: &FailureEvent) {
+        let Some(inst) = self.instances.get_mut(key) else {
+            return;
+        };
+        let waiting = inst.waiting_message.clone();
+        let Some(h) = inst.hooks[idx(ev.kind)].as_mut() else {
+            return;
+        };
+        h.obs.failure_event = true;
+        h.failure_time = ev.time;
+        h.obs.failure_message = match ev.kind {
+            HookKind::PostStart => waiting.or_else(|| Some(ev.message.clone())),
+            HookKind::PreStop => Some(ev.message.clone()),
+        };
+    }
+
+    fn claim_unclaimed(&mut self, key: &InstanceKey, now: Timestamp) {
+        self.unclaimed.retain(|(_, until)| *until > now);
+        for kind in HookKind::ALL {
+            let pos = self.unclaimed.iter().position(|(ev, _)| {
+                ev.pod_uid == key.pod_uid && ev.container == key.container && ev.kind == kind
+            });
+            let Some(pos) = pos else { continue };
+            if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key) {
+                let (ev, _) = self.unclaimed.remove(pos);
+                self.apply_failure(key, &ev);
+            }
+        }
+    }
+
+    /// Turns an instance's observations into counted outcomes, once per hook.
+    fn settle(&mut self, key: &InstanceKey, now: Timestamp) {
+        for kind in HookKind::ALL {
+            let Some(inst) = self.instances.get(key) else {
+                return;
+            };
+            let Some(h) = inst.hooks[idx(kind)].as_ref() else {
+                continue;
+            };
+            if h.done {
+                continue;
+            }
+            let o = match kind {
+                HookKind::PostStart => outcome::post_start(&h.obs),
+                HookKind::PreStop => outcome::pre_stop(&h.obs),
+            };
+            if !settles(kind, h, &o) {
+                continue;
+            }
+            let at = inst
+                .hook_time(kind)
+                .map(floor_second)
+                .unwrap_or(floor_second(now));
+            let record = Counting {
+                policy: h.policy.clone(),
+                kind,
+                id: short_id(&key.container_id),
+                at,
+                pod: inst.pod.clone(),
+                container: key.container.clone(),
+                duration: duration(h, &o),
+                grace_seconds: h.obs.deletion.as_ref().map(|d| d.grace_seconds),
+                failure_time: h.failure_time,
+            };
+            let inst = self.instances.get_mut(key).expect("instance just read");
+            inst.hooks[idx(kind)].as_mut().expect("hook just read").done = true;
+            self.count(record, o, now);
+        }
+        // Forget instances once the pod is gone and both hooks are settled;
+        // until then later updates of the pod find them settled.
+        if self
+            .instances
+            .get(key)
+            .is_some_and(|i| i.gone && i.settled())
+        {
+            self.instances.remove(key);
+        }
+    }
+
+    fn count(&mut self, r: Counting, o: Outcome, now: Timestamp) {
+        let Some(tally) = self.tallies.get_mut(&r.policy) else {
+            return; // The policy is gone.
+        };
+        let i = idx(r.kind);
+        if tally.hooks[i].holds(&r.id, r.at) {
+            return; // Counted before a restart; the status holds it.
+        }
+        // The oldest instance of this policy and hook still pending bounds
+        // the watermark.
+        let pending = self
+            .instances
+            .values()
+            .filter_map(|inst| {
+                let h = inst.hooks[i].as_ref()?;
+                (h.policy == r.policy && !h.done)
+                    .then(|| inst.hook_time(r.kind))
+                    .flatten()
+            })
+            .min();
+        let t = &mut tally.hooks[i];
+        let report = &mut t.report;
+        let time = Time(now);
+        let label = match &o {
+            Outcome::Ran { evidence } => {
+                report.ran += 1;
+                t.evidence.insert(evidence.to_string());
+                "ran"
+            }
+            Outcome::StoppedContainer { exit_code, after } => {
+                report.ran += 1;
+                t.evidence.insert("containerExit".into());
+                report.last_container_exit = Some(format!(
+                    "pod {} container {}: {}",
+                    r.pod,
+                    r.container,
+                    outcome::explain_stopped_container(*exit_code, *after)
+                ));
+                "ran"
+            }
+            Outcome::Implied => {
+                report.implied += 1;
+                t.evidence.insert("implied".into());
+                "implied"
+            }
+            Outcome::Failed { reason, message } => {
+                report.failed += 1;
+                report.last_failure = Some(HookFailure {
+                    pod: r.pod.clone(),
+                    container: r.container.clone(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                    time: Time(r.failure_time.unwrap_or(now)),
+                });
+                "failed"
+            }
+            Outcome::TimedOut => {
+                report.timed_out += 1;
+                report.last_failure = Some(HookFailure {
+                    pod: r.pod.clone(),
+                    container: r.container.clone(),
+                    reason: "TimedOut".into(),
+                    message: "the grace period ran out before the preStop hook finished".into(),
+                    time,
+                });
+                "timed_out"
+            }
+            Outcome::NotTriggered { why } => {
+                report.not_triggered += 1;
+                report.last_not_triggered = Some(format!("{}/{}: {why}", r.pod, r.container));
+                "not_triggered"
+            }
+            Outcome::Unknown { .. } => {
+                report.unknown += 1;
+                "unknown"
+            }
+            Outcome::Pending => return,
+        };
+        if let Some(d) = r.duration {
+            let secs = seconds(d);
+            report.last_duration_seconds = Some(secs);
+            report.max_duration_seconds =
+                Some(report.max_duration_seconds.map_or(secs, |m| m.max(secs)));
+            if let Some(grace) = r.grace_seconds.filter(|g| *g > 0)
+                && secs >= NEAR_GRACE * grace as f64
+            {
+                report.near_grace_period = Some(format!(
+                    "pod {} container {}: preStop took {secs:.1}s of its {grace}s grace period",
+                    r.pod, r.container
+                ));
+            }
+        }
+        // The record: this instance, then move the watermark as far as is safe.
+        let rec = &mut t.record;
+        if rec.before.is_none_or(|b| r.at >= b) {
+            rec.after.push((r.id, r.at));
+        }
+        let mut limit = floor_second(now - SETTLE_MARGIN);
+        if let Some(p) = pending {
+            limit = limit.min(floor_second(p));
+        }
+        if rec.before.is_none_or(|b| limit > b) {
+            rec.before = Some(limit);
+        }
+        if rec.after.len() > MAX_AFTER {
+            // Fold the oldest seconds under the watermark.
+            rec.after.sort_by_key(|(_, at)| *at);
+            let cut = rec.after[rec.after.len() - MAX_AFTER].1 + SignedDuration::from_secs(1);
+            rec.before = Some(rec.before.map_or(cut, |b| b.max(cut)));
+        }
+        let before = rec.before;
+        rec.after.retain(|(_, at)| before.is_none_or(|b| *at >= b));
+        self.counted.push(Counted {
+            kind: r.kind,
+            outcome: label,
+            duration_seconds: r.duration.map(seconds),
+        });
+        self.dirty.insert(r.policy);
+    }
+}
+
+/// What `count` needs about the instance being counted.
+struct Counting {
+    policy: String,
+    kind: HookKind,
+    id: String,
+    at: Timestamp,
+    pod: String,
+    container: String,
+    duration: Option<SignedDuration>,
+    grace_seconds: Option<i64>,
+    failure_time: Option<Timestamp>,
+}
+
+/// Whether an outcome is final. In marker mode the log is awaited before
+/// settling for less than a marker.
+fn settles(kind: HookKind, h: &HookState, o: &Outcome) -> bool {
+    let waiting_for_log =
+        h.evidence == Evidence::Marker && h.reading && !h.read_done && h.obs.marker_rc.is_none();
+    match (kind, o) {
+        (_, Outcome::Pending) => false,
+        (_, Outcome::Ran { .. }) => true,
+        // The kubelet kills the container on a failed postStart: final.
+        (HookKind::PostStart, Outcome::Failed { .. }) => true,
+        (HookKind::PostStart, _) => !waiting_for_log,
+        (HookKind::PreStop, _) => h.obs.terminated.is_some() && !waiting_for_log,
+    }
+}
+
+/// How long the hook ran: its two marker lines' log timestamps, or, for a
+/// hook that stopped its container, from its start to the container's exit.
+fn duration(h: &HookState, o: &Outcome) -> Option<SignedDuration> {
+    if let Outcome::StoppedContainer { after, .. } = o {
+        return *after;
+    }
+    let started = h.obs.marker_started??;
+    let ended = h.marker_ended_at?;
+    Some(ended.duration_since(started))
+}
+
+/// Records one container status on its instance.
+fn observe_container(
+    inst: &mut Instance,
+    cs: &ContainerStatus,
+    owners: &[&Owner],
+    deletion: Option<&Deletion>,
+    deleted: bool,
+) {
+    for o in owners {
+        let h = inst.hooks[idx(o.kind)].get_or_insert_with(HookState::default);
+        h.policy = o.policy.clone();
+        h.evidence = o.evidence;
+        h.obs.evidence = o.evidence;
+    }
+    let state = cs.state.clone().unwrap_or_default();
+    if let Some(w) = &state.waiting {
+        inst.waiting_message = w.message.clone().or(inst.waiting_message.take());
+    }
+    let started = state
+        .running
+        .as_ref()
+        .and_then(|r| r.started_at.as_ref())
+        .or_else(|| state.terminated.as_ref()?.started_at.as_ref());
+    inst.started_at = inst.started_at.or(started.map(|s| s.0));
+    let running = state.running.is_some();
+    let term = state.terminated.as_ref().map(terminated);
+    for h in inst.hooks.iter_mut().flatten() {
+        h.obs.running |= running;
+        if term.is_some() {
+            h.obs.terminated = term.clone();
+        }
+        // The first deletion seen is the one that started the termination:
+        // the kubelet's final delete (grace 0) must not move the deadline.
+        if h.obs.deletion.is_none() {
+            h.obs.deletion = deletion.cloned();
+        }
+    }
+    if deleted {
+        inst.gone = true;
+        for h in inst.hooks.iter_mut().flatten() {
+            // Gone before we saw it stop: it stopped by now, when is unknown.
+            h.obs.terminated.get_or_insert(Terminated {
+                exit_code: 0,
+                reason: None,
+                finished_at: None,
+            });
+            // A follower still reading settles when its stream ends.
+            h.read_done |= !h.reading;
+        }
+    }
+}
+
+/// Marks done the hooks the policy's status already counts (a restarted
+/// operator re-lists the pods its predecessor saw): no log read, no count.
+fn skip_recorded(tallies: &HashMap<String, Tally>, inst: &mut Instance, key: &InstanceKey) {
+    let id = short_id(&key.container_id);
+    for kind in HookKind::ALL {
+        let Some(at) = inst.hook_time(kind).map(floor_second) else {
+            continue;
+        };
+        let Some(h) = inst.hooks[idx(kind)].as_mut() else {
+            continue;
+        };
+        if !h.done
+            && tallies
+                .get(&h.policy)
+                .is_some_and(|t| t.hooks[idx(kind)].holds(&id, at))
+        {
+            h.done = true;
+        }
+    }
+}
+
+/// Marker mode: read the log once the container runs (postStart), or follow
+/// it while the pod goes away (preStop).
+fn log_requests(
+    inst: &mut Instance,
+    key: &InstanceKey,
+    deletion: Option<&Deletion>,
+    deleted: bool,
+    now: Timestamp,
+) -> Vec<LogRequest> {
+    let mut out = Vec::new();
+    if let Some(h) = inst.hooks[0].as_mut()
+        && h.evidence == Evidence::Marker
+        && h.obs.running
+        && !h.reading
+        && !h.done
+        && !deleted
+    {
+        h.reading = true;
+        out.push(LogRequest::Read(key.clone()));
+    }
+    if let Some(d) = deletion
+        && let Some(h) = inst.hooks[1].as_mut()
+        && h.evidence == Evidence::Marker
+        && !h.reading
+        && !h.done
+        && !deleted
+    {
+        h.reading = true;
+        let since = (now.duration_since(d.requested_at).as_secs() + 5).max(5);
+        out.push(LogRequest::Follow {
+            key: key.clone(),
+            since_seconds: since,
+        });
+    }
+    out
+}
+
+fn terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> Terminated {
+    Terminated {
+        exit_code: t.exit_code,
+        reason: t.reason.clone(),
+        finished_at: t.finished_at.as_ref().map(|f| f.0),
+    }
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

@@ -1,0 +1,402 @@
+//! The hook observer: the I/O around [`index::Index`]. Owns the pod and
+//! kubelet-event watches and the log readers, feeds what they see into the
+//! index, and hands the policies whose reports changed to reconcile, which
+//! writes them on the status (coalesced to about once per second per policy).
+
+pub mod index;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, LogParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::hook::HookKind;
+use crate::marker::{self, Evidence, Phase};
+use crate::metrics::Metrics;
+use crate::plan::{self, contains};
+use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use index::{FailureEvent, Index, InstanceKey, LogRequest, MarkerFinding, Owner, PolicyRecord};
+
+/// At most this many container logs read or followed at once.
+const LOG_STREAMS: usize = 64;
+/// Bytes read from the start of a log to find postStart markers.
+const POSTSTART_LOG_BYTES: i64 = 64 * 1024;
+/// Bytes read from a terminating container's log to find preStop markers.
+const PRESTOP_LOG_BYTES: i64 = 1024 * 1024;
+/// How often dirty policies are handed to reconcile.
+const FLUSH: Duration = Duration::from_secs(1);
+/// A log follow never outlives this (the grace period is capped at an hour).
+const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
+
+/// What the status says when a hook's duration cannot be measured.
+const EVENTS_ONLY_DURATION: &str = "not measured: this hook is verified by kubelet events only (a shell-script exec hook with verification Markers is timed)";
+
+/// A policy's hooks as they stand on pod templates, with the evidence each
+/// can give; cached per policy generation, since every pod event needs them.
+struct Watched {
+    generation: Option<i64>,
+    spec: LifecyclePolicySpec,
+    /// [postStart, preStop].
+    evidence: [Evidence; 2],
+}
+
+pub struct Observer {
+    client: Client,
+    policies: Store<LifecyclePolicy>,
+    watched: Mutex<HashMap<String, Arc<Watched>>>,
+    metrics: Arc<Metrics>,
+    index: Mutex<Index>,
+    logs: Arc<Semaphore>,
+}
+
+impl Observer {
+    pub fn new(
+        client: Client,
+        policies: Store<LifecyclePolicy>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Observer {
+            client,
+            policies,
+            watched: Mutex::default(),
+            metrics,
+            index: Mutex::default(),
+            logs: Arc::new(Semaphore::new(LOG_STREAMS)),
+        })
+    }
+
+    /// Watches pods and events until the streams end; sends the policies
+    /// whose outcomes changed, at most once per `FLUSH`, to `dirty`.
+    pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
+        // The policies (and their statuses, the durable counts) must be known
+        // before the first pods are: a pod nobody owns is not looked at again.
+        let _ = self.policies.wait_until_ready().await;
+        let pods = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(trim_pod);
+        let events = watcher(
+            Api::<Event>::all(self.client.clone()),
+            watcher::Config::default().fields("type=Warning"),
+        )
+        .default_backoff()
+        .touched_objects();
+        let me = self.clone();
+        let pod_loop = pods.for_each(move |ev| {
+            let me = me.clone();
+            async move {
+                match ev {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        me.on_pod(&p, false)
+                    }
+                    Ok(watcher::Event::Delete(p)) => me.on_pod(&p, true),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pod watch"),
+                }
+            }
+        });
+        let me = self.clone();
+        let event_loop = events.for_each(move |ev| {
+            let me = me.clone();
+            async move {
+                match ev {
+                    Ok(e) => me.on_event(&e),
+                    Err(e) => warn!(error = %e, "event watch"),
+                }
+            }
+        });
+        let me = self.clone();
+        let flush = async move {
+            let mut tick = tokio::time::interval(FLUSH);
+            loop {
+                tick.tick().await;
+                for key in me.drain() {
+                    if let Some((ns, name)) = key.split_once('/') {
+                        let _ = dirty.unbounded_send(ObjectRef::new(name).within(ns));
+                    }
+                }
+            }
+        };
+        tokio::join!(pod_loop, event_loop, flush);
+    }
+
+    /// The policy's hook reports for its current generation.
+    pub fn reports(&self, policy: &LifecyclePolicy) -> (Option<HookReport>, Option<HookReport>) {
+        let key = policy.reference();
+        let w = self.watched(policy, &key);
+        let duration_unknown = w
+            .evidence
+            .map(|e| (e == Evidence::Events).then(|| EVENTS_ONLY_DURATION.to_string()));
+        let configured = [
+            policy.spec.post_start.is_some(),
+            policy.spec.pre_stop.is_some(),
+        ];
+        let [post, pre] = self.index.lock().unwrap().reports(
+            &record(policy, &key),
+            configured,
+            duration_unknown,
+            Timestamp::now(),
+        );
+        (post, pre)
+    }
+
+    /// Dirty policies, after recording the outcomes counted since last time.
+    fn drain(&self) -> Vec<String> {
+        let (dirty, counted) = {
+            let mut index = self.index.lock().unwrap();
+            let policies = self.policies.state();
+            index.retain_policies(|k| policies.iter().any(|p| p.reference() == k));
+            (index.take_dirty(), index.take_counted())
+        };
+        for c in counted {
+            self.metrics
+                .count_hook_outcome(c.kind.field(), c.outcome, 1);
+            if let Some(d) = c.duration_seconds {
+                self.metrics.observe_hook_duration(c.kind.field(), d);
+            }
+        }
+        self.watched
+            .lock()
+            .unwrap()
+            .retain(|k, _| self.policies.state().iter().any(|p| p.reference() == *k));
+        dirty
+    }
+
+    fn on_pod(self: &Arc<Self>, pod: &Pod, deleted: bool) {
+        let policies: Vec<Arc<LifecyclePolicy>> = self
+            .policies
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == pod.namespace())
+            .collect();
+        let owners = self.owners(&policies, pod);
+        if owners.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let jobs = {
+            let mut index = self.index.lock().unwrap();
+            for p in &policies {
+                let key = p.reference();
+                if owners.iter().any(|o| o.policy == key) {
+                    index.policy(&record(p, &key), now);
+                }
+            }
+            index.pod(pod, &owners, deleted, now)
+        };
+        for job in jobs {
+            self.spawn_log(job);
+        }
+    }
+
+    /// Which policy owns which hook of which container of this pod: the
+    /// policy's rendered hook must be the one on the container.
+    fn owners(&self, policies: &[Arc<LifecyclePolicy>], pod: &Pod) -> Vec<Owner> {
+        let Some(spec) = pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in policies {
+            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Off {
+                continue;
+            }
+            let key = p.reference();
+            let w = self.watched(p, &key);
+            for (slot, want) in plan::wanted(&w.spec, spec) {
+                let plan::Slot::Hook { container, kind } = slot else {
+                    continue;
+                };
+                let Some(have) = plan::Slot::hook(&container, kind).current(spec) else {
+                    continue;
+                };
+                if contains(&have, &want) {
+                    out.push(Owner {
+                        policy: key.clone(),
+                        container,
+                        kind,
+                        evidence: w.evidence[kind as usize],
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn watched(&self, p: &LifecyclePolicy, key: &str) -> Arc<Watched> {
+        let mut cache = self.watched.lock().unwrap();
+        if let Some(w) = cache.get(key)
+            && w.generation == p.metadata.generation
+        {
+            return w.clone();
+        }
+        let evidence = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| match (p.spec.verification, h) {
+            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key).1,
+            _ => Evidence::Events,
+        });
+        let w = Arc::new(Watched {
+            generation: p.metadata.generation,
+            spec: p.rendered(),
+            evidence,
+        });
+        cache.insert(key.to_string(), w.clone());
+        w
+    }
+
+    fn on_event(&self, ev: &Event) {
+        let kind = match ev.reason.as_deref() {
+            Some("FailedPostStartHook") => HookKind::PostStart,
+            Some("FailedPreStopHook") => HookKind::PreStop,
+            _ => return,
+        };
+        let obj = &ev.involved_object;
+        let (Some(pod_uid), Some(path)) = (obj.uid.clone(), obj.field_path.as_deref()) else {
+            return;
+        };
+        let Some(container) = path
+            .strip_prefix("spec.containers{")
+            .and_then(|s| s.strip_suffix('}'))
+        else {
+            return;
+        };
+        let event = FailureEvent {
+            uid: ev.metadata.uid.clone().unwrap_or_default(),
+            pod_uid,
+            container: container.to_string(),
+            kind,
+            count: ev.count.unwrap_or(1).max(1),
+            reason: ev.reason.clone().unwrap_or_default(),
+            message: ev.message.clone().unwrap_or_default(),
+            time: ev
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| ev.event_time.as_ref().map(|t| t.0)),
+        };
+        self.index.lock().unwrap().event(event, Timestamp::now());
+    }
+
+    fn spawn_log(self: &Arc<Self>, job: LogRequest) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = me.logs.clone().acquire_owned().await else {
+                return;
+            };
+            let (key, kind, since) = match job {
+                LogRequest::Read(key) => (key, HookKind::PostStart, None),
+                LogRequest::Follow { key, since_seconds } => {
+                    (key, HookKind::PreStop, Some(since_seconds))
+                }
+            };
+            let found = me.read_markers(&key, kind, since).await;
+            me.index
+                .lock()
+                .unwrap()
+                .markers(&key, kind, found, Timestamp::now());
+        });
+    }
+
+    /// Scans a container's log for this hook's marker lines: the start of the
+    /// log (postStart), or a follow from `since` seconds ago until the
+    /// container stops (preStop). Bounded in bytes and time; errors only
+    /// mean "not found".
+    async fn read_markers(
+        &self,
+        key: &InstanceKey,
+        kind: HookKind,
+        follow_since: Option<i64>,
+    ) -> MarkerFinding {
+        let mut found = MarkerFinding::default();
+        let target = self.index.lock().unwrap().log_target(key, kind);
+        let Some((ns, pod, policy)) = target else {
+            return found;
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let params = LogParams {
+            container: Some(key.container.clone()),
+            follow: follow_since.is_some(),
+            since_seconds: follow_since,
+            timestamps: true,
+            limit_bytes: Some(if follow_since.is_some() {
+                PRESTOP_LOG_BYTES
+            } else {
+                POSTSTART_LOG_BYTES
+            }),
+            ..Default::default()
+        };
+        let stream = match api.log_stream(&pod, &params).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%pod, error = %e, "log not readable");
+                return found;
+            }
+        };
+        let mut lines = stream.lines();
+        let deadline = tokio::time::sleep(FOLLOW_LIMIT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                line = lines.try_next() => match line {
+                    Ok(Some(l)) => {
+                        let Some(m) = marker::parse(&l) else { continue };
+                        if m.hook != kind || m.policy != policy {
+                            continue;
+                        }
+                        match m.phase {
+                            Phase::Started => found.started = Some(m.at),
+                            Phase::Ended { rc } => {
+                                found.ended = Some((rc, m.at));
+                                return found;
+                            }
+                        }
+                    }
+                    _ => return found,
+                },
+                _ = &mut deadline => return found,
+            }
+        }
+    }
+}
+
+fn record<'a>(p: &'a LifecyclePolicy, key: &'a str) -> PolicyRecord<'a> {
+    PolicyRecord {
+        key,
+        uid: p.metadata.uid.as_deref(),
+        generation: p.metadata.generation,
+        status: p.status.as_ref(),
+    }
+}
+
+/// Keeps what the observer reads; drops the bulk of a pod object.
+fn trim_pod(p: &mut Pod) {
+    p.managed_fields_mut().clear();
+    p.annotations_mut().clear();
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        for c in &mut spec.containers {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.args = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+}

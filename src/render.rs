@@ -1,0 +1,32 @@
+//! A policy's hooks as they go on pod templates: with `verification:
+//! Markers`, shell-script exec hooks are wrapped to log marker lines
+//! (see `marker`). Kept apart from `types` so the API types depend on
+//! nothing else in the crate.
+
+use crate::hook::HookKind;
+use crate::marker;
+use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Verification};
+
+/// The spec with its hooks rendered. `policy` is "namespace/name", the name
+/// the marker carries.
+pub fn render(spec: &LifecyclePolicySpec, policy: &str) -> LifecyclePolicySpec {
+    let mut out = spec.clone();
+    if spec.verification == Verification::Markers {
+        out.post_start = spec
+            .post_start
+            .as_ref()
+            .map(|h| marker::wrap(h, HookKind::PostStart, policy).0);
+        out.pre_stop = spec
+            .pre_stop
+            .as_ref()
+            .map(|h| marker::wrap(h, HookKind::PreStop, policy).0);
+    }
+    out
+}
+
+impl LifecyclePolicy {
+    /// The spec with its hooks as they go on pod templates (see [`render`]).
+    pub fn rendered(&self) -> LifecyclePolicySpec {
+        render(&self.spec, &self.reference())
+    }
+}
