@@ -18,6 +18,7 @@ pub mod observe;
 pub mod outcome;
 pub mod patch;
 pub mod plan;
+pub mod ready;
 pub mod reconcile;
 pub mod render;
 pub mod server;

@@ -156,7 +156,7 @@ fn trim_deployment(d: &mut Deployment) {
 
 async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let _ = ctx.deployments.wait_until_ready().await;
+    crate::ready::wait_ready(&ctx.deployments).await;
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {

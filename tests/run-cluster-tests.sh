@@ -12,14 +12,30 @@ out=target/it
 mkdir -p "$out"
 port=${LCO_TEST_PORT:-18080}
 
-cleanup() {
-  # Delete the test namespaces while the operator still runs: their policies
-  # carry its finalizer, which only it removes.
-  "$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+stop_operator() {
   if [[ -f $out/operator.pid ]]; then
-    kill "$(cat "$out/operator.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$out/operator.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$out/operator.pid"
   fi
+}
+
+cleanup() {
+  # Delete the test namespaces while the operator still runs: their policies
+  # carry its finalizer, which only it removes. With no operator left (a
+  # restart test failed), drop the finalizers: the namespace goes anyway.
+  if [[ ! -f $out/operator.pid ]]; then
+    for ns in $("$kubectl" get ns -l lifecycle-operator.io/test=true -o name 2>/dev/null); do
+      for p in $("$kubectl" get lcp -n "${ns#namespace/}" -o name 2>/dev/null); do
+        "$kubectl" patch -n "${ns#namespace/}" "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+      done
+    done
+  fi
+  "$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  stop_operator
 }
 trap cleanup EXIT
 
@@ -48,5 +64,15 @@ cargo test --features cluster-tests --test idle_writes -- --nocapture
 kill -0 "$(cat "$out/operator.pid")" || { echo "operator died during the tests" >&2; exit 1; }
 if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
   echo "operator logged errors (see $out/operator.log)" >&2
+  exit 1
+fi
+
+# The restart tests kill and start operators of their own: none other may run.
+"$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+stop_operator
+: >"$out/restarts-operator.log"
+cargo test --features cluster-tests --test restarts -- --test-threads=1 --nocapture
+if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/restarts-operator.log"; then
+  echo "operator logged errors (see $out/restarts-operator.log)" >&2
   exit 1
 fi

@@ -80,7 +80,8 @@ impl Observer {
     pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
         // The policies (and their statuses, the durable counts) must be known
         // before the first pods are: a pod nobody owns is not looked at again.
-        let _ = self.policies.wait_until_ready().await;
+        crate::ready::wait_ready(&self.policies).await;
+        debug!("policies known; watching pods and events");
         let pods = watcher(
             Api::<Pod>::all(self.client.clone()),
             watcher::Config::default().any_semantic(),
@@ -185,6 +186,7 @@ impl Observer {
         if owners.is_empty() {
             return;
         }
+        debug!(pod = %pod.name_any(), owners = owners.len(), deleted, "hooked pod");
         let now = Timestamp::now();
         let jobs = {
             let mut index = self.index.lock().unwrap();

@@ -204,7 +204,7 @@ pub async fn operator_writes() -> f64 {
         .sum()
 }
 
-async fn http_get(url: &str) -> String {
+pub async fn http_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest

@@ -1,0 +1,329 @@
+//! Proof that lasts (issue "Proof that lasts"): hook counts survive operator
+//! restarts (SIGKILL, SIGTERM) with no loss and no double count, the seed's
+//! nginx stop hook reads as ran, and hooks report how long they took.
+//!
+//! Each test runs its own operator process, which it kills and restarts, so
+//! tests/run-cluster-tests.sh runs this file alone, with no other operator.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube::api::{Api, DeleteParams, ListParams};
+use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use serde_json::json;
+
+const PORT: u16 = 18090;
+
+/// The operator binary as a child process, stopped on drop.
+struct Operator {
+    child: Child,
+}
+
+impl Operator {
+    async fn start() -> Operator {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/it/restarts-operator.log"
+            ))
+            .expect("operator log opens");
+        let child = Command::new(env!("CARGO_BIN_EXE_lifecycle-operator"))
+            .args([
+                "--http-addr",
+                &format!("127.0.0.1:{PORT}"),
+                "--log-format",
+                "json",
+            ])
+            .env(
+                "KUBECONFIG",
+                std::env::var("KUBECONFIG").unwrap_or_else(|_| {
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/target/cluster/kubeconfig").into()
+                }),
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("operator starts");
+        // SAFETY: set before any other thread of this test reads the environment.
+        unsafe {
+            std::env::set_var(
+                "LCO_METRICS_URL",
+                format!("http://127.0.0.1:{PORT}/metrics"),
+            )
+        };
+        let op = Operator { child };
+        eventually("operator ready", 60, || async {
+            let ready = tokio::net::TcpStream::connect(("127.0.0.1", PORT))
+                .await
+                .is_ok();
+            if ready {
+                Ok(())
+            } else {
+                Err("not listening".to_string())
+            }
+        })
+        .await;
+        op
+    }
+
+    /// Sends `signal` and waits for the exit; returns how long it took.
+    async fn stop(mut self, signal: &str) -> Duration {
+        let t0 = Instant::now();
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "operator ignored {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The operator's metrics text.
+async fn metrics() -> String {
+    http_get(&std::env::var("LCO_METRICS_URL").unwrap()).await
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A restarted operator has reconciled the policy at least once, and its
+/// observer has had the time to list the pods and flush.
+async fn caught_up() {
+    eventually("a reconcile by the restarted operator", 60, || async {
+        let n = metric(&metrics().await, "lifecycle_operator_reconciles_total");
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} reconciles"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+}
+
+fn hooks(p: &LifecyclePolicy) -> (HookReport, HookReport) {
+    let s = p.status.as_ref().expect("status");
+    (
+        s.post_start.clone().expect("postStart report"),
+        s.pre_stop.clone().expect("preStop report"),
+    )
+}
+
+fn counts(p: &LifecyclePolicy) -> String {
+    let (post, pre) = hooks(p);
+    format!(
+        "postStart {} (ran {}, failed {}), preStop {} (ran {}, failed {}, timedOut {}, evidence {:?})",
+        post.summary,
+        post.ran,
+        post.failed,
+        pre.summary,
+        pre.ran,
+        pre.failed,
+        pre.timed_out,
+        pre.evidence
+    )
+}
+
+/// Deletes the policy while an operator runs (its finalizer), then the namespace.
+async fn finish(ns: Ns, policy: &str) {
+    let _ = ns.policies().delete(policy, &DeleteParams::default()).await;
+    eventually("policy gone", 60, || async {
+        match ns.policies().get_opt(policy).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_seeds_nginx_hooks_keep_their_counts_through_kill_and_sigterm() {
+    let op = Operator::start().await;
+    let ns = Ns::new("durable").await;
+    let nginx = json!({"containers": [{"name": "nginx", "image": "nginx", "imagePullPolicy": "IfNotPresent",
+        "ports": [{"containerPort": 80}]}]});
+    ns.deployment("frontend", json!({"app": "nginx"}), 2, nginx)
+        .await;
+    ns.policy(
+        "nginx-graceful",
+        json!({"selector": {"matchLabels": {"app": "nginx"}}, "containers": ["nginx"],
+            "postStart": sh("echo Hello from the postStart handler > /usr/share/message"),
+            "preStop": sh("nginx -s quit; while killall -0 nginx; do sleep 1; done")}),
+    )
+    .await;
+    let p = wait_policy(&ns, "nginx-graceful", 180, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.post_start.as_ref())
+            .is_some_and(|r| r.ran >= 2)
+    })
+    .await;
+    let rolled = counts(&p);
+    println!("after the rollout: {rolled}");
+    assert_eq!(hooks(&p).0.ran, 2, "{rolled}");
+    assert_eq!(hooks(&p).0.evidence, "marker");
+
+    let took = op.stop("-KILL").await;
+    println!("SIGKILL: exited in {took:?}");
+    let op = Operator::start().await;
+    caught_up().await;
+    let p = ns.policies().get("nginx-graceful").await.unwrap();
+    println!("after kill -9 and a restart: {}", counts(&p));
+    assert_eq!(counts(&p), rolled, "no loss, no double count");
+
+    // The seed's preStop: nginx quits, the kernel kills the hook's shell.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(ns.client.clone(), &ns.name);
+    let victim = pods
+        .list(&ListParams::default().labels("pod=frontend"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    let p = wait_policy(&ns, "nginx-graceful", 120, |p| {
+        let (post, pre) = hooks(p);
+        post.ran >= 3 && pre.summary != "0/0"
+    })
+    .await;
+    println!("after deleting one pod: {}", counts(&p));
+    let (post, pre) = hooks(&p);
+    assert_eq!((post.ran, post.failed), (3, 0), "{post:?}");
+    assert_eq!((pre.ran, pre.failed, pre.timed_out), (1, 0, 0), "{pre:?}");
+    assert_eq!(pre.evidence, "containerExit", "{pre:?}");
+    let why = pre.last_container_exit.clone().unwrap_or_default();
+    assert!(why.contains("exited with code 0"), "{why}");
+    let verified = condition(&p, "PreStopVerified").unwrap();
+    assert_eq!(verified.status, "True", "{verified:?}");
+    println!("PreStopVerified: {}", verified.message);
+
+    let took = op.stop("-TERM").await;
+    println!("SIGTERM: exited in {took:?}");
+    let before = counts(&p);
+    let op = Operator::start().await;
+    caught_up().await;
+    let p = ns.policies().get("nginx-graceful").await.unwrap();
+    println!("after a SIGTERM restart: {}", counts(&p));
+    assert_eq!(counts(&p), before);
+
+    finish(ns, "nginx-graceful").await;
+    drop(op);
+}
+
+#[tokio::test]
+async fn hooks_report_how_long_they_ran() {
+    let op = Operator::start().await;
+    let ns = Ns::new("durations").await;
+    let sleeper = json!({"containers": [{"name": "app", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}]});
+    ns.deployment("timed", json!({"app": "timed"}), 1, sleeper)
+        .await;
+    ns.policy(
+        "timed",
+        json!({"selector": {"matchLabels": {"app": "timed"}},
+            "postStart": sh("sleep 1"), "preStop": sh("sleep 2")}),
+    )
+    .await;
+    let p = wait_policy(&ns, "timed", 180, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.post_start.as_ref())
+            .is_some_and(|r| r.ran >= 1)
+    })
+    .await;
+    let post = hooks(&p).0;
+    println!(
+        "postStart sleep 1: lastDurationSeconds {:?}",
+        post.last_duration_seconds
+    );
+    let d = post.last_duration_seconds.expect("a postStart duration");
+    assert!((0.5..=1.5).contains(&d), "{d}");
+
+    let m = metrics().await;
+    let pre_sum = metric(
+        &m,
+        "lifecycle_operator_hook_duration_seconds_sum{hook=\"preStop\"}",
+    );
+    let pre_count = metric(
+        &m,
+        "lifecycle_operator_hook_duration_seconds_count{hook=\"preStop\"}",
+    );
+    let post_sum = metric(
+        &m,
+        "lifecycle_operator_hook_duration_seconds_sum{hook=\"postStart\"}",
+    );
+    assert!(
+        (0.5..=1.5).contains(&post_sum),
+        "histogram sum {post_sum}: {}",
+        m.lines()
+            .filter(|l| l.contains("hook_duration"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    ns.deployments()
+        .patch(
+            "timed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    let p = wait_policy(&ns, "timed", 120, |p| hooks(p).1.ran >= 1).await;
+    let pre = hooks(&p).1;
+    println!(
+        "preStop sleep 2: lastDurationSeconds {:?}",
+        pre.last_duration_seconds
+    );
+    let d = pre.last_duration_seconds.expect("a preStop duration");
+    assert!((1.5..=2.5).contains(&d), "{d}");
+    assert_eq!(pre.max_duration_seconds, Some(d));
+    let m = metrics().await;
+    let count = metric(
+        &m,
+        "lifecycle_operator_hook_duration_seconds_count{hook=\"preStop\"}",
+    );
+    let sum = metric(
+        &m,
+        "lifecycle_operator_hook_duration_seconds_sum{hook=\"preStop\"}",
+    );
+    println!(
+        "histogram preStop: +{} observations, +{:.3}s",
+        count - pre_count,
+        sum - pre_sum
+    );
+    assert_eq!(count - pre_count, 1.0);
+    assert!((1.5..=2.5).contains(&(sum - pre_sum)), "{}", sum - pre_sum);
+
+    finish(ns, "timed").await;
+    drop(op);
+}
