@@ -93,13 +93,30 @@ pub enum LogRequest {
     },
 }
 
+/// The pod whose log to read, and the policy whose markers to look for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTarget {
+    pub namespace: String,
+    pub pod: String,
+    /// "namespace/name".
+    pub policy: String,
+}
+
+/// A hook's end marker line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndMarker {
+    pub rc: i32,
+    /// The log line's timestamp.
+    pub at: Option<Timestamp>,
+}
+
 /// What a log read found for one hook of one policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MarkerFinding {
     /// The start line, with its log timestamp when known.
     pub started: Option<Option<Timestamp>>,
-    /// The end line's exit code and log timestamp.
-    pub ended: Option<(i32, Option<Timestamp>)>,
+    /// The end line.
+    pub ended: Option<EndMarker>,
 }
 
 /// A kubelet FailedPostStartHook / FailedPreStopHook event.
@@ -113,6 +130,13 @@ pub struct FailureEvent {
     pub reason: String,
     pub message: String,
     pub time: Option<Timestamp>,
+}
+
+/// A failure event waiting for its instance to show up.
+#[derive(Clone, Debug)]
+struct Unclaimed {
+    event: FailureEvent,
+    until: Timestamp,
 }
 
 /// One counted outcome, for metrics.
@@ -178,12 +202,20 @@ impl Instance {
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Record {
     before: Option<Timestamp>,
-    after: Vec<(String, Timestamp)>,
+    after: Vec<CountedId>,
+}
+
+/// A counted instance at or after the watermark.
+#[derive(Clone, Debug, PartialEq)]
+struct CountedId {
+    /// Short container ID (see `short_id`).
+    id: String,
+    at: Timestamp,
 }
 
 impl Record {
     fn holds(&self, id: &str, at: Timestamp) -> bool {
-        self.before.is_some_and(|b| at < b) || self.after.iter().any(|(i, _)| i == id)
+        self.before.is_some_and(|b| at < b) || self.after.iter().any(|c| c.id == id)
     }
 }
 
@@ -211,7 +243,10 @@ impl HookTally {
                 after: w
                     .after
                     .into_iter()
-                    .map(|c| (c.container_id, c.at.0))
+                    .map(|c| CountedId {
+                        id: c.container_id,
+                        at: c.at.0,
+                    })
                     .collect(),
             })
             .unwrap_or_default();
@@ -247,7 +282,7 @@ pub struct Index {
     tallies: HashMap<String, Tally>,
     /// Event uid → count already applied.
     events: HashMap<String, i32>,
-    unclaimed: Vec<(FailureEvent, Timestamp)>,
+    unclaimed: Vec<Unclaimed>,
     dirty: BTreeSet<String>,
     counted: Vec<Counted>,
 }
@@ -416,13 +451,16 @@ impl Index {
             self.events.clear();
         }
         self.events.insert(ev.uid.clone(), ev.count);
-        self.unclaimed.retain(|(_, until)| *until > now);
+        self.unclaimed.retain(|u| u.until > now);
         match self.unsettled(&ev.pod_uid, &ev.container, ev.kind) {
             Some(key) => {
                 self.apply_failure(&key, &ev);
                 self.settle(&key, now);
             }
-            None => self.unclaimed.push((ev, now + UNCLAIMED_FOR)),
+            None => self.unclaimed.push(Unclaimed {
+                event: ev,
+                until: now + UNCLAIMED_FOR,
+            }),
         }
     }
 
@@ -443,23 +481,23 @@ impl Index {
             if found.started.is_some() {
                 h.obs.marker_started = found.started;
             }
-            if let Some((rc, at)) = found.ended {
-                h.obs.marker_rc = Some(rc);
-                h.marker_ended_at = at;
+            if let Some(end) = found.ended {
+                h.obs.marker_rc = Some(end.rc);
+                h.marker_ended_at = end.at;
             }
         }
         self.settle(key, now);
     }
 
-    /// The policy whose hook a log read is for.
-    pub fn log_target(
-        &self,
-        key: &InstanceKey,
-        kind: HookKind,
-    ) -> Option<(String, String, String)> {
+    /// Where a log read for this hook goes, and whose markers it looks for.
+    pub fn log_target(&self, key: &InstanceKey, kind: HookKind) -> Option<LogTarget> {
         let inst = self.instances.get(key)?;
         let h = inst.hooks[idx(kind)].as_ref()?;
-        Some((inst.namespace.clone(), inst.pod.clone(), h.policy.clone()))
+        Some(LogTarget {
+            namespace: inst.namespace.clone(),
+            pod: inst.pod.clone(),
+            policy: h.policy.clone(),
+        })
     }
 
     /// The policy's reports for its current generation. `configured`: which
@@ -495,9 +533,9 @@ impl Index {
                     .record
                     .after
                     .iter()
-                    .map(|(id, at)| CountedInstance {
-                        container_id: id.clone(),
-                        at: Time(*at),
+                    .map(|c| CountedInstance {
+                        container_id: c.id.clone(),
+                        at: Time(c.at),
                     })
                     .collect(),
             });
@@ -560,15 +598,16 @@ impl Index {
     }
 
     fn claim_unclaimed(&mut self, key: &InstanceKey, now: Timestamp) {
-        self.unclaimed.retain(|(_, until)| *until > now);
+        self.unclaimed.retain(|u| u.until > now);
         for kind in HookKind::ALL {
-            let pos = self.unclaimed.iter().position(|(ev, _)| {
+            let pos = self.unclaimed.iter().position(|u| {
+                let ev = &u.event;
                 ev.pod_uid == key.pod_uid && ev.container == key.container && ev.kind == kind
             });
             let Some(pos) = pos else { continue };
             if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key) {
-                let (ev, _) = self.unclaimed.remove(pos);
-                self.apply_failure(key, &ev);
+                let u = self.unclaimed.remove(pos);
+                self.apply_failure(key, &u.event);
             }
         }
     }
@@ -717,7 +756,7 @@ impl Index {
         // The record: this instance, then move the watermark as far as is safe.
         let rec = &mut t.record;
         if rec.before.is_none_or(|b| r.at >= b) {
-            rec.after.push((r.id, r.at));
+            rec.after.push(CountedId { id: r.id, at: r.at });
         }
         let mut limit = floor_second(now - SETTLE_MARGIN);
         if let Some(p) = pending {
@@ -728,12 +767,12 @@ impl Index {
         }
         if rec.after.len() > MAX_AFTER {
             // Fold the oldest seconds under the watermark.
-            rec.after.sort_by_key(|(_, at)| *at);
-            let cut = rec.after[rec.after.len() - MAX_AFTER].1 + SignedDuration::from_secs(1);
+            rec.after.sort_by_key(|c| c.at);
+            let cut = rec.after[rec.after.len() - MAX_AFTER].at + SignedDuration::from_secs(1);
             rec.before = Some(rec.before.map_or(cut, |b| b.max(cut)));
         }
         let before = rec.before;
-        rec.after.retain(|(_, at)| before.is_none_or(|b| *at >= b));
+        rec.after.retain(|c| before.is_none_or(|b| c.at >= b));
         self.counted.push(Counted {
             kind: r.kind,
             outcome: label,

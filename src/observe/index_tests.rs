@@ -148,7 +148,10 @@ fn pre(s: &LifecyclePolicyStatus) -> &HookReport {
 fn ended(rc: i32, started: &str, ended: &str) -> MarkerFinding {
     MarkerFinding {
         started: Some(Some(t(started))),
-        ended: Some((rc, Some(t(ended)))),
+        ended: Some(EndMarker {
+            rc,
+            at: Some(t(ended)),
+        }),
     }
 }
 
@@ -215,7 +218,10 @@ fn an_old_marker_without_a_start_line_counts_without_a_duration() {
     );
     let found = MarkerFinding {
         started: None,
-        ended: Some((0, Some(t("00:01")))),
+        ended: Some(EndMarker {
+            rc: 0,
+            at: Some(t("00:01")),
+        }),
     };
     op.index
         .markers(&key("p1", "aaa"), HookKind::PostStart, found, t("00:03"));

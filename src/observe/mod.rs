@@ -25,7 +25,10 @@ use crate::marker::{self, Evidence, Phase};
 use crate::metrics::Metrics;
 use crate::plan::{self, contains};
 use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
-use index::{FailureEvent, Index, InstanceKey, LogRequest, MarkerFinding, Owner, PolicyRecord};
+use index::{
+    EndMarker, FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner,
+    PolicyRecord,
+};
 
 /// At most this many container logs read or followed at once.
 const LOG_STREAMS: usize = 64;
@@ -325,7 +328,12 @@ impl Observer {
     ) -> MarkerFinding {
         let mut found = MarkerFinding::default();
         let target = self.index.lock().unwrap().log_target(key, kind);
-        let Some((ns, pod, policy)) = target else {
+        let Some(LogTarget {
+            namespace: ns,
+            pod,
+            policy,
+        }) = target
+        else {
             return found;
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -362,7 +370,7 @@ impl Observer {
                         match m.phase {
                             Phase::Started => found.started = Some(m.at),
                             Phase::Ended { rc } => {
-                                found.ended = Some((rc, m.at));
+                                found.ended = Some(EndMarker { rc, at: m.at });
                                 return found;
                             }
                         }
