@@ -5,7 +5,7 @@
 
 pub mod index;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,10 +158,15 @@ impl Observer {
 
     /// Dirty policies, after recording the outcomes counted since last time.
     fn drain(&self) -> Vec<String> {
+        let live: HashSet<String> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| p.reference())
+            .collect();
         let (dirty, counted) = {
             let mut index = self.index.lock().unwrap();
-            let policies = self.policies.state();
-            index.retain_policies(|k| policies.iter().any(|p| p.reference() == k));
+            index.retain_policies(|k| live.contains(k));
             (index.take_dirty(), index.take_counted())
         };
         for c in counted {
@@ -171,10 +176,7 @@ impl Observer {
                 self.metrics.observe_hook_duration(c.kind.field(), d);
             }
         }
-        self.watched
-            .lock()
-            .unwrap()
-            .retain(|k, _| self.policies.state().iter().any(|p| p.reference() == *k));
+        self.watched.lock().unwrap().retain(|k, _| live.contains(k));
         dirty
     }
 
