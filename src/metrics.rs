@@ -162,3 +162,25 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_durations_are_a_histogram_per_hook() {
+        let m = Metrics::default();
+        m.observe_hook_duration("preStop", 2.004);
+        m.observe_hook_duration("preStop", 0.5);
+        m.observe_hook_duration("postStart", 1.001);
+        let text = m.render();
+        for line in [
+            "lifecycle_operator_hook_duration_seconds_sum{hook=\"preStop\"} 2.504",
+            "lifecycle_operator_hook_duration_seconds_count{hook=\"preStop\"} 2",
+            "lifecycle_operator_hook_duration_seconds_bucket{le=\"0.5\",hook=\"preStop\"} 1",
+            "lifecycle_operator_hook_duration_seconds_sum{hook=\"postStart\"} 1.001",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

@@ -19,6 +19,9 @@ pub struct Observation {
     pub marker_rc: Option<i32>,
     /// The start marker line was seen, with its log timestamp when known.
     pub marker_started: Option<Option<Timestamp>>,
+    /// The timestamp of the last line a preStop log follow read: the
+    /// container was still running then.
+    pub last_log_at: Option<Timestamp>,
     /// A kubelet Warning event FailedPostStartHook / FailedPreStopHook for
     /// this container instance.
     pub failure_event: bool,
@@ -219,7 +222,10 @@ fn stopped_its_container(o: &Observation) -> Option<Outcome> {
     {
         return None;
     }
-    let after = match (started_at, t.finished_at) {
+    // Both are lower bounds of the exit: finishedAt is truncated to the
+    // second, the last log line came before it.
+    let stopped = t.finished_at.max(o.last_log_at);
+    let after = match (started_at, stopped) {
         (Some(s), Some(f)) => Some(f.duration_since(s)),
         _ => None,
     };
@@ -746,6 +752,14 @@ mod tests {
         };
         let cases: Vec<(&str, Observation, Outcome)> = vec![
             ("exit 0", nginx(0, "2025-01-01T12:00:01Z"), stopped(0, 800)),
+            (
+                "the last log line is later than the truncated finishedAt",
+                Observation {
+                    last_log_at: Some(at("2025-01-01T12:00:01.650Z")),
+                    ..nginx(0, "2025-01-01T12:00:01Z")
+                },
+                stopped(0, 1450),
+            ),
             (
                 "SIGQUIT",
                 nginx(131, "2025-01-01T12:00:02Z"),

@@ -117,6 +117,8 @@ pub struct MarkerFinding {
     pub started: Option<Option<Timestamp>>,
     /// The end line.
     pub ended: Option<EndMarker>,
+    /// The timestamp of the last line read, marker or not.
+    pub last_line_at: Option<Timestamp>,
 }
 
 /// A kubelet FailedPostStartHook / FailedPreStopHook event.
@@ -481,6 +483,7 @@ impl Index {
             if found.started.is_some() {
                 h.obs.marker_started = found.started;
             }
+            h.obs.last_log_at = found.last_line_at.or(h.obs.last_log_at);
             if let Some(end) = found.ended {
                 h.obs.marker_rc = Some(end.rc);
                 h.marker_ended_at = end.at;

@@ -152,6 +152,7 @@ fn ended(rc: i32, started: &str, ended: &str) -> MarkerFinding {
             rc,
             at: Some(t(ended)),
         }),
+        last_line_at: Some(t(ended)),
     }
 }
 
@@ -222,6 +223,7 @@ fn an_old_marker_without_a_start_line_counts_without_a_duration() {
             rc: 0,
             at: Some(t("00:01")),
         }),
+        last_line_at: None,
     };
     op.index
         .markers(&key("p1", "aaa"), HookKind::PostStart, found, t("00:03"));
@@ -399,6 +401,7 @@ fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
     let found = MarkerFinding {
         started: Some(Some(t("00:10.400"))),
         ended: None,
+        last_line_at: Some(t("00:10.900")),
     };
     op.index
         .markers(&key("p1", "aaa"), HookKind::PreStop, found, t("00:12"));
@@ -408,6 +411,8 @@ fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
         (r.ran, r.failed, r.evidence.as_str()),
         (1, 0, "containerExit")
     );
+    // From the start marker to nginx's last log line (finishedAt, 00:11,
+    // is truncated to the second).
     assert_eq!(r.last_duration_seconds, Some(0.6));
     assert!(r.last_failure.is_none());
     assert!(

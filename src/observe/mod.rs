@@ -365,6 +365,9 @@ impl Observer {
             tokio::select! {
                 line = lines.try_next() => match line {
                     Ok(Some(l)) => {
+                        if let Some(at) = l.split_once(' ').and_then(|(ts, _)| ts.parse().ok()) {
+                            found.last_line_at = Some(at);
+                        }
                         let Some(m) = marker::parse(&l) else { continue };
                         if m.hook != kind || m.policy != policy {
                             continue;
