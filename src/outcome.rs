@@ -237,9 +237,12 @@ fn stopped_its_container(o: &Observation) -> Option<Outcome> {
 
 /// Explains a [`Outcome::StoppedContainer`] for the status.
 pub fn explain_stopped_container(exit_code: i32, after: Option<SignedDuration>) -> String {
-    let when = after
-        .map(|a| format!(" {:.1}s after the hook began", a.as_secs_f64().max(0.0)))
-        .unwrap_or_default();
+    // At or below zero: only second-precision times were at hand.
+    let when = match after.map(|a| a.as_secs_f64()) {
+        Some(s) if s > 0.0 => format!(" {s:.1}s after the hook began"),
+        Some(_) => " within a second after the hook began".to_string(),
+        None => String::new(),
+    };
     format!(
         "the hook stopped its own container: it exited with code {exit_code}{when}, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
     )
@@ -862,6 +865,10 @@ mod tests {
         for (name, o, want) in cases {
             assert_eq!(pre_stop(&o), want, "{name}");
         }
+        assert!(
+            explain_stopped_container(0, Some(SignedDuration::from_millis(-300)))
+                .contains("code 0 within a second after the hook began")
+        );
         assert_eq!(
             explain_stopped_container(0, Some(SignedDuration::from_millis(1234))),
             "the hook stopped its own container: it exited with code 0 1.2s after the hook began, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
