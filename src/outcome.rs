@@ -239,7 +239,7 @@ fn stopped_its_container(o: &Observation) -> Option<Outcome> {
 pub fn explain_stopped_container(exit_code: i32, after: Option<SignedDuration>) -> String {
     // At or below zero: only second-precision times were at hand.
     let when = match after.map(|a| a.as_secs_f64()) {
-        Some(s) if s > 0.0 => format!(" {s:.1}s after the hook began"),
+        Some(s) if s > 0.0 => format!(" {s:.2}s after the hook began"),
         Some(_) => " within a second after the hook began".to_string(),
         None => String::new(),
     };
@@ -871,7 +871,7 @@ mod tests {
         );
         assert_eq!(
             explain_stopped_container(0, Some(SignedDuration::from_millis(1234))),
-            "the hook stopped its own container: it exited with code 0 1.2s after the hook began, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
+            "the hook stopped its own container: it exited with code 0 1.23s after the hook began, before the grace period ended, and the hook's shell ended with it (so the kubelet reported FailedPreStopHook)"
         );
     }
 

@@ -419,7 +419,7 @@ fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
         r.last_container_exit
             .as_ref()
             .unwrap()
-            .starts_with("pod web-p1 container nginx: the hook stopped its own container: it exited with code 0 0.6s after the hook began"),
+            .starts_with("pod web-p1 container nginx: the hook stopped its own container: it exited with code 0 0.60s after the hook began"),
         "{r:?}"
     );
 }
