@@ -47,7 +47,7 @@ demo-down:
 ## crds: regenerate crds/ from the Rust types
 crds:
 	cargo run --quiet --bin crdgen > crds/lifecyclepolicies.yaml
-	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/crds/
+	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/files/
 
 build:
 	cargo build --release --bin lifecycle-operator

@@ -350,7 +350,7 @@ impl Observer {
         };
         let mut out = Vec::new();
         for p in self.policies.state().iter().filter(|p| p.namespace() == ns) {
-            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Off {
+            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Disabled {
                 continue;
             }
             let pref = p.reference();
