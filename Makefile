@@ -1,7 +1,5 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
-KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
-KUBECTL := $(CURDIR)/target/cluster/bin/kubectl
 
 .PHONY: test lint unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
 

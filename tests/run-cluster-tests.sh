@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
 # Runs the operator as a process against the test cluster, then the cluster
 # test suites against it. Expects `make cluster-up` to have run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-export KUBECONFIG=$PWD/target/cluster/kubeconfig
-kubectl=$PWD/target/cluster/bin/kubectl
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
 [[ -f $KUBECONFIG ]] || { echo "no cluster: $KUBECONFIG missing (run make cluster-up)" >&2; exit 1; }
 
 out=target/it
@@ -15,7 +12,7 @@ port=${LCO_TEST_PORT:-18080}
 cleanup() {
   # Delete the test namespaces while the operator still runs: their policies
   # carry its finalizer, which only it removes.
-  "$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
   if [[ -f $out/operator.pid ]]; then
     kill "$(cat "$out/operator.pid")" 2>/dev/null || true
     rm -f "$out/operator.pid"
@@ -24,10 +21,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Leftovers of an interrupted run would only add noise.
-"$kubectl" delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
+kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
 
-"$kubectl" apply --server-side -f crds/ >/dev/null
-"$kubectl" wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
+# --force-conflicts: the chart (tests/e2e.sh) may have installed the CRD
+# before; this run's types are the ones under test.
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
 
 cargo build --quiet --bin lifecycle-operator
 target/debug/lifecycle-operator --http-addr "127.0.0.1:$port" --log-format json >"$out/operator.log" 2>&1 &

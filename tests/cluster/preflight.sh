@@ -3,7 +3,7 @@
 # piece and exits non-zero if anything is missing: it never skips a check.
 # Called first by up.sh; safe to run on its own (it creates nothing that
 # outlives it: test bridges/chains/mounts are removed before it returns).
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 failures=()
 fail() { failures+=("$*"); }

@@ -3,11 +3,10 @@
 # from Debian, PyYAML (the YAML 1.1 parser of the CRD test) from Debian, and
 # kube-score and helm-docs built from their Go modules into the shared cache.
 # Prints nothing when everything is already there.
-source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 KUBE_SCORE_VERSION=v1.20.0
 HELM_DOCS_VERSION=v1.14.2
-TOOLS_BIN="$CACHE_ROOT/tools/bin"
 
 PACKAGES=(shellcheck yamllint python3-yaml)
 missing=()

@@ -81,3 +81,10 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* Labels of the chart's other pods (helm test, uninstall Job): never the
+operator's selector labels, so its Service and PDB do not count them. */}}
+{{- define "lifecycle-operator.auxPodLabels" -}}
+{{- $own := dict "app.kubernetes.io/instance" .context.Release.Name "app.kubernetes.io/component" .component -}}
+{{- toYaml (merge $own (deepCopy (.context.Values.commonLabels | default dict))) -}}
+{{- end -}}
