@@ -3,8 +3,9 @@
 # into the local cluster, applies the nginx example and prints the policy's
 # status. `tests/demo.sh stop` removes the example and uninstalls the chart.
 set -euo pipefail
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 release=lifecycle-operator
 ns=lifecycle-operator-system
 

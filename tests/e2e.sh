@@ -2,9 +2,10 @@
 # End-to-end: the Helm chart installed in the local cluster, the operator
 # running as a pod under its own ServiceAccount, real hooks in real containers.
 # Prints `e2e: N passed, N failed` and fails on any failure.
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 set +e # checks count failures; the script goes on
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 
 release=lco
 ns=lco-system
@@ -21,6 +22,7 @@ mkdir -p "$out"
 # Render for the cluster under test: a helm built with `go install` (ours)
 # assumes Kubernetes 1.20 offline, below the chart's kubeVersion.
 kube_version=(--kube-version "$K8S_VERSION")
+# shellcheck disable=SC2034 # read by check (tests/lib.sh)
 CHECK_LOG=$out/last.log
 
 operator_logs() { kubectl -n "$ns" logs -l app.kubernetes.io/name=lifecycle-operator --tail=-1 --prefix 2>/dev/null; }
@@ -320,7 +322,11 @@ no_policies() { [[ -z $(kubectl get lcp -A -o name) ]]; }
 check "after uninstall: no LifecyclePolicy left, so none hangs on a finalizer" no_policies
 no_hooked() { [[ -z $(hooked_workloads) ]]; }
 check "after uninstall: no workload carries a hook or a ledger annotation" no_hooked
-grace_restored() { [[ -z $(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}' | grep -vx 30) ]]; }
+grace_restored() {
+  local g
+  g=$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')
+  [[ -z $g || $g == 30 ]]
+}
 check "after uninstall: frontend's grace period is back to the default" grace_restored
 leftovers() {
   kubectl get clusterrole,clusterrolebinding -l app.kubernetes.io/instance=$release -o name

@@ -85,6 +85,7 @@ pid_alive() {
 start_proc() {
   local name=$1 spec
   shift
+  # shellcheck disable=SC2086 # START_SPEC_FILES is a space-separated list of paths
   spec=$({ printf '%s\n' "$@"; cat ${START_SPEC_FILES:-} /dev/null; } | sha256sum | cut -c1-16)
   if pid_alive "$name"; then
     [[ -f $RUN_DIR/$name.spec && $(<"$RUN_DIR/$name.spec") == "$spec" ]] && return 0
@@ -99,6 +100,7 @@ start_proc() {
   # The inner shell writes its own pid and then execs, so the pid file names the
   # daemon itself whether or not setsid had to fork.
   # 9>&-: the daemon must not inherit the cluster lock (see cluster_lock).
+  # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
     </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   local i
@@ -119,21 +121,21 @@ running() {
 stop_procs() {
   local grace=$1 name pid i alive
   shift
-  local -A pids=()
+  local -A pid_of=()
   for name in "$@"; do
     if pid_alive "$name"; then
-      pids[$name]=$(<"$RUN_DIR/$name.pid")
-      kill -TERM "${pids[$name]}" 2>/dev/null || true
+      pid_of[$name]=$(<"$RUN_DIR/$name.pid")
+      kill -TERM "${pid_of[$name]}" 2>/dev/null || true
     fi
   done
   for ((i = 0; i < grace * 10; i++)); do
     alive=0
-    for pid in "${pids[@]}"; do running "$pid" && alive=1; done
+    for pid in "${pid_of[@]}"; do running "$pid" && alive=1; done
     ((alive)) || break
     sleep 0.1
   done
-  for name in "${!pids[@]}"; do
-    pid=${pids[$name]}
+  for name in "${!pid_of[@]}"; do
+    pid=${pid_of[$name]}
     if running "$pid"; then
       log "$name (pid $pid) ignored TERM for ${grace}s, sending KILL"
       kill -KILL "$pid" 2>/dev/null || true

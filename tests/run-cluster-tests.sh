@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the operator as a process against the test cluster, then the cluster
 # test suites against it. Expects `make cluster-up` to have run.
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 [[ -f $KUBECONFIG ]] || { echo "no cluster: $KUBECONFIG missing (run make cluster-up)" >&2; exit 1; }
 
 out=target/it

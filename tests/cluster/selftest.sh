@@ -4,6 +4,7 @@
 # `not ok - NAME: REASON`; the last line is `harness: N passed, N failed` and
 # the exit status is non-zero if any check failed. Everything is created in
 # the namespace below, which is deleted at the end.
+# shellcheck source=tests/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 NS=lco-harness-selftest
 BG_PIDS=()

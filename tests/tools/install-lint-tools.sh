@@ -3,6 +3,7 @@
 # from Debian, PyYAML (the YAML 1.1 parser of the CRD test) from Debian, and
 # kube-score and helm-docs built from their Go modules into the shared cache.
 # Prints nothing when everything is already there.
+# shellcheck source=tests/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 KUBE_SCORE_VERSION=v1.20.0
