@@ -143,7 +143,8 @@ fi
 prev_chart=$out/chart-prev
 rm -rf "$prev_chart" && cp -r "$chart" "$prev_chart" && cp "$out/prev-crd.yaml" "$prev_chart/files/lifecyclepolicies.yaml"
 t0=$SECONDS
-check "helm install (chart with the CRD of $prev_crd_commit)" helm install "$release" "$prev_chart" -n "$ns" --create-namespace --wait --timeout 180s --set image.tag="$tag"
+check "helm install (chart with the CRD of $prev_crd_commit)" helm install "$release" "$prev_chart" -n "$ns" --create-namespace --wait --timeout 180s \
+  --set image.tag="$tag" --set tests.image=busybox:latest
 echo "# helm install --wait took $((SECONDS - t0)) s"
 crd_enum() { kubectl get crd lifecyclepolicies.lifecycle-operator.io -o json | jq -c '.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.verification.enum'; }
 echo "# CRD before the upgrade: verification enum $(crd_enum)"
@@ -245,7 +246,7 @@ every_enum_stored() {
   [[ $missing == "[]" ]] || fail "not stored: $missing"
 }
 check "the API server stored every spec enum value of the CRD as written" every_enum_stored
-check "the operator reconciles them (Ready)" kubectl -n "$enum_ns" wait --for=condition=Ready lcp --all --timeout=60s
+check "the operator reconciles them" kubectl -n "$enum_ns" wait --for=jsonpath='{.status.observedGeneration}'=1 lcp --all --timeout=60s
 check "policies with every enum value deleted (the operator drops its finalizer)" kubectl delete ns "$enum_ns" --timeout=60s
 
 # --- the example policy, real hooks ---------------------------------------
