@@ -141,7 +141,7 @@ if kubectl get crd lifecyclepolicies.lifecycle-operator.io >/dev/null 2>&1; then
     meta.helm.sh/release-namespace="$ns" --overwrite >/dev/null
 fi
 prev_chart=$out/chart-prev
-rm -rf "$prev_chart" && cp -r "$chart" "$prev_chart" && cp "$out/prev-crd.yaml" "$prev_chart/files/lifecyclepolicies.yaml"
+rm -rf "$prev_chart" "$out/kube-cache" && cp -r "$chart" "$prev_chart" && cp "$out/prev-crd.yaml" "$prev_chart/files/lifecyclepolicies.yaml"
 t0=$SECONDS
 check "helm install (chart with the CRD of $prev_crd_commit)" helm install "$release" "$prev_chart" -n "$ns" --create-namespace --wait --timeout 180s \
   --set image.tag="$tag" --set tests.image=busybox:latest
@@ -161,7 +161,9 @@ echo "# CRD after the upgrade: verification enum $(crd_enum)"
 notes_true_while_starting() { helm get notes "$release" -n "$ns" | grep 'may still be starting' >/dev/null; }
 check "NOTES.txt says the pods may still be starting" notes_true_while_starting
 check "helm test: the operator answers on its Service" helm test "$release" -n "$ns" --timeout 120s
-check "kubectl get lifecycle-operator (the CRD's category) works" kubectl get lifecycle-operator -A
+# A fresh discovery cache: kubectl's would not know the new category yet.
+by_category() { kubectl --cache-dir "$out/kube-cache" get lifecycle-operator -A; }
+check "kubectl get lifecycle-operator (the CRD's category) works" until_ok 30 by_category
 pod_sa=$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=lifecycle-operator -o jsonpath='{.items[0].spec.serviceAccountName}')
 check "operator pod runs under its ServiceAccount" test "$pod_sa" = "$fullname"
 hardened() {
@@ -208,8 +210,8 @@ metadata: {name: enums-a}
 spec:
   selector:
     matchExpressions:
-      - {key: e2e-none, operator: In, values: [x]}
-      - {key: e2e-none2, operator: NotIn, values: [y]}
+      - {key: e2e-none, operator: In, values: [x1]}
+      - {key: e2e-none2, operator: NotIn, values: [x2]}
       - {key: e2e-none3, operator: Exists}
       - {key: e2e-none4, operator: DoesNotExist}
   postStart: {httpGet: {port: 80, scheme: HTTP}}
@@ -319,6 +321,8 @@ check "operator never logged a permission error" bash -c "! grep -Ei 'forbidden|
 t0=$SECONDS
 check "helm uninstall (its pre-delete Job releases every policy)" helm uninstall "$release" -n "$ns" --wait --timeout 240s
 echo "# helm uninstall took $((SECONDS - t0)) s"
+# A failed hook Job stays (no hook-failed delete policy): say why.
+kubectl -n "$ns" logs "job/$fullname-release" --tail=5 2>/dev/null | sed 's/^/# release-all: /'
 no_policies() { [[ -z $(kubectl get lcp -A -o name) ]]; }
 check "after uninstall: no LifecyclePolicy left, so none hangs on a finalizer" no_policies
 no_hooked() { [[ -z $(hooked_workloads) ]]; }
