@@ -90,6 +90,7 @@ pub async fn release_all(client: Client, timeout: Duration) -> anyhow::Result<us
     let all: Api<LifecyclePolicy> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut seen = std::collections::BTreeSet::new();
+    let mut last_report = tokio::time::Instant::now();
     loop {
         let remaining = list(&all).await?;
         if remaining.is_empty() {
@@ -118,7 +119,10 @@ pub async fn release_all(client: Client, timeout: Duration) -> anyhow::Result<us
                 describe(&remaining)
             );
         }
-        info!("{}", describe(&remaining));
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            info!("{}", describe(&remaining));
+            last_report = tokio::time::Instant::now();
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -158,5 +162,153 @@ mod tests {
         let d = describe(&many);
         assert!(d.starts_with("25 policies left: web/p0, "), "{d}");
         assert!(d.ends_with("web/p9, and 15 more"), "{d}");
+    }
+}
+
+/// `release_all` against a mock API server (tower-test): the requests it
+/// sends, and what it does with 404s, 500s and policies that never go.
+#[cfg(test)]
+mod mock_api {
+    use super::*;
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock::{Handle, SendResponse};
+
+    type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+    fn client() -> (Client, ApiHandle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    fn meta(ns: &str, name: &str, deleting: bool) -> Value {
+        let mut m =
+            json!({"name": name, "namespace": ns, "finalizers": ["lifecycle-operator.io/cleanup"]});
+        if deleting {
+            m["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": m})
+    }
+
+    fn respond(send: SendResponse<Response<Body>>, code: StatusCode, body: Value) {
+        let body = Body::from(serde_json::to_vec(&body).unwrap());
+        send.send_response(Response::builder().status(code).body(body).unwrap());
+    }
+
+    async fn expect_list(h: &mut ApiHandle, items: Vec<Value>) {
+        let (req, send) = h.next_request().await.expect("a list request");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/lifecycle-operator.io/v1alpha1/lifecyclepolicies"
+        );
+        let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
+        respond(send, StatusCode::OK, list);
+    }
+
+    async fn expect_delete(h: &mut ApiHandle, ns: &str, name: &str, code: StatusCode) {
+        let (req, send) = h.next_request().await.expect("a delete request");
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(
+            req.uri().path(),
+            format!(
+                "/apis/lifecycle-operator.io/v1alpha1/namespaces/{ns}/lifecyclepolicies/{name}"
+            )
+        );
+        let status = if code == StatusCode::OK {
+            "Success"
+        } else {
+            "Failure"
+        };
+        let reason = if code == StatusCode::NOT_FOUND {
+            "NotFound"
+        } else {
+            ""
+        };
+        respond(
+            send,
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "status": status, "reason": reason, "code": code.as_u16(), "message": ""}),
+        );
+    }
+
+    #[tokio::test]
+    async fn deletes_what_is_not_going_and_waits_until_none_is_left() {
+        let (client, mut h) = client();
+        let api = tokio::spawn(async move {
+            expect_list(
+                &mut h,
+                vec![meta("web", "a", false), meta("web", "b", true)],
+            )
+            .await;
+            expect_delete(&mut h, "web", "a", StatusCode::OK).await;
+            expect_list(&mut h, vec![meta("web", "a", true)]).await;
+            expect_list(&mut h, vec![]).await;
+        });
+        let n = release_all(client, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(n, 2);
+        api.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_policy_gone_before_its_delete_is_fine() {
+        let (client, mut h) = client();
+        let api = tokio::spawn(async move {
+            expect_list(&mut h, vec![meta("web", "a", false)]).await;
+            expect_delete(&mut h, "web", "a", StatusCode::NOT_FOUND).await;
+            expect_list(&mut h, vec![]).await;
+        });
+        assert_eq!(
+            release_all(client, Duration::from_secs(30)).await.unwrap(),
+            1
+        );
+        api.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_error_fails_with_what_was_being_done() {
+        let (client, mut h) = client();
+        let api = tokio::spawn(async move {
+            expect_list(&mut h, vec![meta("web", "a", false)]).await;
+            expect_delete(&mut h, "web", "a", StatusCode::INTERNAL_SERVER_ERROR).await;
+        });
+        let err = release_all(client, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("deleting LifecyclePolicy web/a"),
+            "{err:#}"
+        );
+        api.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn policies_the_operator_never_releases_fail_after_the_timeout_naming_them() {
+        let (client, mut h) = client();
+        let api = tokio::spawn(async move {
+            expect_list(&mut h, vec![meta("web", "stuck", true)]).await;
+        });
+        let err = release_all(client, Duration::ZERO).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("1 policy left: web/stuck"), "{msg}");
+        assert!(msg.contains("is it running?"), "{msg}");
+        api.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_server_that_never_answers_fails_within_the_call_bound() {
+        let (client, mut h) = client();
+        // Take the request and never answer it.
+        let api = tokio::spawn(async move {
+            let held = h.next_request().await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(held);
+        });
+        let err = release_all(client, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no answer within"), "{err:#}");
+        api.abort();
     }
 }
