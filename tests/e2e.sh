@@ -27,8 +27,9 @@ CHECK_LOG=$out/last.log
 
 operator_logs() { kubectl -n "$ns" logs -l app.kubernetes.io/name=lifecycle-operator --tail=-1 --prefix 2>/dev/null; }
 cleanup() {
-  # The chart's pre-delete Job releases every policy while the operator runs.
-  helm uninstall "$release" -n "$ns" --wait --timeout 180s >/dev/null 2>&1
+  # The uninstall test ran the chart's pre-delete Job; here it would only wait
+  # on what that test already reported.
+  helm uninstall "$release" -n "$ns" --no-hooks --wait --timeout 180s >/dev/null 2>&1
   # Policies of an interrupted run that no operator will release any more.
   local p
   for p in $(kubectl get lcp -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null | grep -E "^($app_ns|$enum_ns)/"); do
@@ -36,6 +37,8 @@ cleanup() {
   done
   kubectl delete ns "$app_ns" "$enum_ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
   kubectl delete ns "$ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
+  # A failed uninstall leaves the cluster-scoped objects, hooks' included.
+  kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$release" --ignore-not-found >/dev/null 2>&1
 }
 # render ARGS...: the chart rendered with ARGS, as a JSON array of objects.
 render() {
@@ -51,8 +54,11 @@ render_fails() {
   ! helm template "$release" "$chart" "${kube_version[@]}" "$@" >"$out/render.err" 2>&1 && grep -Eq "$pat" "$out/render.err"
 }
 
-# Start from nothing: an earlier interrupted run may have left a release.
+# Start from nothing: an earlier interrupted run may have left a release, and
+# interrupted cluster tests their namespaces (we hold the cluster lock, so no
+# test is running). The chart's operator finishes their policies' cleanup.
 cleanup
+kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1
 # The local process from run-cluster-tests.sh is gone by now; this run's
 # operator is the chart's pod alone.
 
