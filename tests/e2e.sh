@@ -54,6 +54,9 @@ render_fails() {
   ! helm template "$release" "$chart" "${kube_version[@]}" "$@" >"$out/render.err" 2>&1 && grep -Eq "$pat" "$out/render.err"
 }
 
+# The API server may still be coming back from a test that restarted it.
+api_ready() { kubectl get --raw /readyz >/dev/null 2>&1; }
+until_ok 120 api_ready || echo "# the API server is not ready; the checks below will say more"
 # Start from nothing: an earlier interrupted run may have left a release, and
 # interrupted cluster tests their namespaces (we hold the cluster lock, so no
 # test is running). The chart's operator finishes their policies' cleanup.
