@@ -182,7 +182,8 @@ until_ok() {
 
 # ---- Checks: `ok - NAME` / `not ok - NAME: REASON`, counted ----
 PASSED=0 FAILED=0 REASON=""
-CHECK_LOG=${CHECK_LOG:-$(mktemp)}
+CHECK_LOG=${CHECK_LOG:-$REPO_ROOT/target/last-check.log}
+mkdir -p "${CHECK_LOG%/*}"
 ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); }
 not_ok() { echo "not ok - $1${2:+: $2}"; FAILED=$((FAILED + 1)); }
 # fail REASON: for check functions, the reason `check` prints.
