@@ -1,16 +1,20 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
-KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
-KUBECTL := $(CURDIR)/target/cluster/bin/kubectl
 
-.PHONY: test lint unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
+.PHONY: test lint chart-readme unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
 test: lint unit cluster-up test-cluster
 
+## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --all-features -- -D warnings
+	bash tests/lint.sh
+
+## chart-readme: regenerate charts/lifecycle-operator/README.md from values.yaml (helm-docs)
+chart-readme:
+	bash tests/tools/chart-readme.sh
 
 unit:
 	cargo test
@@ -47,7 +51,7 @@ demo-down:
 ## crds: regenerate crds/ from the Rust types
 crds:
 	cargo run --quiet --bin crdgen > crds/lifecyclepolicies.yaml
-	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/crds/
+	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/files/
 
 build:
 	cargo build --release --bin lifecycle-operator

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use lifecycle_operator::metrics::Metrics;
 use lifecycle_operator::reconcile;
+use lifecycle_operator::release;
 use lifecycle_operator::server::{self, Health};
 use lifecycle_operator::types::LifecyclePolicy;
 
@@ -26,8 +27,9 @@ use lifecycle_operator::types::LifecyclePolicy;
     about = "Puts postStart/preStop hooks on Deployments from LifecyclePolicy objects"
 )]
 struct Args {
-    /// Address for /healthz, /readyz and /metrics.
-    #[arg(long, env = "LCO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address for /healthz, /readyz and /metrics. `[::]` listens on IPv6
+    /// and IPv4 (IPv4 alone where the host has no IPv6).
+    #[arg(long, env = "LCO_HTTP_ADDR", default_value = "[::]:8080")]
     http_addr: SocketAddr,
     /// Log format.
     #[arg(long, env = "LCO_LOG_FORMAT", value_enum, default_value = "text")]
@@ -47,6 +49,19 @@ struct Args {
     /// This replica's identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Delete every LifecyclePolicy and wait until the running operator has
+    /// handed their hooks back (the chart runs this before uninstalling).
+    ReleaseAll {
+        /// Give up, and fail, after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -79,6 +94,11 @@ async fn main() -> anyhow::Result<()> {
             },
         ))
         .build();
+
+    if let Some(Command::ReleaseAll { timeout_seconds }) = args.command {
+        release::release_all(client, Duration::from_secs(timeout_seconds)).await?;
+        return Ok(());
+    }
 
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);

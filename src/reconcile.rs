@@ -206,7 +206,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         Ok(selector) => (evaluate(policy, &selector, true, ctx).await, None),
         Err(e) => (Vec::new(), Some(format!("invalid selector: {e}"))),
     };
-    let (post_start, pre_stop) = if policy.spec.verification == Verification::Off {
+    let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
         (None, None)
     } else {
         ctx.observer.reports(policy)

@@ -25,12 +25,39 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = listen(addr)?;
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving /healthz, /readyz, /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Binds `addr`. The IPv6 wildcard `[::]` is bound dual-stack (IPv4 too,
+/// whatever net.ipv6.bindv6only says); on a host without IPv6 it falls back
+/// to `0.0.0.0` on the same port.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    let std = match bind(addr) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            tracing::warn!(error = %e, "no IPv6 here; listening on IPv4 only");
+            bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))?
+        }
+        other => other?,
+    };
+    tokio::net::TcpListener::from_std(std)
 }
 
 async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {

@@ -30,6 +30,7 @@ pub const MAX_SECONDS: i64 = 3600;
     kind = "LifecyclePolicy",
     plural = "lifecyclepolicies",
     shortname = "lcp",
+    category = "lifecycle-operator",
     namespaced,
     status = "LifecyclePolicyStatus",
     doc = "LifecyclePolicy puts container lifecycle hooks (postStart, preStop) on the pod templates of the Deployments it selects in its namespace, and reports what it changed.",
@@ -125,7 +126,7 @@ pub struct LifecyclePolicySpec {
     /// shell-script exec hook (["/bin/sh", "-c", "..."]) is wrapped to write
     /// one marker line to the container's log after it runs, exit code kept;
     /// other hooks are checked through kubelet events and container states.
-    /// Events: events and states only. Off: hooks are not observed.
+    /// Events: events and states only. Disabled: hooks are not observed.
     #[serde(default)]
     pub verification: Verification,
 
@@ -268,8 +269,9 @@ pub enum Verification {
     Markers,
     /// Kubelet events and container states only; hooks are applied verbatim.
     Events,
-    /// Not observed.
-    Off,
+    /// Not observed. (Not `Off`: YAML 1.1, which kubectl and Helm read,
+    /// turns an unquoted `Off` into the boolean false.)
+    Disabled,
 }
 
 /// Whether the policy patches Deployments.
@@ -289,8 +291,9 @@ pub struct LifecyclePolicyStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Applied, Conflict and GracePeriodTooShort.
+    /// Ready, Applied, Conflict, GracePeriodTooShort, PostStartVerified and PreStopVerified.
     #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Deployments in the namespace that the selector matches.
     #[serde(default)]
@@ -307,6 +310,58 @@ pub struct LifecyclePolicyStatus {
     /// What the preStop hooks did when the selected pods' containers were stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_stop: Option<HookReport>,
+}
+
+/// metav1.Condition as upstream APIs validate it (the `+kubebuilder`
+/// markers of apimachinery's Condition), as a list keyed on `type` so that
+/// server-side apply merges conditions one by one.
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "description": "Condition contains details for one aspect of the current state of this API Resource.",
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": {
+                    "description": "When the condition last changed from one status to another.",
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "message": {
+                    "description": "Human-readable detail about the transition; may be empty.",
+                    "type": "string",
+                    "maxLength": 32768
+                },
+                "observedGeneration": {
+                    "description": "The metadata.generation the condition was set for.",
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 0
+                },
+                "reason": {
+                    "description": "Programmatic identifier for the condition's last transition, in CamelCase.",
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+                },
+                "status": {
+                    "description": "True, False or Unknown.",
+                    "type": "string",
+                    "enum": ["True", "False", "Unknown"]
+                },
+                "type": {
+                    "description": "Condition type in CamelCase, e.g. Ready.",
+                    "type": "string",
+                    "maxLength": 316,
+                    "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+                }
+            }
+        }
+    })
 }
 
 /// Outcomes of one hook, counted once per container instance for the

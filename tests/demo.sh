@@ -3,15 +3,18 @@
 # into the local cluster, applies the nginx example and prints the policy's
 # status. `tests/demo.sh stop` removes the example and uninstalls the chart.
 set -euo pipefail
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT" || exit 1
 release=lifecycle-operator
 ns=lifecycle-operator-system
 
 if [[ ${1:-} == stop ]]; then
   [[ -f $KUBECONFIG ]] || exit 0
-  # Delete the policy while the operator still runs, so it hands the hooks back.
-  kubectl delete -f examples/nginx.yaml --ignore-not-found --timeout=60s >/dev/null 2>&1 || true
+  # The chart's pre-delete Job deletes every policy while the operator still
+  # runs, so the hooks are handed back before it goes.
   helm uninstall "$release" -n "$ns" --wait >/dev/null 2>&1 || true
+  kubectl delete -f examples/nginx.yaml --ignore-not-found --timeout=60s >/dev/null 2>&1 || true
   exit 0
 fi
 

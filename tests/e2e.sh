@@ -2,45 +2,133 @@
 # End-to-end: the Helm chart installed in the local cluster, the operator
 # running as a pod under its own ServiceAccount, real hooks in real containers.
 # Prints `e2e: N passed, N failed` and fails on any failure.
-set -uo pipefail
+# shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
+set +e # checks count failures; the script goes on
+cd "$REPO_ROOT" || exit 1
 
 release=lco
 ns=lco-system
 app_ns=e2e-web
+enum_ns=e2e-enums
 chart=charts/lifecycle-operator
 fullname=$release-lifecycle-operator
 sa=system:serviceaccount:$ns:$fullname
-passed=0 failed=0
+# The last commit whose CRD came from the chart's crds/ folder (never
+# upgraded by Helm), with `verification: Off`: the upgrade test starts there.
+prev_crd_commit=4e47aad
 out=target/e2e
 mkdir -p "$out"
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-check() { local name=$1; shift; if "$@" >"$out/last.log" 2>&1; then ok "$name"; else not_ok "$name" "$(tail -3 "$out/last.log" | tr '\n' ' ')"; fi; }
-# Polls a command until it succeeds or the timeout (seconds) passes.
-until_ok() { local t=$1; shift; local end=$((SECONDS + t)); until "$@"; do ((SECONDS < end)) || return 1; sleep 1; done; }
+# Render for the cluster under test: a helm built with `go install` (ours)
+# assumes Kubernetes 1.20 offline, below the chart's kubeVersion.
+kube_version=(--kube-version "$K8S_VERSION")
+# shellcheck disable=SC2034 # read by check (tests/lib.sh)
+CHECK_LOG=$out/last.log
 
 operator_logs() { kubectl -n "$ns" logs -l app.kubernetes.io/name=lifecycle-operator --tail=-1 --prefix 2>/dev/null; }
 cleanup() {
-  kubectl delete ns "$app_ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
-  helm uninstall "$release" -n "$ns" --wait >/dev/null 2>&1
+  # The uninstall test ran the chart's pre-delete Job; here it would only wait
+  # on what that test already reported.
+  helm uninstall "$release" -n "$ns" --no-hooks --wait --timeout 180s >/dev/null 2>&1
+  # Policies of an interrupted run that no operator will release any more.
+  local p
+  for p in $(kubectl get lcp -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null | grep -E "^($app_ns|$enum_ns)/"); do
+    kubectl -n "${p%%/*}" patch lcp "${p#*/}" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+  done
+  kubectl delete ns "$app_ns" "$enum_ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
   kubectl delete ns "$ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
+  # A failed uninstall leaves the cluster-scoped objects, hooks' included.
+  kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$release" --ignore-not-found >/dev/null 2>&1
+}
+# render ARGS...: the chart rendered with ARGS, as a JSON array of objects.
+render() {
+  helm template "$release" "$chart" "${kube_version[@]}" -n "$ns" "$@" |
+    /usr/bin/python3 -c 'import sys, yaml, json; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))'
+}
+# rendered_ok JQ ARGS...: the rendering with ARGS satisfies JQ.
+rendered_ok() { local q=$1; shift; render "$@" >"$out/render.json" && jq -e "$q" "$out/render.json" >/dev/null; }
+# render_fails PATTERN ARGS...: the rendering fails with a message matching PATTERN.
+render_fails() {
+  local pat=$1
+  shift
+  ! helm template "$release" "$chart" "${kube_version[@]}" "$@" >"$out/render.err" 2>&1 && grep -Eq "$pat" "$out/render.err"
 }
 
-# Start from nothing: an earlier interrupted run may have left a release.
+# The API server may still be coming back from a test that restarted it.
+api_ready() { kubectl get --raw /readyz >/dev/null 2>&1; }
+until_ok 120 api_ready || echo "# the API server is not ready; the checks below will say more"
+# Start from nothing: an earlier interrupted run may have left a release, and
+# interrupted cluster tests their namespaces (we hold the cluster lock, so no
+# test is running). The chart's operator finishes their policies' cleanup.
 cleanup
+kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1
 # The local process from run-cluster-tests.sh is gone by now; this run's
 # operator is the chart's pod alone.
 
-# --- chart ----------------------------------------------------------------
-check "helm lint" helm lint --strict "$chart"
-check "helm template renders" helm template "$release" "$chart" -n "$ns"
-check "chart CRD is identical to crds/" diff -u crds/lifecyclepolicies.yaml "$chart/crds/lifecyclepolicies.yaml"
-bad_values() { ! helm template "$release" "$chart" "$@" >/dev/null 2>&1; }
+# --- chart: lint and render tests -----------------------------------------
+check "helm lint --strict" helm lint --strict "$chart" "${kube_version[@]}"
+check "helm template renders" helm template "$release" "$chart" "${kube_version[@]}" -n "$ns"
+check "the chart's CRD file is identical to crds/" diff -u crds/lifecyclepolicies.yaml "$chart/files/lifecyclepolicies.yaml"
+check "the CRD renders from templates, kept on uninstall" rendered_ok \
+  '[.[] | select(.kind == "CustomResourceDefinition")] | length == 1 and (.[0].metadata.annotations["helm.sh/resource-policy"] == "keep") and (.[0].spec.names.categories == ["lifecycle-operator"])'
+check "crds.enabled=false renders no CRD" rendered_ok '[.[] | select(.kind == "CustomResourceDefinition")] | length == 0' --set crds.enabled=false
+check "crds.keep=false drops the keep annotation" rendered_ok \
+  '.[] | select(.kind == "CustomResourceDefinition") | .metadata.annotations == null' --set crds.keep=false
+bad_values() { ! helm template "$release" "$chart" "${kube_version[@]}" "$@" >/dev/null 2>&1; }
 check "values.schema.json rejects replicaCount=0" bad_values --set replicaCount=0
 check "values.schema.json rejects an unknown log format" bad_values --set logFormat=xml
 check "values.schema.json rejects an unknown value" bad_values --set replicas=2
+check "values.schema.json rejects a malformed image.digest" bad_values --set image.digest=latest
+check "values.schema.json allows global (a parent chart's values)" helm template "$release" "$chart" "${kube_version[@]}" --set global.imageRegistry=example.org
+subchart_renders() {
+  rm -rf "$out/parent" && mkdir -p "$out/parent/charts" && cp -r "$chart" "$out/parent/charts/" &&
+    printf 'apiVersion: v2\nname: parent\nversion: 0.0.1\n' >"$out/parent/Chart.yaml" &&
+    printf 'global: {env: test}\nlifecycle-operator: {replicaCount: 2}\n' >"$out/parent/values.yaml" &&
+    helm template p "$out/parent" "${kube_version[@]}" | grep -- '--leader-election' >/dev/null
+}
+check "renders as a subchart of a parent with global values" subchart_renders
+check "one replica: no leader election, no PDB, no spreading" rendered_ok \
+  '(.[] | select(.kind == "Deployment") | .spec.template.spec | (.containers[0].args | index("--leader-election") == null) and .affinity == null and .topologySpreadConstraints == null)
+   and ([.[] | select(.kind == "PodDisruptionBudget")] | length == 0)'
+check "replicaCount=2: leader election, PDB, soft anti-affinity and topology spread" rendered_ok \
+  '(.[] | select(.kind == "Deployment") | .spec.template.spec | (.containers[0].args | index("--leader-election") != null)
+     and (.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution | length == 1)
+     and .topologySpreadConstraints[0].whenUnsatisfiable == "ScheduleAnyway")
+   and ([.[] | select(.kind == "PodDisruptionBudget") | .spec.maxUnavailable] == [1])
+   and ([.[] | select(.kind == "Role") | .rules[0].resources] == [["leases"]])' --set replicaCount=2
+check "replicaCount=2 with leaderElection=false fails the render" render_fails "needs leader election" --set replicaCount=2 --set leaderElection=false
+check "a ServiceMonitor without the metrics Service fails the render" render_fails "needs metrics.service.enabled" \
+  --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
+check "podLabels and commonLabels cannot override the selector labels" rendered_ok \
+  '.[] | select(.kind == "Deployment") | (.spec.template.metadata.labels | .["app.kubernetes.io/name"] == "lifecycle-operator" and .["app.kubernetes.io/instance"] == "lco" and .team == "web")
+     and (.spec.selector.matchLabels | .["app.kubernetes.io/instance"] == "lco")' \
+  --set-string 'podLabels.app\.kubernetes\.io/name=evil,podLabels.team=web,commonLabels.app\.kubernetes\.io/instance=evil'
+check "nameOverride, fullnameOverride, commonLabels" rendered_ok \
+  '(.[] | select(.kind == "Deployment") | .metadata.name == "lco-custom" and .metadata.labels.owner == "platform" and .spec.selector.matchLabels["app.kubernetes.io/name"] == "hooks")
+   and ([.[] | .metadata.labels.owner] | all(. == "platform"))' \
+  --set nameOverride=hooks --set fullnameOverride=lco-custom --set commonLabels.owner=platform
+check "image.digest, extraArgs, extraEnv, revisionHistoryLimit" rendered_ok \
+  '.[] | select(.kind == "Deployment") | .spec.revisionHistoryLimit == 7 and (.spec.template.spec.containers[0] |
+     (.image | endswith("@sha256:'"$(printf 'a%.0s' {1..64})"'")) and (.args | index("--log=debug") != null) and (.env | map(.name) | index("EXTRA") != null))' \
+  --set image.digest=sha256:"$(printf 'a%.0s' {1..64})" --set 'extraArgs[0]=--log=debug' --set 'extraEnv[0].name=EXTRA' --set 'extraEnv[0].value=1' --set revisionHistoryLimit=7
+check "the operator listens on [::] (IPv6 and IPv4)" rendered_ok '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].args | index("--http-addr=[::]:8080") != null'
+check "opt-in NetworkPolicy, PrometheusRule, Grafana dashboard" rendered_ok \
+  '([.[] | .kind] | index("NetworkPolicy") != null and index("PrometheusRule") != null and index("ServiceMonitor") != null)
+   and (.[] | select(.kind == "PrometheusRule") | [.spec.groups[0].rules[].expr] | any(test("lifecycle_operator_hook_outcomes_total")) and any(test("lifecycle_operator_reconciles_total")))
+   and (.[] | select(.kind == "ConfigMap") | .metadata.labels.grafana_dashboard == "1" and (.data["lifecycle-operator.json"] | fromjson | [.panels[].targets[].expr] | any(test("lifecycle_operator_hook_duration_seconds_bucket")) and any(test("lifecycle_operator_hook_outcomes_total"))))' \
+  --set networkPolicy.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true --set metrics.serviceMonitor.enabled=true
+check "none of them by default" rendered_ok '[.[] | .kind] | (index("NetworkPolicy") == null and index("PrometheusRule") == null and index("ConfigMap") == null and index("ServiceMonitor") == null)'
+check "aggregated view/edit ClusterRoles for namespace users" rendered_ok \
+  '[.[] | select(.kind == "ClusterRole") | .metadata.labels | keys[] | select(startswith("rbac.authorization.k8s.io/aggregate-to"))] | sort == ["rbac.authorization.k8s.io/aggregate-to-admin", "rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.k8s.io/aggregate-to-view"]'
+has_release_job() { helm template "$release" "$chart" "${kube_version[@]}" --show-only templates/uninstall.yaml | grep 'helm.sh/hook: pre-delete' >/dev/null; }
+no_release_job() { ! helm template "$release" "$chart" "${kube_version[@]}" --set uninstall.keepPolicies=true --show-only templates/uninstall.yaml >/dev/null 2>&1; }
+check "a pre-delete Job releases every policy on uninstall" has_release_job
+check "uninstall.keepPolicies=true drops it" no_release_job
+has_test_pod() { helm template "$release" "$chart" "${kube_version[@]}" --show-only templates/tests/test-connection.yaml | grep 'helm.sh/hook: test' >/dev/null; }
+check "a helm test pod" has_test_pod
+check "YAML 1.1 (PyYAML) reads every enum value of crds/ as a string" /usr/bin/python3 tests/crd_yaml11.py crds/lifecyclepolicies.yaml
+git show "$prev_crd_commit:crds/lifecyclepolicies.yaml" >"$out/prev-crd.yaml"
+check "... and catches the previous CRD's \`Off\` (a boolean in YAML 1.1)" bash -c "! /usr/bin/python3 tests/crd_yaml11.py $out/prev-crd.yaml"
 
 # --- image ----------------------------------------------------------------
 tag=e2e-$(date +%s)
@@ -52,10 +140,39 @@ fi
 size=$(stat -c %s target/image/rootfs/lifecycle-operator 2>/dev/null || echo 0)
 echo "# image: one layer holding a static, stripped binary of $((size / 1024)) KiB"
 
-# --- install --------------------------------------------------------------
+# --- install with the previous CRD, upgrade to this one ----------------------
+# A CRD that `kubectl apply -f crds/` (tests/run-cluster-tests.sh) or chart
+# 0.1.0's crds/ folder installed is adopted into the release, as the README
+# says to do when upgrading from those.
+if kubectl get crd lifecyclepolicies.lifecycle-operator.io >/dev/null 2>&1; then
+  kubectl label crd lifecyclepolicies.lifecycle-operator.io app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  kubectl annotate crd lifecyclepolicies.lifecycle-operator.io meta.helm.sh/release-name="$release" \
+    meta.helm.sh/release-namespace="$ns" --overwrite >/dev/null
+fi
+prev_chart=$out/chart-prev
+rm -rf "$prev_chart" "$out/kube-cache" && cp -r "$chart" "$prev_chart" && cp "$out/prev-crd.yaml" "$prev_chart/files/lifecyclepolicies.yaml"
 t0=$SECONDS
-check "helm install" helm install "$release" "$chart" -n "$ns" --create-namespace --wait --timeout 180s --set image.tag="$tag"
+check "helm install (chart with the CRD of $prev_crd_commit)" helm install "$release" "$prev_chart" -n "$ns" --create-namespace --wait --timeout 180s \
+  --set image.tag="$tag" --set tests.image=busybox:latest
 echo "# helm install --wait took $((SECONDS - t0)) s"
+crd_enum() { kubectl get crd lifecyclepolicies.lifecycle-operator.io -o json | jq -c '.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.verification.enum'; }
+echo "# CRD before the upgrade: verification enum $(crd_enum)"
+old_crd() { ! crd_enum | grep -q Disabled; }
+check "the old CRD is in place (no Disabled)" old_crd
+check "helm upgrade to this chart" helm upgrade "$release" "$chart" -n "$ns" --reuse-values --wait --timeout 180s
+new_schema() {
+  kubectl get crd lifecyclepolicies.lifecycle-operator.io -o json | jq -e '.spec.names.categories == ["lifecycle-operator"]
+    and (.spec.versions[0].schema.openAPIV3Schema | .properties.spec.properties.verification.enum == ["Markers", "Events", "Disabled"]
+    and .properties.status.properties.conditions["x-kubernetes-list-type"] == "map")'
+}
+check "helm upgrade upgraded the CRD to the new schema" new_schema
+echo "# CRD after the upgrade: verification enum $(crd_enum)"
+notes_true_while_starting() { helm get notes "$release" -n "$ns" | grep 'may still be starting' >/dev/null; }
+check "NOTES.txt says the pods may still be starting" notes_true_while_starting
+check "helm test: the operator answers on its Service" helm test "$release" -n "$ns" --timeout 120s
+# A fresh discovery cache: kubectl's would not know the new category yet.
+by_category() { kubectl --cache-dir "$out/kube-cache" get lifecycle-operator -A; }
+check "kubectl get lifecycle-operator (the CRD's category) works" until_ok 30 by_category
 pod_sa=$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=lifecycle-operator -o jsonpath='{.items[0].spec.serviceAccountName}')
 check "operator pod runs under its ServiceAccount" test "$pod_sa" = "$fullname"
 hardened() {
@@ -80,11 +197,70 @@ for deny in "get secrets" "list secrets" "create pods" "patch pods" "delete pods
   "delete deployments.apps" "create deployments.apps" "delete lifecyclepolicies.lifecycle-operator.io" \
   "create leases.coordination.k8s.io"; do
   # shellcheck disable=SC2086
-  check "denied: $deny" bash -c "! $bin/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
+  check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
 done
 
-# --- the example policy, real hooks ---------------------------------------
+# Namespace users get policies through the built-in roles (aggregation).
 kubectl create ns "$app_ns" >/dev/null
+kubectl -n "$app_ns" create rolebinding e2e-editor --clusterrole=edit --user=e2e-alice >/dev/null
+kubectl -n "$app_ns" create rolebinding e2e-viewer --clusterrole=view --user=e2e-bob >/dev/null
+user_can() { kubectl auth can-i "$2" lifecyclepolicies.lifecycle-operator.io -n "$app_ns" --as="$1" >/dev/null 2>&1; }
+check "edit role: a namespace user can create policies" until_ok 30 user_can e2e-alice create
+check "view role: a namespace user can list policies" until_ok 30 user_can e2e-bob list
+check "view role: ... but not create them" bash -c "! $CLUSTER_BIN/kubectl auth can-i create lifecyclepolicies.lifecycle-operator.io -n $app_ns --as=e2e-bob >/dev/null 2>&1"
+
+# --- every enum value through kubectl (YAML 1.1) ---------------------------
+kubectl create ns "$enum_ns" >/dev/null
+# Unquoted, as people write them. Every policy selects nothing that exists.
+cat >"$out/enums.yaml" <<'YAML'
+apiVersion: lifecycle-operator.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: enums-a}
+spec:
+  selector:
+    matchExpressions:
+      - {key: e2e-none, operator: In, values: [x1]}
+      - {key: e2e-none2, operator: NotIn, values: [x2]}
+      - {key: e2e-none3, operator: Exists}
+      - {key: e2e-none4, operator: DoesNotExist}
+  postStart: {httpGet: {port: 80, scheme: HTTP}}
+  onConflict: Skip
+  mode: Enforce
+  verification: Markers
+---
+apiVersion: lifecycle-operator.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: enums-b}
+spec:
+  selector: {matchLabels: {e2e-none: x}}
+  preStop: {httpGet: {port: 443, scheme: HTTPS}}
+  onConflict: Override
+  mode: DryRun
+  verification: Events
+---
+apiVersion: lifecycle-operator.io/v1alpha1
+kind: LifecyclePolicy
+metadata: {name: enums-c}
+spec:
+  selector: {matchLabels: {e2e-none: x}}
+  preStop: {sleep: {seconds: 1}}
+  verification: Disabled
+YAML
+check "kubectl apply: policies with every enum value, unquoted" kubectl -n "$enum_ns" apply -f "$out/enums.yaml"
+every_enum_stored() {
+  local want have missing
+  want=$(kubectl get crd lifecyclepolicies.lifecycle-operator.io -o json |
+    jq -c '[.spec.versions[0].schema.openAPIV3Schema.properties.spec | .. | objects | .enum? // empty | .[]] | unique')
+  have=$(kubectl -n "$enum_ns" get lcp -o json | jq -c '[.items[].spec | .. | strings] | unique')
+  missing=$(jq -nc --argjson w "$want" --argjson h "$have" '$w - $h')
+  echo "# spec enum values in the CRD: $want"
+  [[ $missing == "[]" ]] || fail "not stored: $missing"
+}
+check "the API server stored every spec enum value of the CRD as written" every_enum_stored
+check "the operator reconciles them" kubectl -n "$enum_ns" wait --for=jsonpath='{.status.observedGeneration}'=1 lcp --all --timeout=60s
+check "policies with every enum value deleted (the operator drops its finalizer)" kubectl delete ns "$enum_ns" --timeout=60s
+
+# --- the example policy, real hooks ---------------------------------------
 check "example applied" kubectl -n "$app_ns" apply -f examples/nginx.yaml
 check "policy Ready" kubectl -n "$app_ns" wait --for=condition=Ready lcp/nginx-graceful --timeout=120s
 check "frontend rolled out with the hooks" kubectl -n "$app_ns" rollout status deploy/frontend --timeout=180s
@@ -114,7 +290,7 @@ before=$(kubectl -n "$ns" get deploy "$fullname" -o jsonpath='{.metadata.generat
 check "helm upgrade with changed values" helm upgrade "$release" "$chart" -n "$ns" --reuse-values --set logFormat=text --wait --timeout 180s
 after=$(kubectl -n "$ns" get deploy "$fullname" -o jsonpath='{.metadata.generation}')
 check "upgrade rolled the operator Deployment" test "$after" -gt "$before"
-check "upgraded operator runs with the new args" bash -c "$bin/kubectl -n $ns get deploy $fullname -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q log-format=text"
+check "upgraded operator runs with the new args" bash -c "$CLUSTER_BIN/kubectl -n $ns get deploy $fullname -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q log-format=text"
 kubectl -n "$app_ns" patch lcp nginx-graceful --type=merge -p '{"spec":{"terminationGracePeriodSeconds":45}}' >/dev/null
 grace_is() { test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')" = "$1"; }
 check "upgraded operator keeps reconciling" until_ok 60 grace_is 45
@@ -123,6 +299,7 @@ check "upgraded operator keeps reconciling" until_ok 60 grace_is 45
 check "helm upgrade to two replicas" helm upgrade "$release" "$chart" -n "$ns" --reuse-values --set replicaCount=2 --wait --timeout 180s
 holder() { kubectl -n "$ns" get lease lifecycle-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 has_holder() { test -n "$(holder)" && kubectl -n "$ns" get pod "$(holder)" >/dev/null 2>&1; }
+check "two replicas come with a PodDisruptionBudget" kubectl -n "$ns" get pdb "$fullname"
 check "a leader holds the Lease" until_ok 60 has_holder
 leader=$(holder)
 echo "# leader: $leader"
@@ -139,23 +316,41 @@ fi
 kubectl -n "$app_ns" patch lcp nginx-graceful --type=merge -p '{"spec":{"terminationGracePeriodSeconds":50}}' >/dev/null
 check "the new leader reconciles" until_ok 60 grace_is 50
 
-# --- uninstall ------------------------------------------------------------
-check "deleting the policy hands the hooks back" kubectl -n "$app_ns" delete lcp nginx-graceful --timeout=60s
-no_hooks() { test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle}')" = ""; }
-check "frontend template has no lifecycle any more" no_hooks
+# --- uninstall hands the hooks back ----------------------------------------
+# The example policy is still applied, its hooks verified and on frontend.
+policy_hooked() { kubectl -n "$app_ns" get lcp nginx-graceful >/dev/null && [[ -n $(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle.preStop}') ]]; }
+check "before uninstall: the policy is there and its hooks are on frontend" policy_hooked
+hooked_workloads() {
+  kubectl get deploy -A -o json | jq -r '.items[] | select(any(.spec.template.spec.containers[]; .lifecycle != null)
+    or (.metadata.annotations // {} | keys | any(startswith("lifecycle-operator.io/")))) | "\(.metadata.namespace)/\(.metadata.name)"'
+}
+echo "# hooked workloads before uninstall: $(hooked_workloads | tr '\n' ' ')"
 operator_logs >"$out/operator.log"
 check "operator never logged a permission error" bash -c "! grep -Ei 'forbidden|unauthorized|cannot (list|watch|patch|create)' $out/operator.log"
-check "helm uninstall" helm uninstall "$release" -n "$ns" --wait --timeout 120s
+t0=$SECONDS
+check "helm uninstall (its pre-delete Job releases every policy)" helm uninstall "$release" -n "$ns" --wait --timeout 240s
+echo "# helm uninstall took $((SECONDS - t0)) s"
+# A failed hook Job stays (no hook-failed delete policy): say why.
+kubectl -n "$ns" logs "job/$fullname-release" --tail=5 2>/dev/null | sed 's/^/# release-all: /'
+no_policies() { [[ -z $(kubectl get lcp -A -o name) ]]; }
+check "after uninstall: no LifecyclePolicy left, so none hangs on a finalizer" no_policies
+no_hooked() { [[ -z $(hooked_workloads) ]]; }
+check "after uninstall: no workload carries a hook or a ledger annotation" no_hooked
+grace_restored() {
+  local g
+  g=$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')
+  [[ -z $g || $g == 30 ]]
+}
+check "after uninstall: frontend's grace period is back to the default" grace_restored
 leftovers() {
   kubectl get clusterrole,clusterrolebinding -l app.kubernetes.io/instance=$release -o name
-  kubectl -n "$ns" get all,sa,role,rolebinding -l app.kubernetes.io/instance=$release -o name
+  kubectl -n "$ns" get all,sa,role,rolebinding,pdb,job -l app.kubernetes.io/instance=$release -o name
 }
 no_leftovers() { test -z "$(leftovers)"; }
 # Pods and ReplicaSets go by garbage collection, a moment after the Deployment.
-check "uninstall leaves nothing of the release" until_ok 60 no_leftovers
-check "uninstall keeps the CRD (Helm's convention)" kubectl get crd lifecyclepolicies.lifecycle-operator.io
+check "uninstall leaves nothing of the release (the Job and its RBAC included)" until_ok 60 no_leftovers
+check "uninstall keeps the CRD (crds.keep)" kubectl get crd lifecyclepolicies.lifecycle-operator.io
 kubectl -n "$ns" delete lease lifecycle-operator --ignore-not-found >/dev/null 2>&1
 
 cleanup
-echo "e2e: $passed passed, $failed failed"
-((failed == 0))
+report e2e

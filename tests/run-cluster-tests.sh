@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Runs the operator as a process against the test cluster, then the cluster
 # test suites against it. Expects `make cluster-up` to have run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-export KUBECONFIG=$PWD/target/cluster/kubeconfig
-kubectl=$PWD/target/cluster/bin/kubectl
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT" || exit 1
 [[ -f $KUBECONFIG ]] || { echo "no cluster: $KUBECONFIG missing (run make cluster-up)" >&2; exit 1; }
 
 out=target/it
@@ -28,22 +26,24 @@ cleanup() {
   # carry its finalizer, which only it removes. With no operator left (a
   # restart test failed), drop the finalizers: the namespace goes anyway.
   if [[ ! -f $out/operator.pid ]]; then
-    for ns in $("$kubectl" get ns -l lifecycle-operator.io/test=true -o name 2>/dev/null); do
-      for p in $("$kubectl" get lcp -n "${ns#namespace/}" -o name 2>/dev/null); do
-        "$kubectl" patch -n "${ns#namespace/}" "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    for ns in $(kubectl get ns -l lifecycle-operator.io/test=true -o name 2>/dev/null); do
+      for p in $(kubectl get lcp -n "${ns#namespace/}" -o name 2>/dev/null); do
+        kubectl patch -n "${ns#namespace/}" "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
       done
     done
   fi
-  "$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
   stop_operator
 }
 trap cleanup EXIT
 
 # Leftovers of an interrupted run would only add noise.
-"$kubectl" delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
+kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
 
-"$kubectl" apply --server-side -f crds/ >/dev/null
-"$kubectl" wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
+# --force-conflicts: the chart (tests/e2e.sh) may have installed the CRD
+# before; this run's types are the ones under test.
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
 
 cargo build --quiet --bin lifecycle-operator
 target/debug/lifecycle-operator --http-addr "127.0.0.1:$port" --log-format json >"$out/operator.log" 2>&1 &
@@ -68,7 +68,7 @@ if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
 fi
 
 # The restart tests kill and start operators of their own: none other may run.
-"$kubectl" delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
 stop_operator
 : >"$out/restarts-operator.log"
 cargo test --features cluster-tests --test restarts -- --test-threads=1 --nocapture

@@ -216,7 +216,7 @@ impl Observer {
         };
         let mut out = Vec::new();
         for p in policies {
-            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Off {
+            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Disabled {
                 continue;
             }
             let key = p.reference();

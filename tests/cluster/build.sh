@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, the Kubernetes components, kubectl and helm from their Go
 # modules into a cache keyed by version; a no-op when the cache is warm.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 stamp="$BIN_CACHE/.complete"
 if [[ ! -f $stamp ]]; then

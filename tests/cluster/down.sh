@@ -8,7 +8,8 @@
 #   down.sh            keep cluster state (etcd data, kubelet dir) for the next up.sh
 #   down.sh --purge    also wipe etcd data and the kubelet dir (next up.sh starts a
 #                      fresh cluster); images, registry, certs and binaries stay cached
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 [[ $EUID -eq 0 ]] || die "must run as root"
 PURGE=0
 case ${1:-} in
@@ -119,7 +120,7 @@ clean_network() {
   ip route flush table "$GUARD_TABLE" 2>/dev/null || true
   ip route del "$SERVICE_CIDR" dev "$BRIDGE" 2>/dev/null || true
   while iptables -w -D FORWARD -j "$EGRESS_CHAIN" 2>/dev/null; do :; done
-  iptables -w -F "$EGRESS_CHAIN" 2>/dev/null && iptables -w -X "$EGRESS_CHAIN" 2>/dev/null || true
+  { iptables -w -F "$EGRESS_CHAIN" && iptables -w -X "$EGRESS_CHAIN"; } 2>/dev/null || true
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link del "$BRIDGE"
     log "deleted bridge $BRIDGE"
@@ -133,7 +134,7 @@ restore_host() {
   local line
   if [[ -f $RUN_DIR/sysctl.orig ]]; then
     while IFS= read -r line; do
-      [[ $line == *=* ]] && sysctl -qw "${line// /}" 2>/dev/null || true
+      if [[ $line == *=* ]]; then sysctl -qw "${line// /}" 2>/dev/null || true; fi
     done <"$RUN_DIR/sysctl.orig"
     rm -f "$RUN_DIR/sysctl.orig"
   fi

@@ -7,7 +7,8 @@
 # Each image is rebuilt only when its recipe (this file, oci-image.sh and its
 # inputs) changes or the registry lost it; the debootstrap rootfs is cached as
 # a tarball in $CACHE_ROOT/rootfs so a recipe change does not re-download it.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 HERE="$REPO_ROOT/tests/cluster"
 STAMPS="$CACHE_ROOT/images"
 DEBIAN_MIRROR=http://deb.debian.org/debian

@@ -25,7 +25,8 @@
 # The layer is reproducible: tar --sort=name --mtime=@0 --owner=0 --group=0
 # --numeric-owner, gzip -n, and a fixed creation time, so the same rootfs gives
 # the same digest.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 usage() { sed -n '2,/^# Output/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

@@ -3,7 +3,8 @@
 # piece and exits non-zero if anything is missing: it never skips a check.
 # Called first by up.sh; safe to run on its own (it creates nothing that
 # outlives it: test bridges/chains/mounts are removed before it returns).
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 failures=()
 fail() { failures+=("$*"); }
@@ -97,7 +98,7 @@ check_ports() {
   for port in 5000 2379 2380 "$APISERVER_PORT" 10248 10249 10250 10256 10257 10259; do
     pids=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)
     for pid in $pids; do
-      grep -qx "$pid" <<<"$ours" || fail "TCP port $port is in use by pid $pid ($(tr '\0' ' ' </proc/$pid/cmdline 2>/dev/null | cut -c1-80))"
+      grep -qx "$pid" <<<"$ours" || fail "TCP port $port is in use by pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80))"
     done
   done
 }

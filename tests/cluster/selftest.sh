@@ -4,30 +4,17 @@
 # `not ok - NAME: REASON`; the last line is `harness: N passed, N failed` and
 # the exit status is non-zero if any check failed. Everything is created in
 # the namespace below, which is deleted at the end.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 NS=lco-harness-selftest
-PASSED=0 FAILED=0 REASON=""
 BG_PIDS=()
-k() { kubectl_ -n "$NS" "$@"; }
-
-# check NAME FUNCTION: runs FUNCTION; it returns non-zero and sets REASON on failure.
-check() {
-  local name=$1
-  REASON=""
-  if "$2"; then
-    echo "ok - $name"
-    PASSED=$((PASSED + 1))
-  else
-    echo "not ok - $name: ${REASON:-failed}"
-    FAILED=$((FAILED + 1))
-  fi
-}
-fail() { REASON=$*; return 1; }
+k() { kubectl -n "$NS" "$@"; }
+# check and fail come from tests/lib.sh.
 
 cleanup() {
   local p
   for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  kubectl_ delete namespace "$NS" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete namespace "$NS" --wait=false --ignore-not-found >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -38,10 +25,10 @@ pod_events() { # POD REASON -> matching event messages
 
 setup() {
   [[ -s $KUBECONFIG_PATH ]] || die "no kubeconfig at $KUBECONFIG_PATH: run tests/cluster/up.sh"
-  if kubectl_ get namespace "$NS" >/dev/null 2>&1; then
-    kubectl_ delete namespace "$NS" --timeout=120s >/dev/null
+  if kubectl get namespace "$NS" >/dev/null 2>&1; then
+    kubectl delete namespace "$NS" --timeout=120s >/dev/null
   fi
-  kubectl_ create namespace "$NS" >/dev/null
+  kubectl create namespace "$NS" >/dev/null
   # The namespace's default ServiceAccount appears asynchronously.
   wait_until 60 "default sa" k get serviceaccount default || die "no default ServiceAccount in $NS"
 }
@@ -49,7 +36,7 @@ setup() {
 # ---- 1 ----
 t_node_ready() {
   local s
-  s=$(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>&1) ||
+  s=$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>&1) ||
     fail "cannot get node $NODE_NAME: $s" || return
   [[ $s == True ]] || fail "node $NODE_NAME Ready=$s"
 }
@@ -302,5 +289,4 @@ check "lifecycle-demo: postStart wrote /usr/share/message" t_lifecycle_demo_post
 check "lifecycle-demo: delete runs preStop, nginx quits gracefully (hook ends 137 with PID 1, as upstream), gone early" t_lifecycle_demo_prestop
 check "failing postStart gives FailedPostStartHook and a container restart" t_failing_poststart
 check "egress guard and loopback-only pod DNS in place" t_egress_guard
-echo "harness: $PASSED passed, $FAILED failed"
-((FAILED == 0))
+report harness

@@ -4,7 +4,8 @@
 # so it is fast when the cluster is already up. Ends when the API server is
 # ready, the node is Ready and the default ServiceAccount exists; the admin
 # kubeconfig is target/cluster/kubeconfig.
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 HERE="$REPO_ROOT/tests/cluster"
 T0=$SECONDS
 phase() { log "$* (+$((SECONDS - T0))s)"; }
@@ -284,7 +285,7 @@ start_apiserver() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction --allow-privileged=true --profiling=false
-  wait_until 120 apiserver kubectl_ get --raw /readyz ||
+  wait_until 120 apiserver kubectl get --raw /readyz ||
     die "kube-apiserver not ready; see $LOG_DIR/kube-apiserver.log"
 }
 
@@ -320,7 +321,7 @@ start_node() {
 # newer than the current kubelet's start.
 node_ready() {
   local out hb started
-  out=$(kubectl_ get node "$NODE_NAME" \
+  out=$(kubectl get node "$NODE_NAME" \
     -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null) || return 1
   [[ $out == "True "* ]] || return 1
   hb=${out#True }
@@ -349,7 +350,7 @@ main() {
   start_controllers
   start_node
   wait_until 180 node node_ready || die "node $NODE_NAME not Ready; see $LOG_DIR/kubelet.log"
-  wait_until 120 "default ServiceAccount" kubectl_ -n default get serviceaccount default ||
+  wait_until 120 "default ServiceAccount" kubectl -n default get serviceaccount default ||
     die "no default ServiceAccount; see $LOG_DIR/kube-controller-manager.log"
   phase "cluster up: node $NODE_NAME Ready, kubeconfig $KUBECONFIG_PATH"
   echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$CLUSTER_BIN:\$PATH"

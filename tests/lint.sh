@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make lint` beyond fmt and clippy: helm lint --strict, kube-score on the
+# rendered chart, shellcheck on every script, yamllint on crds/ and the chart,
+# the YAML 1.1 reading of crds/, and the chart README against values.yaml.
+# Installs the tools it needs (tests/tools/install-lint-tools.sh) and helm
+# (tests/cluster/build.sh, cached).
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT" || exit 1
+bash tests/tools/install-lint-tools.sh
+bash tests/cluster/build.sh
+chart=charts/lifecycle-operator
+out=target/lint
+mkdir -p "$out"
+# Offline rendering: a helm built with `go install` assumes Kubernetes 1.20.
+kv=(--kube-version "$K8S_VERSION")
+status=0
+step() { echo "== $1"; shift; "$@" || { echo "FAILED: $*" >&2; status=1; }; }
+
+step "helm lint --strict" helm lint --strict "$chart" "${kv[@]}"
+step "helm lint --strict (two replicas, everything on)" helm lint --strict "$chart" "${kv[@]}" \
+  --set replicaCount=2 --set networkPolicy.enabled=true --set metrics.serviceMonitor.enabled=true \
+  --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true
+
+helm template lco "$chart" -n lco-system "${kv[@]}" >"$out/default.yaml"
+helm template lco "$chart" -n lco-system "${kv[@]}" --set replicaCount=2 --set networkPolicy.enabled=true \
+  --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+  --set metrics.grafanaDashboard.enabled=true >"$out/ha.yaml"
+
+# kube-score checks turned off, and why:
+# - container CPU limit (--ignore-container-cpu-limit): a CPU limit only
+#   throttles reconciles and probes; the request reserves what it needs.
+# - container-image-pull-policy: the image is pinned by tag or digest;
+#   Always adds a registry round trip to every start and fails starts while
+#   the registry is down.
+ks=(score --ignore-container-cpu-limit --ignore-test container-image-pull-policy)
+# The default, one replica without a NetworkPolicy (opt-in, since it needs the
+# API server's real port): a PDB on one replica would block every drain.
+step "kube-score (default values)" "$TOOLS_BIN/kube-score" "${ks[@]}" \
+  --ignore-test pod-networkpolicy --ignore-test deployment-has-poddisruptionbudget \
+  --ignore-test deployment-has-host-podantiaffinity --ignore-test deployment-replicas "$out/default.yaml"
+step "kube-score (two replicas, NetworkPolicy)" "$TOOLS_BIN/kube-score" "${ks[@]}" "$out/ha.yaml"
+
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+step "shellcheck (${#scripts[@]} scripts)" shellcheck -x "${scripts[@]}"
+
+step "yamllint crds/, examples/, the chart's values and its renderings" yamllint --strict -c .yamllint.yaml \
+  crds/ examples/ "$chart/Chart.yaml" "$chart/values.yaml" "$chart/files/" "$out/default.yaml" "$out/ha.yaml"
+step "YAML 1.1 (PyYAML) reads every enum of crds/ as a string" /usr/bin/python3 tests/crd_yaml11.py crds/*.yaml
+
+readme_current() {
+  "$TOOLS_BIN/helm-docs" --chart-search-root "$chart" --dry-run 2>/dev/null >"$out/README.md"
+  diff -u "$chart/README.md" "$out/README.md" || { echo "run 'make chart-readme' and commit" >&2; return 1; }
+}
+step "chart README.md generated from values.yaml (helm-docs)" readme_current
+exit $status

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the linters `make lint` runs, idempotently: shellcheck and yamllint
+# from Debian, PyYAML (the YAML 1.1 parser of the CRD test) from Debian, and
+# kube-score and helm-docs built from their Go modules into the shared cache.
+# Prints nothing when everything is already there.
+# shellcheck source=tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+KUBE_SCORE_VERSION=v1.20.0
+HELM_DOCS_VERSION=v1.14.2
+
+PACKAGES=(shellcheck yamllint python3-yaml)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  [[ $EUID -eq 0 ]] || die "need root to install: ${missing[*]}"
+  log "installing missing packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# go_tool NAME MODULE/CMD VERSION: builds once per version into TOOLS_BIN/NAME-VERSION.
+go_tool() {
+  local name=$1 pkg=$2 version=$3 dest="$TOOLS_BIN/$1-$3"
+  [[ -x $dest ]] && return 0
+  command -v go >/dev/null || die "go is required to build $name"
+  log "building $name $version (go install)"
+  local tmp
+  tmp=$(mktemp -d)
+  CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$pkg@$version"
+  mkdir -p "$TOOLS_BIN"
+  mv "$tmp/$name" "$dest"
+  rmdir "$tmp"
+}
+go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"
+go_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
+# Stable names for the Makefile and scripts.
+ln -sfn "kube-score-$KUBE_SCORE_VERSION" "$TOOLS_BIN/kube-score"
+ln -sfn "helm-docs-$HELM_DOCS_VERSION" "$TOOLS_BIN/helm-docs"
