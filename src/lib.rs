@@ -4,6 +4,7 @@
 //! - `types`: the API.
 //! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
 //! - `patch`: request bodies from a plan, pure.
+//! - `ledger`: a ledger checked against managedFields (the second record), pure.
 //! - `status`: the policy's status from what reconcile saw, pure.
 //! - `marker`: wraps shell-script hooks so they log a marker line, pure.
 //! - `outcome`: what happened to one hook in one container instance, pure.
@@ -11,6 +12,7 @@
 //! - `reconcile`: the controller, the I/O around the above.
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 
+pub mod ledger;
 pub mod marker;
 pub mod metrics;
 pub mod observe;

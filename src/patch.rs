@@ -195,6 +195,7 @@ mod tests {
         let good = Ledger {
             policy: "p".into(),
             owned: BTreeMap::from([(Slot::GracePeriod, None)]),
+            ..Default::default()
         };
         let text = serde_json::to_string(&good).unwrap();
         let ann = BTreeMap::from([
