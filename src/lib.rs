@@ -10,9 +10,13 @@
 //! - `outcome`: what happened to one hook in one container instance, pure.
 //! - `observe`: watches pods, kubelet events and logs for those outcomes.
 //! - `reconcile`: the controller, the I/O around the above.
+//! - `client`: the API client, every call bounded in time.
+//! - `liveness`: whether the controller loop still makes progress (`/healthz`).
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 
+pub mod client;
 pub mod ledger;
+pub mod liveness;
 pub mod marker;
 pub mod metrics;
 pub mod observe;

@@ -21,16 +21,23 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::ledger::{self, Damage};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
-use crate::patch::{apply_body, field_manager, read_ledgers, release_patch};
+use crate::patch::{
+    RESTORE_MANAGER, apply_body, field_manager, ledger_key, read_ledgers, release_patch,
+};
 use crate::plan::{self, Contender, Input, Plan};
 use crate::status::{self, DeploymentResult, Done, StatusInput};
 use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
-const RESYNC: Duration = Duration::from_secs(300);
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// A reconcile that takes longer is cut off and retried with backoff: a stuck
+/// call never wedges a policy.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-check this soon while something waits (rollout slots, another policy).
 const PENDING_RETRY: Duration = Duration::from_secs(5);
 
@@ -44,6 +51,8 @@ pub enum Error {
     WritesFailed(usize),
     #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots)")]
     CleanupPending(usize),
+    #[error("reconcile did not finish within {}s", RECONCILE_TIMEOUT.as_secs())]
+    Timeout,
 }
 
 impl Error {
@@ -70,12 +79,49 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub observer: Arc<Observer>,
+    pub liveness: Arc<Liveness>,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+impl Context {
+    pub fn new(
+        client: Client,
+        policies: Store<LifecyclePolicy>,
+        deployments: Store<Deployment>,
+        metrics: Arc<Metrics>,
+        observer: Arc<Observer>,
+        liveness: Arc<Liveness>,
+        instance: String,
+    ) -> Self {
+        Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "lifecycle-operator".into(),
+                    instance: Some(instance),
+                },
+            ),
+            client,
+            policies,
+            deployments,
+            metrics,
+            observer,
+            liveness,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, then lets the reconciles in
+/// flight finish (the caller bounds how long it waits for that).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
+    instance: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
     let (deployments, writer) = reflector::store();
     let deployment_events = watcher(
@@ -109,22 +155,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let neighbours2 = neighbours.clone();
     let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "lifecycle-operator".into(),
-                instance: Some(instance),
-            },
-        ),
+    let ctx = Arc::new(Context::new(
         client,
-        policies: store,
+        store,
         deployments,
         metrics,
-        observer: observer.clone(),
-        failures: Mutex::default(),
-    });
-    let observing = tokio::spawn(observer.run(observed_tx));
+        observer.clone(),
+        liveness.clone(),
+        instance,
+    ));
+    let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
         .watches_stream(deployment_events, move |d: Deployment| {
             neighbours(d.namespace(), None)
@@ -134,7 +174,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         })
         // The observer names the policies whose hook outcomes changed.
         .reconcile_on(observed_rx)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             // error_policy has already logged reconcile errors.
@@ -143,30 +183,55 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
             }
         })
         .await;
-    observing.abort();
+    drop(observing);
 }
 
-/// Keeps only what reconcile reads: managedFields and the last-applied
-/// annotation can be larger than the rest of the object.
-fn trim_deployment(d: &mut Deployment) {
-    d.managed_fields_mut().clear();
+/// Aborts the task when dropped, so that a cancelled `run` leaves nothing behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps only what reconcile reads: managedFields (of the policies' own field
+/// managers only: the second record of their ledgers) and no last-applied
+/// annotation; both can be larger than the rest of the object.
+pub fn trim_deployment(d: &mut Deployment) {
+    let own = field_manager("");
+    d.managed_fields_mut().retain(|e| {
+        e.manager.as_deref().is_some_and(|m| m.starts_with(&own))
+            && e.operation.as_deref() == Some("Apply")
+    });
     d.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(
+    policy: Arc<LifecyclePolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
-    let _ = ctx.deployments.wait_until_ready().await;
+    let _running = ctx.liveness.start();
+    ctx.liveness.set_policies(ctx.policies.state().len());
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
-        match event {
-            Finalizer::Apply(p) => apply(&p, &ctx).await,
-            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let work = async {
+        // Bounded too: the Deployment cache fills from a watch of its own.
+        let _ = ctx.deployments.wait_until_ready().await;
+        finalizer(&api, FINALIZER, policy.clone(), |event| async {
+            match event {
+                Finalizer::Apply(p) => apply(&p, &ctx).await,
+                Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    };
+    let result = tokio::time::timeout(RECONCILE_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(Error::Timeout));
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.observe_reconcile(label, started.elapsed());
     if result.is_ok() {
@@ -179,7 +244,7 @@ async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
-fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Finalizer(f) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
     {
@@ -302,6 +367,7 @@ async fn evaluate(
     // Rendered once per reconcile, not per Deployment.
     let rivals: Vec<Rival> = neighbours.iter().map(Rival::new).collect();
     let rendered = policy.rendered();
+    let manager = field_manager(&name);
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = deployments
         .iter()
@@ -323,7 +389,23 @@ async fn evaluate(
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
         // Ledgers of policies that no longer exist do not block anyone.
         ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
-        if !matched && !ledgers.contains_key(&name) {
+        // This policy's own ledger, checked against its field manager's
+        // managedFields: a damaged ledger is rebuilt, never trusted blindly.
+        let stored = ledgers.remove(&name);
+        let annotation = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&ledger_key(&name)));
+        let checked = ledger::check(
+            &name,
+            annotation.map(String::as_str),
+            &ledger::owned_by(d.managed_fields(), &manager, &name),
+        );
+        if let Some(l) = &checked.ledger {
+            ledgers.insert(name.clone(), l.clone());
+        }
+        if !matched && checked.ledger.is_none() && checked.damage.is_none() {
             continue;
         }
         let contenders = contenders(&rivals, &name, &d, pod);
@@ -336,14 +418,14 @@ async fn evaluate(
             ledgers: &ledgers,
             winners: &winners,
         });
-        let done = if !plan.needs_write(pod, ledgers.get(&name)) {
+        let done = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
             Done::UpToDate
         } else if policy.spec.mode == Mode::DryRun {
             Done::WouldPatch
         } else if plan.changes_template(pod) && limit > 0 && rolling >= limit {
             Done::WaitingForRolloutSlot
         } else {
-            match write(ctx, policy, &d, pod, &plan).await {
+            match write(ctx, policy, &d, pod, &plan, checked.damage.as_ref()).await {
                 Ok(()) => {
                     if plan.changes_template(pod) {
                         rolling += 1;
@@ -358,6 +440,7 @@ async fn evaluate(
         };
         results.push(DeploymentResult {
             name: d.name_any(),
+            integrity: integrity_note(checked.damage.as_ref(), &plan),
             matched,
             grace_too_short: matched
                 .then(|| plan::grace_too_short(&policy.spec, pod))
@@ -367,6 +450,33 @@ async fn evaluate(
         });
     }
     results
+}
+
+/// What the status says about the ledger on one Deployment: damage found
+/// now, originals lost earlier, hooks removed rather than restored.
+fn integrity_note(damage: Option<&Damage>, plan: &Plan) -> Option<String> {
+    let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
+        s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let mut parts = Vec::new();
+    if let Some(d) = damage {
+        parts.push(format!("{d}; rebuilt from managedFields"));
+    }
+    if !plan.unrestorable.is_empty() {
+        parts.push(format!(
+            "the original of {} could not be restored (unknown): the hook was removed",
+            list(&mut plan.unrestorable.iter())
+        ));
+    }
+    if let Some(l) = &plan.ledger
+        && !l.unknown.is_empty()
+    {
+        parts.push(format!(
+            "the original of {} is unknown: it will be removed, not restored, on release",
+            list(&mut l.unknown.iter())
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A policy of the namespace as contention needs it: rendered hooks and a
@@ -430,22 +540,42 @@ async fn write(
     d: &Deployment,
     pod: &PodSpec,
     plan: &Plan,
+    damage: Option<&Damage>,
 ) -> Result<(), kube::Error> {
     let policy_name = policy.name_any();
     let ns = d.namespace().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let manager = field_manager(&policy_name);
     let mut did = Vec::new();
+    if let Some(damage) = damage {
+        let note = format!(
+            "Deployment {}: {damage}; the ledger was rebuilt from managedFields",
+            d.name_any()
+        );
+        warn!(policy = %policy_name, deployment = %d.name_any(), %damage, "damaged ledger");
+        publish(ctx, policy, d, EventType::Warning, "LedgerDamaged", note).await;
+    }
     if let Some(ops) = release_patch(&policy_name, pod, d.metadata.annotations.as_ref(), plan) {
         let ops: json_patch::Patch =
             serde_json::from_value(ops).expect("release patch is a JSON patch");
+        // Not the policy's own manager: an update under it would leave the
+        // restored fields owned by the policy, which then holds nothing.
         let params = PatchParams {
-            field_manager: Some(manager.clone()),
+            field_manager: Some(RESTORE_MANAGER.to_string()),
             ..Default::default()
         };
         api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops))
             .await?;
         ctx.metrics.deployments_released.inc();
+        if !plan.unrestorable.is_empty() {
+            let slots: Vec<String> = plan.unrestorable.iter().map(|s| s.to_string()).collect();
+            let note = format!(
+                "Deployment {}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
+                d.name_any(),
+                slots.join(", ")
+            );
+            publish(ctx, policy, d, EventType::Warning, "RestoreIncomplete", note).await;
+        }
         did.push(format!(
             "restored {}",
             plan.releases
@@ -481,18 +611,38 @@ async fn write(
             d.name_any(),
             did.join("; ")
         );
-        let event = KubeEvent {
-            type_: EventType::Normal,
-            reason: "DeploymentPatched".into(),
-            note: Some(note),
-            action: "PatchDeployment".into(),
-            secondary: Some(d.object_ref(&())),
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            warn!(error = %e, "publishing event failed");
-        }
+        publish(
+            ctx,
+            policy,
+            d,
+            EventType::Normal,
+            "DeploymentPatched",
+            note,
+        )
+        .await;
     }
     Ok(())
+}
+
+/// An event on the policy about one Deployment; failing to publish is logged only.
+async fn publish(
+    ctx: &Context,
+    policy: &LifecyclePolicy,
+    d: &Deployment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "PatchDeployment".into(),
+        secondary: Some(d.object_ref(&())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
 }
 
 #[cfg(test)]
