@@ -76,6 +76,8 @@ pub struct Context {
     pub client: Client,
     pub policies: Store<LifecyclePolicy>,
     pub deployments: Store<Deployment>,
+    /// Turns true once `deployments` holds its first full list.
+    deployments_ready: tokio::sync::watch::Receiver<bool>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub observer: Arc<Observer>,
@@ -95,6 +97,7 @@ impl Context {
         instance: String,
     ) -> Self {
         Context {
+            deployments_ready: ready_gate(deployments.clone()),
             recorder: Recorder::new(
                 client.clone(),
                 Reporter {
@@ -111,6 +114,29 @@ impl Context {
             failures: Mutex::default(),
         }
     }
+}
+
+/// Readiness of a reflector store that any number of tasks may await.
+///
+/// kube-runtime's `Store::wait_until_ready` keeps a single waker (a shared
+/// oneshot receiver): when several tasks await it at once, only the last to
+/// poll is woken and the others wait forever. Reconciles of several policies
+/// start together at startup, before the Deployment cache is filled; the ones
+/// not woken wedged their policy for good and made the graceful shutdown,
+/// which waits for reconciles in flight, hang. So exactly one task awaits the
+/// store, and everyone else waits on a `watch` channel, which wakes them all.
+pub fn ready_gate<K>(store: Store<K>) -> tokio::sync::watch::Receiver<bool>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            tx.send_replace(true);
+        }
+    });
+    rx
 }
 
 /// Runs the controller until `shutdown` resolves, then lets the reconciles in
@@ -219,7 +245,7 @@ pub(crate) async fn reconcile(
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let work = async {
         // Bounded too: the Deployment cache fills from a watch of its own.
-        let _ = ctx.deployments.wait_until_ready().await;
+        let _ = ctx.deployments_ready.clone().wait_for(|ready| *ready).await;
         finalizer(&api, FINALIZER, policy.clone(), |event| async {
             match event {
                 Finalizer::Apply(p) => apply(&p, &ctx).await,
@@ -649,6 +675,53 @@ async fn publish(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn some_deployment() -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": "d", "namespace": "ns"}})).unwrap()
+    }
+
+    /// The root cause of the shutdown hang, pinned: of several tasks awaiting
+    /// kube-runtime's `Store::wait_until_ready` at once, only the last to
+    /// poll is woken. If kube-runtime fixes this, the first assertion fails
+    /// and the gate can go.
+    #[tokio::test]
+    async fn store_readiness_wakes_only_one_waiter_but_the_gate_wakes_all() {
+        let (store, mut writer) = reflector::store::<Deployment>();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.wait_until_ready().await })
+            })
+            .collect();
+        // The gate is the only waiter on its store; any number wait on the gate.
+        let (gated_store, mut gated_writer) = reflector::store::<Deployment>();
+        let gate = ready_gate(gated_store);
+        let gated: Vec<_> = (0..3)
+            .map(|_| {
+                let mut g = gate.clone();
+                tokio::spawn(async move { g.wait_for(|r| *r).await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await; // all of them wait
+        for w in [&mut writer, &mut gated_writer] {
+            w.apply_watcher_event(&watcher::Event::Init);
+            w.apply_watcher_event(&watcher::Event::InitApply(some_deployment()));
+            w.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let woken = waiters.iter().filter(|w| w.is_finished()).count();
+        assert!(woken < 3, "every direct waiter woke: kube-runtime fixed the lost wakeup");
+        for g in gated {
+            tokio::time::timeout(Duration::from_secs(1), g)
+                .await
+                .expect("every gated waiter wakes")
+                .unwrap()
+                .unwrap();
+        }
+        for w in waiters {
+            w.abort();
+        }
+    }
 
     fn deploy(
         labels: serde_json::Value,
