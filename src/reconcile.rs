@@ -805,3 +805,7 @@ mod tests {
         assert!(contenders(&rivals, "old", &other, &pod).is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_faults.rs"]
+mod faults;
