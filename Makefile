@@ -3,10 +3,10 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 KUBECTL := $(CURDIR)/target/cluster/bin/kubectl
 
-.PHONY: test lint unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
+.PHONY: test lint unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
-test: lint unit cluster-up test-cluster
+test: lint unit cluster-up test-cluster chaos
 
 lint:
 	cargo fmt --all -- --check
@@ -25,6 +25,10 @@ test-operator:
 
 test-e2e:
 	bash tests/e2e.sh
+
+## chaos: shutdowns, kills, control-plane restarts and two operators on the local cluster
+chaos: cluster-up
+	bash tests/chaos.sh
 
 ## image: the operator image (static binary, no Docker) pushed to the local registry
 image:

@@ -98,12 +98,8 @@ pub enum Damage {
 
 impl fmt::Display for Damage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |s: &BTreeSet<Slot>| {
-            s.iter()
-                .map(Slot::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let list =
+            |s: &BTreeSet<Slot>| s.iter().map(Slot::to_string).collect::<Vec<_>>().join(", ");
         match self {
             Damage::Missing => f.write_str("the ledger annotation is missing"),
             Damage::Unparsable(e) => write!(f, "the ledger annotation is unreadable ({e})"),
@@ -222,7 +218,8 @@ mod tests {
     fn applied(containers: &[&str], grace: bool, annotation: bool) -> Value {
         let mut cs = serde_json::Map::new();
         for (i, c) in containers.iter().enumerate() {
-            let mut lifecycle = json!({"f:preStop": {".": {}, "f:exec": {".": {}, "f:command": {}}}});
+            let mut lifecycle =
+                json!({"f:preStop": {".": {}, "f:exec": {".": {}, "f:command": {}}}});
             if i == 0 {
                 lifecycle["f:postStart"] = json!({".": {}, "f:sleep": {".": {}, "f:seconds": {}}});
             }
@@ -268,7 +265,11 @@ mod tests {
             // The same manager's updates, other managers and other policies don't count.
             entry(MANAGER, "Update", applied(&["other"], false, false)),
             entry("kubectl-edit", "Apply", applied(&["x"], false, false)),
-            entry("lifecycle-operator/q", "Apply", applied(&["y"], false, false)),
+            entry(
+                "lifecycle-operator/q",
+                "Apply",
+                applied(&["y"], false, false),
+            ),
         ];
         let got = owned_by(&entries, MANAGER, "p");
         let mut want = slots(&[
@@ -287,10 +288,7 @@ mod tests {
             "Apply",
             json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:not json": {"f:lifecycle": {"f:preStop": {}}}, "v:1": {}}}}}}),
         );
-        assert_eq!(
-            owned_by(&[status, garbage], MANAGER, "p"),
-            Owned::default()
-        );
+        assert_eq!(owned_by(&[status, garbage], MANAGER, "p"), Owned::default());
         assert_eq!(owned_by(&[], MANAGER, "p"), Owned::default());
     }
 
@@ -300,7 +298,13 @@ mod tests {
         let l = ledger(&[(s.clone(), Some(json!({"sleep": {"seconds": 1}})))]);
         let text = serde_json::to_string(&l).unwrap();
         let got = check("p", Some(&text), &owned(BTreeSet::from([s])));
-        assert_eq!(got, Checked { ledger: Some(l), damage: None });
+        assert_eq!(
+            got,
+            Checked {
+                ledger: Some(l),
+                damage: None
+            }
+        );
         // Nothing stored, nothing owned: nothing held.
         assert_eq!(check("p", None, &Owned::default()), Checked::default());
     }
@@ -308,9 +312,19 @@ mod tests {
     #[test]
     fn garbage_json_is_rebuilt_from_managed_fields() {
         let s = slots(&[("web", HookKind::PreStop), ("web", HookKind::PostStart)]);
-        for garbage in ["", "garbage", "{", "[]", "null", r#"{"policy":"p","owned":{"web/bogus":null}}"#] {
+        for garbage in [
+            "",
+            "garbage",
+            "{",
+            "[]",
+            "null",
+            r#"{"policy":"p","owned":{"web/bogus":null}}"#,
+        ] {
             let got = check("p", Some(garbage), &owned(s.clone()));
-            assert!(matches!(got.damage, Some(Damage::Unparsable(_))), "{garbage:?}");
+            assert!(
+                matches!(got.damage, Some(Damage::Unparsable(_))),
+                "{garbage:?}"
+            );
             let l = got.ledger.unwrap();
             assert_eq!(l.owned.keys().cloned().collect::<BTreeSet<_>>(), s);
             assert!(l.owned.values().all(Option::is_none));
@@ -328,12 +342,19 @@ mod tests {
             ..ledger(&[(Slot::GracePeriod, None)])
         };
         let text = serde_json::to_string(&other).unwrap();
-        let got = check("p", Some(&text), &owned(BTreeSet::from([Slot::GracePeriod])));
+        let got = check(
+            "p",
+            Some(&text),
+            &owned(BTreeSet::from([Slot::GracePeriod])),
+        );
         assert_eq!(
             got.damage,
             Some(Damage::Unparsable("it names policy \"q\"".into()))
         );
-        assert_eq!(got.ledger.unwrap().unknown, BTreeSet::from([Slot::GracePeriod]));
+        assert_eq!(
+            got.ledger.unwrap().unknown,
+            BTreeSet::from([Slot::GracePeriod])
+        );
     }
 
     #[test]
@@ -343,7 +364,10 @@ mod tests {
         assert_eq!(got.damage, Some(Damage::Missing));
         let l = got.ledger.unwrap();
         assert_eq!(l.unknown, s);
-        assert_eq!(l.owned, BTreeMap::from([(Slot::hook("web", HookKind::PreStop), None)]));
+        assert_eq!(
+            l.owned,
+            BTreeMap::from([(Slot::hook("web", HookKind::PreStop), None)])
+        );
     }
 
     #[test]
@@ -364,11 +388,19 @@ mod tests {
             })
         );
         // The recorded original of the slot still owned survives.
-        assert_eq!(got.ledger, Some(ledger(&[(mine, Some(json!({"sleep": {"seconds": 2}})))])));
+        assert_eq!(
+            got.ledger,
+            Some(ledger(&[(mine, Some(json!({"sleep": {"seconds": 2}})))]))
+        );
         // Owning none of them: nothing is held any more.
         let got = check("p", Some(&text), &Owned::default());
         assert!(got.ledger.is_none());
-        assert!(got.damage.unwrap().to_string().contains("someone else has set since"));
+        assert!(
+            got.damage
+                .unwrap()
+                .to_string()
+                .contains("someone else has set since")
+        );
     }
 
     #[test]
@@ -390,7 +422,10 @@ mod tests {
             })
         );
         let rebuilt = got.ledger.unwrap();
-        assert_eq!(rebuilt.owned[&listed], Some(json!({"sleep": {"seconds": 3}})));
+        assert_eq!(
+            rebuilt.owned[&listed],
+            Some(json!({"sleep": {"seconds": 3}}))
+        );
         assert_eq!(rebuilt.owned[&extra], None);
         assert_eq!(rebuilt.unknown, BTreeSet::from([extra]));
     }
@@ -403,17 +438,31 @@ mod tests {
         let mut l = ledger(&[(a.clone(), None), (b.clone(), None)]);
         l.unknown.insert(b.clone());
         let text = serde_json::to_string(&l).unwrap();
-        let got = check("p", Some(&text), &owned(BTreeSet::from([b.clone(), c.clone()])));
-        let Some(Damage::Inconsistent { not_owned, unrecorded }) = got.damage else {
+        let got = check(
+            "p",
+            Some(&text),
+            &owned(BTreeSet::from([b.clone(), c.clone()])),
+        );
+        let Some(Damage::Inconsistent {
+            not_owned,
+            unrecorded,
+        }) = got.damage
+        else {
             panic!("{:?}", got.damage)
         };
-        assert_eq!((not_owned, unrecorded), (BTreeSet::from([a]), BTreeSet::from([c.clone()])));
+        assert_eq!(
+            (not_owned, unrecorded),
+            (BTreeSet::from([a]), BTreeSet::from([c.clone()]))
+        );
         assert_eq!(got.ledger.unwrap().unknown, BTreeSet::from([b, c]));
     }
 
     #[test]
     fn damage_reads_like_a_sentence() {
-        assert_eq!(Damage::Missing.to_string(), "the ledger annotation is missing");
+        assert_eq!(
+            Damage::Missing.to_string(),
+            "the ledger annotation is missing"
+        );
         let d = Damage::Inconsistent {
             not_owned: BTreeSet::new(),
             unrecorded: BTreeSet::from([Slot::GracePeriod]),

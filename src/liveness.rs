@@ -155,8 +155,14 @@ mod tests {
     #[test]
     fn a_driven_loop_is_healthy() {
         assert!(verdict(&facts(10, None, 0, 3)).is_ok());
-        assert!(verdict(&facts(100, Some(50), 0, 3)).is_ok(), "within timeout + slack");
-        assert!(verdict(&facts(10_000, None, 0, 0)).is_ok(), "no policies, nothing to do");
+        assert!(
+            verdict(&facts(100, Some(50), 0, 3)).is_ok(),
+            "within timeout + slack"
+        );
+        assert!(
+            verdict(&facts(10_000, None, 0, 0)).is_ok(),
+            "no policies, nothing to do"
+        );
         assert!(verdict(&facts(359, None, 0, 1)).is_ok());
     }
 

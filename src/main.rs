@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -137,29 +138,46 @@ async fn operate() -> anyhow::Result<()> {
 
     let mut lease = None;
     if args.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
-        let (mut leading, lease_task) = manager.watch().await;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
         info!(%identity, lease = %args.lease_name, "waiting to become leader");
-        let became = tokio::select! {
-            r = leading.wait_for(|l| *l) => { r.map(|_| true).context("lease manager stopped")? }
-            _ = stopping() => false,
-        };
-        if !became {
-            release(leading, lease_task).await;
-            return finish(http).await;
+        loop {
+            let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await?;
+            let (mut leading, lease_task) = manager.watch().await;
+            let outcome = tokio::select! {
+                r = leading.wait_for(|l| *l) => { r.map(|_| Wait::Leading).context("lease manager stopped")? }
+                _ = released(&leases, &args.lease_name) => Wait::Released,
+                _ = stopping() => Wait::Stopping,
+            };
+            match outcome {
+                Wait::Leading => {
+                    lease = Some((leading, lease_task));
+                    break;
+                }
+                // A fresh manager reads the Lease anew and takes it at once.
+                Wait::Released => release(leading, lease_task).await,
+                Wait::Stopping => {
+                    release(leading, lease_task).await;
+                    return finish(http).await;
+                }
+            }
         }
         info!(%identity, "became leader");
-        lease = Some((leading, lease_task));
     }
     metrics.leader.set(1);
 
-    let controller = reconcile::run(client, metrics.clone(), liveness.clone(), identity, stopping());
+    let controller = reconcile::run(
+        client,
+        metrics.clone(),
+        liveness.clone(),
+        identity,
+        stopping(),
+    );
     tokio::pin!(controller);
     let lost = async {
         match &mut lease {
@@ -170,6 +188,15 @@ async fn operate() -> anyhow::Result<()> {
         }
     };
     tokio::select! {
+        // A shutdown also ends the controller: check for it first.
+        biased;
+        _ = stopping() => {
+            // Reconciles in flight may finish (each leaves a consistent
+            // Deployment behind), but not past the budget.
+            if tokio::time::timeout(DRAIN, &mut controller).await.is_err() {
+                warn!("reconciles still running at the shutdown deadline; cancelling them");
+            }
+        }
         _ = &mut controller => {
             liveness.stopped();
             error!("the controller stopped although no shutdown was requested");
@@ -179,18 +206,38 @@ async fn operate() -> anyhow::Result<()> {
             error!("lost the leader lease; exiting");
             std::process::exit(1);
         }
-        _ = stopping() => {
-            // Reconciles in flight may finish (each leaves a consistent
-            // Deployment behind), but not past the budget.
-            if tokio::time::timeout(DRAIN, &mut controller).await.is_err() {
-                warn!("reconciles still running at the shutdown deadline; cancelling them");
-            }
-        }
     }
     if let Some((leading, lease_task)) = lease {
         release(leading, lease_task).await;
     }
     finish(http).await
+}
+
+enum Wait {
+    Leading,
+    Released,
+    Stopping,
+}
+
+/// Resolves when the Lease, held by another replica so far, is handed back.
+/// kube-lease-manager's follower otherwise sleeps until the old holder's
+/// term would have expired (up to the full lease duration) even after the
+/// holder released it on a clean shutdown.
+async fn released(leases: &Api<Lease>, name: &str) {
+    let mut held = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Ok(Some(lease)) = leases.get_opt(name).await else {
+            continue;
+        };
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        match holder.as_deref() {
+            Some(h) if !h.is_empty() => held = true,
+            _ if held => return,
+            _ => {}
+        }
+    }
 }
 
 /// Hands the leader Lease back, so that another replica takes over at once

@@ -410,7 +410,7 @@ fn slots_round_trip_through_the_ledger() {
             (Slot::hook("web", HookKind::PreStop), Some(sh("orig"))),
             (Slot::GracePeriod, Some(json!(30))),
         ]),
-            ..Default::default()
+        ..Default::default()
     };
     let text = serde_json::to_string(&l).unwrap();
     assert!(

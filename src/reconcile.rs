@@ -270,7 +270,11 @@ pub(crate) async fn reconcile(
 }
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
-pub(crate) fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    policy: Arc<LifecyclePolicy>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     if let Error::Finalizer(f) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
     {
@@ -600,7 +604,15 @@ async fn write(
                 d.name_any(),
                 slots.join(", ")
             );
-            publish(ctx, policy, d, EventType::Warning, "RestoreIncomplete", note).await;
+            publish(
+                ctx,
+                policy,
+                d,
+                EventType::Warning,
+                "RestoreIncomplete",
+                note,
+            )
+            .await;
         }
         did.push(format!(
             "restored {}",
@@ -637,15 +649,7 @@ async fn write(
             d.name_any(),
             did.join("; ")
         );
-        publish(
-            ctx,
-            policy,
-            d,
-            EventType::Normal,
-            "DeploymentPatched",
-            note,
-        )
-        .await;
+        publish(ctx, policy, d, EventType::Normal, "DeploymentPatched", note).await;
     }
     Ok(())
 }
@@ -710,7 +714,10 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let woken = waiters.iter().filter(|w| w.is_finished()).count();
-        assert!(woken < 3, "every direct waiter woke: kube-runtime fixed the lost wakeup");
+        assert!(
+            woken < 3,
+            "every direct waiter woke: kube-runtime fixed the lost wakeup"
+        );
         for g in gated {
             tokio::time::timeout(Duration::from_secs(1), g)
                 .await

@@ -115,8 +115,10 @@ async fn expect(api: &mut ApiServer, method: &str, path: &str, response: Respons
 async fn event(api: &mut ApiServer) {
     let (req, send) = api.next_request().await.expect("an event");
     assert!(req.uri().path().contains("/events"), "{}", req.uri());
-    send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-        "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
+    send.send_response(ok(
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}),
+    ));
 }
 
 fn writes_failed(e: &Error) -> bool {
@@ -147,7 +149,13 @@ async fn refused_write(response: fn() -> Response<Body>) {
         for _ in 0..2 {
             expect(&mut api, "PATCH", "/deployments/d", response()).await;
             statuses.push(
-                expect(&mut api, "PATCH", "/lifecyclepolicies/p/status", ok(serde_json::to_value(policy("web")).unwrap())).await,
+                expect(
+                    &mut api,
+                    "PATCH",
+                    "/lifecyclepolicies/p/status",
+                    ok(serde_json::to_value(policy("web")).unwrap()),
+                )
+                .await,
             );
         }
         statuses
@@ -164,7 +172,10 @@ async fn refused_write(response: fn() -> Response<Body>) {
         [5, 10].map(|s| Action::requeue(Duration::from_secs(s)))
     );
     for s in server.await.unwrap() {
-        assert_eq!(condition(&s, "Applied"), ("False".into(), "PatchFailed".into()));
+        assert_eq!(
+            condition(&s, "Applied"),
+            ("False".into(), "PatchFailed".into())
+        );
         assert_eq!(s["status"]["deployments"][0]["state"], "Error");
     }
 }
@@ -198,7 +209,13 @@ async fn failed_json_patch_test_422_leaves_the_deployment_and_backs_off() {
             status(422, "Invalid", &[]),
         )
         .await;
-        let status = expect(&mut api, "PATCH", "/lifecyclepolicies/p/status", ok(serde_json::to_value(policy("web")).unwrap())).await;
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
         (sent, status)
     });
     let p = Arc::new(p);
@@ -211,8 +228,14 @@ async fn failed_json_patch_test_422_leaves_the_deployment_and_backs_off() {
     let (sent, status) = server.await.unwrap();
     // The release was guarded by the ledger it was planned from.
     assert_eq!(sent[0]["op"], "test");
-    assert_eq!(sent[0]["path"], "/metadata/annotations/lifecycle-operator.io~1p");
-    assert_eq!(condition(&status, "Applied"), ("False".into(), "PatchFailed".into()));
+    assert_eq!(
+        sent[0]["path"],
+        "/metadata/annotations/lifecycle-operator.io~1p"
+    );
+    assert_eq!(
+        condition(&status, "Applied"),
+        ("False".into(), "PatchFailed".into())
+    );
 }
 
 /// A call that never answers: the reconcile is cut off at its timeout and
@@ -257,14 +280,29 @@ async fn a_garbage_ledger_is_reported_and_rebuilt() {
             serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
         send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
-        let applied = expect(&mut api, "PATCH", "/deployments/d", ok(serde_json::to_value(deployment(false)).unwrap())).await;
-        let status = expect(&mut api, "PATCH", "/lifecyclepolicies/p/status", ok(serde_json::to_value(policy("web")).unwrap())).await;
+        let applied = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            ok(serde_json::to_value(deployment(false)).unwrap()),
+        )
+        .await;
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
         (ev, applied, status)
     });
     reconcile(Arc::new(p), ctx).await.unwrap();
     let (ev, applied, status) = server.await.unwrap();
     assert_eq!(ev["reason"], "LedgerDamaged");
-    assert!(ev["note"].as_str().unwrap().contains("Deployment d:"), "{ev}");
+    assert!(
+        ev["note"].as_str().unwrap().contains("Deployment d:"),
+        "{ev}"
+    );
     assert_eq!(ev["related"]["name"], "d");
     let ledger: Value = serde_json::from_str(
         applied["metadata"]["annotations"]["lifecycle-operator.io/p"]
@@ -273,7 +311,10 @@ async fn a_garbage_ledger_is_reported_and_rebuilt() {
     )
     .unwrap();
     assert_eq!(ledger["unknown"], json!(["c/preStop"]));
-    assert_eq!(condition(&status, "LedgerIntact"), ("False".into(), "LedgerDamaged".into()));
+    assert_eq!(
+        condition(&status, "LedgerIntact"),
+        ("False".into(), "LedgerDamaged".into())
+    );
     assert_eq!(status["status"]["deployments"][0]["state"], "LedgerDamaged");
 }
 
@@ -300,19 +341,38 @@ async fn an_unknown_original_is_removed_on_release() {
         send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
         event(&mut api).await; // DeploymentPatched
-        let status = expect(&mut api, "PATCH", "/lifecyclepolicies/p/status", ok(serde_json::to_value(policy("web")).unwrap())).await;
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
         (manager, ops, ev, status)
     });
     reconcile(Arc::new(p), ctx).await.unwrap();
     let (manager, ops, ev, status) = server.await.unwrap();
-    assert!(manager.contains("fieldManager=lifecycle-operator-restore"), "{manager}");
+    assert!(
+        manager.contains("fieldManager=lifecycle-operator-restore"),
+        "{manager}"
+    );
     let ops = ops.as_array().unwrap();
-    assert!(ops.iter().any(|o| o["op"] == "remove" && o["path"] == "/spec/template/spec/containers/0/lifecycle"));
-    assert!(ops.iter().any(|o| o["op"] == "remove" && o["path"] == "/metadata/annotations/lifecycle-operator.io~1p"));
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "remove"
+                && o["path"] == "/spec/template/spec/containers/0/lifecycle")
+    );
+    assert!(
+        ops.iter().any(|o| o["op"] == "remove"
+            && o["path"] == "/metadata/annotations/lifecycle-operator.io~1p")
+    );
     assert_eq!(ev["reason"], "RestoreIncomplete");
     let report = &status["status"]["deployments"][0];
     assert!(
-        report["message"].as_str().unwrap().contains("could not be restored"),
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be restored"),
         "{report}"
     );
 }
@@ -329,7 +389,11 @@ async fn a_watch_that_ends_is_resumed_and_failures_back_off() {
     )
     .default_backoff();
     let driver = tokio::spawn(stream.for_each(|_| async {}));
-    let list = || ok(json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "5"}, "items": []}));
+    let list = || {
+        ok(
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "5"}, "items": []}),
+        )
+    };
     // List, then a watch whose stream ends at once: the watcher watches again.
     let (req, send) = api.next_request().await.unwrap();
     assert!(!req.uri().query().unwrap_or_default().contains("watch=true"));
@@ -338,7 +402,11 @@ async fn a_watch_that_ends_is_resumed_and_failures_back_off() {
     assert!(req.uri().query().unwrap().contains("watch=true"));
     send.send_response(ok(json!(null)).map(|_| Body::empty()));
     let (req, send) = api.next_request().await.unwrap();
-    assert!(req.uri().query().unwrap().contains("watch=true"), "{}", req.uri());
+    assert!(
+        req.uri().query().unwrap().contains("watch=true"),
+        "{}",
+        req.uri()
+    );
     // Now every call fails: the retries spread out instead of spinning.
     send.send_response(status(500, "InternalError", &[]));
     let started = tokio::time::Instant::now();

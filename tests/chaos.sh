@@ -26,7 +26,7 @@ out=target/chaos
 ns=chaos
 sig_ns=chaos-sigterm
 port=18190
-bin=target/debug/lifecycle-operator
+operator_bin=target/debug/lifecycle-operator
 mkdir -p "$out"
 rm -f "$out"/operator-*.log
 failures=0
@@ -37,7 +37,7 @@ declare -A pids=()
 # start_operator NAME [PORT]: an operator process without leader election.
 start_operator() {
   local name=$1 p=${2:-$port}
-  "$bin" --http-addr "127.0.0.1:$p" >>"$out/operator-$name.log" 2>&1 &
+  "$operator_bin" --http-addr "127.0.0.1:$p" >>"$out/operator-$name.log" 2>&1 &
   pids[$name]=$!
   local i
   for i in $(seq 150); do

@@ -139,6 +139,37 @@ fi
 kubectl -n "$app_ns" patch lcp nginx-graceful --type=merge -p '{"spec":{"terminationGracePeriodSeconds":50}}' >/dev/null
 check "the new leader reconciles" until_ok 60 grace_is 50
 
+# --- leader takeover, ten times (issue 11) --------------------------------
+# Deleting the leader pod: it releases the Lease on SIGTERM and the other
+# replica, which watches for that, takes over at once.
+leader_takeovers() {
+  local i old t0 ms worst=0 times=()
+  two_ready() {
+    kubectl -n "$ns" get pods -l app.kubernetes.io/name=lifecycle-operator -o json |
+      jq -e '[.items[] | select(.metadata.deletionTimestamp == null and .status.containerStatuses[0].ready == true)] | length >= 2' >/dev/null
+  }
+  for i in $(seq 1 10); do
+    if ! until_ok 120 two_ready || ! until_ok 60 has_holder; then
+      not_ok "takeover $i: two ready replicas and a leader"
+      return
+    fi
+    sleep 1 # the follower has seen the Lease held
+    old=$(holder)
+    t0=$(date +%s%3N)
+    kubectl -n "$ns" delete pod "$old" --wait=false >/dev/null
+    until [[ -n $(holder) && $(holder) != "$old" ]]; do
+      (($(date +%s%3N) - t0 < 30000)) || break
+      sleep 0.1
+    done
+    ms=$(($(date +%s%3N) - t0))
+    times+=("$ms")
+    ((ms > worst)) && worst=$ms
+  done
+  echo "# leader takeovers (ms): ${times[*]}"
+  check "10 leader takeovers, each within 3 s (worst ${worst} ms)" test "$worst" -le 3000
+}
+leader_takeovers
+
 # --- uninstall ------------------------------------------------------------
 check "deleting the policy hands the hooks back" kubectl -n "$app_ns" delete lcp nginx-graceful --timeout=60s
 no_hooks() { test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle}')" = ""; }
