@@ -175,7 +175,7 @@ echo "shutdown: $shutdown_runs runs, $hangs over 5 s, worst SIGTERM exit ${worst
 deployments "$ns" "$count"
 templates "$ns" >"$out/before.json"
 selectors=('{"app": "chaos"}' '{"tier": "t0"}' '{"tier": "t1"}' '{"app": "chaos", "tier": "t1"}')
-worst_conv=0 sigterms=0 sigkills=0 restarts=0 created=0
+worst_conv=0 worst_cp=0 sigterms=0 sigkills=0 restarts=0 created=0
 start_operator chaos || exit 1
 for c in $(seq 1 "$cycles"); do
   live=$(kubectl -n "$ns" get lcp -o name | wc -l)
@@ -187,20 +187,28 @@ for c in $(seq 1 "$cycles"); do
     kubectl -n "$ns" delete "$(kubectl -n "$ns" get lcp -o name | shuf -n1)" --wait=false >/dev/null
   fi
   sleep "0.$((RANDOM % 9 + 1))"
+  disrupted=operator
   case $((c % 6)) in
     0 | 3) sigterm chaos; sigterms=$((sigterms + 1))
       ((exit_ms > worst_exit)) && worst_exit=$exit_ms
       ((exit_ms > 5000)) && fail "cycle $c: SIGTERM exit took ${exit_ms} ms" ;;
     1 | 4) sigkill chaos; sigkills=$((sigkills + 1)) ;;
-    2) restart kube-apiserver; restarts=$((restarts + 1)) ;;
-    5) ((c % 12 == 5)) && { restart etcd; restarts=$((restarts + 1)); } ;;
+    2) restart kube-apiserver; restarts=$((restarts + 1)); disrupted=control-plane ;;
+    5) ((c % 12 == 5)) && { restart etcd; restarts=$((restarts + 1)); disrupted=control-plane; } ;;
   esac
   [[ -n ${pids[chaos]:-} ]] || start_operator chaos || break
   wait_converged "$ns"
+  if [[ $disrupted == control-plane ]]; then
+    # The operator stayed up through the restart: its watches and calls
+    # recover with backoff, so this one is reported, and bounded at 60 s.
+    ((conv_ms > worst_cp)) && worst_cp=$conv_ms
+    ((conv_ms > 60000)) && fail "cycle $c: no convergence within 60 s of the control plane being back"
+    continue
+  fi
   ((conv_ms > worst_conv)) && worst_conv=$conv_ms
   ((conv_ms > 10000)) && fail "cycle $c: converged only after ${conv_ms} ms (policies: $(kubectl -n "$ns" get lcp -o name | tr '\n' ' '))"
 done
-echo "chaos: $cycles cycles over $count Deployments, $created policies created, $sigterms SIGTERM, $sigkills SIGKILL, $restarts control-plane restarts; worst convergence ${worst_conv} ms, worst SIGTERM exit ${worst_exit} ms"
+echo "chaos: $cycles cycles over $count Deployments, $created policies created, $sigterms SIGTERM, $sigkills SIGKILL, $restarts control-plane restarts; worst convergence ${worst_conv} ms after the operator was back, ${worst_cp} ms after a control-plane restart; worst SIGTERM exit ${worst_exit} ms"
 
 # --- 3. two operators at once ---------------------------------------------
 start_operator twin $((port + 1)) || true
