@@ -760,6 +760,31 @@ mod tests {
     }
 
     #[test]
+    fn trimming_keeps_only_the_policies_own_applies() {
+        let mut d: Deployment = serde_json::from_value(json!({"metadata": {
+        "name": "d",
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"},
+        "managedFields": [
+            {"manager": "lifecycle-operator/p", "operation": "Apply", "fieldsV1": {}},
+            {"manager": "lifecycle-operator/p", "operation": "Update", "fieldsV1": {}},
+            {"manager": "lifecycle-operator-restore", "operation": "Update", "fieldsV1": {}},
+            {"manager": "kubectl", "operation": "Apply", "fieldsV1": {}},
+        ]}}))
+        .unwrap();
+        trim_deployment(&mut d);
+        let kept: Vec<_> = d
+            .managed_fields()
+            .iter()
+            .map(|e| (e.manager.clone().unwrap(), e.operation.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            kept,
+            [("lifecycle-operator/p".to_string(), "Apply".to_string())]
+        );
+        assert_eq!(d.annotations().keys().collect::<Vec<_>>(), ["keep"]);
+    }
+
+    #[test]
     fn rolling_means_the_controller_or_the_pods_have_not_caught_up() {
         let settled = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
         assert!(!is_rolling(&deploy(json!({}), 2, 2, settled)));
