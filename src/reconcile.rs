@@ -53,6 +53,23 @@ pub enum Error {
     CleanupPending(usize),
     #[error("reconcile did not finish within {}s", RECONCILE_TIMEOUT.as_secs())]
     Timeout,
+    #[error("{0} Deployments changed since they were read (another writer); retrying")]
+    StaleWrites(usize),
+}
+
+/// Writes refused because the Deployment changed since it was read (409, a
+/// failed JSON-patch `test` 422, 404) are retried soon: the watch brings the
+/// new version. Anything else backs off from 5 s.
+fn write_error(failed: usize, stale: usize) -> Error {
+    if failed == stale {
+        Error::StaleWrites(failed)
+    } else {
+        Error::WritesFailed(failed)
+    }
+}
+
+fn is_stale_write(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(a) if matches!(a.code, 404 | 409 | 422))
 }
 
 impl Error {
@@ -287,20 +304,31 @@ pub(crate) fn error_policy(
         debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
         return Action::requeue(Duration::from_secs(1));
     }
+    use kube::runtime::finalizer::Error as F;
+    let stale = matches!(error, Error::Finalizer(f)
+        if matches!(f.as_ref(), F::ApplyFailed(Error::StaleWrites(_)) | F::CleanupFailed(Error::StaleWrites(_))));
+    let base = if stale { 1 } else { 5 };
     let mut failures = ctx.failures.lock().unwrap();
     let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
     *n = n.saturating_add(1);
-    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(RESYNC);
+    let delay = Duration::from_secs(base * (1u64 << (*n - 1).min(6))).min(RESYNC);
     warn!(policy = %policy.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
 async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let (results, invalid) = match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
-        Ok(selector) => (evaluate(policy, &selector, true, ctx).await, None),
-        Err(e) => (Vec::new(), Some(format!("invalid selector: {e}"))),
-    };
+    let ((results, stale), invalid) =
+        match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
+            Ok(selector) => {
+                let deployments = cached_deployments(policy, ctx);
+                (
+                    evaluate(policy, &selector, true, deployments, ctx).await,
+                    None,
+                )
+            }
+            Err(e) => ((Vec::new(), 0), Some(format!("invalid selector: {e}"))),
+        };
     let (post_start, pre_stop) = if policy.spec.verification == Verification::Off {
         (None, None)
     } else {
@@ -335,7 +363,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         .count();
     if failed > 0 {
         // The status says which and why; retry with backoff, not on a fixed beat.
-        return Err(Error::WritesFailed(failed));
+        return Err(write_error(failed, stale));
     }
     let waiting = results
         .iter()
@@ -349,11 +377,15 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
 
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     // Nothing matches a policy being deleted: every slot it holds is released.
-    let results = evaluate(policy, &Selector::default(), false, ctx).await;
+    // The last look before the finalizer goes must not miss a hook: a cached
+    // Deployment may not show yet what this policy (or another replica of the
+    // operator) applied a moment ago, so read them afresh.
+    let deployments = fresh_deployments(policy, ctx).await?;
+    let (results, stale) = evaluate(policy, &Selector::default(), false, deployments, ctx).await;
     let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
     let failed = count(|d| matches!(d, Done::Failed(_)));
     if failed > 0 {
-        return Err(Error::WritesFailed(failed));
+        return Err(write_error(failed, stale));
     }
     let waiting = count(|d| *d == Done::WaitingForRolloutSlot);
     if waiting > 0 {
@@ -371,12 +403,44 @@ fn has_held(plan: &Plan) -> bool {
 
 /// Plans and (in Enforce mode) carries out the policy on every Deployment of
 /// its namespace that it matches or still holds slots on.
+fn cached_deployments(policy: &LifecyclePolicy, ctx: &Context) -> Vec<Arc<Deployment>> {
+    let ns = policy.namespace();
+    ctx.deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .collect()
+}
+
+/// The namespace's Deployments read from the API server (a quorum read), not the cache.
+async fn fresh_deployments(
+    policy: &LifecyclePolicy,
+    ctx: &Context,
+) -> Result<Vec<Arc<Deployment>>, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut out = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items.into_iter().map(|mut d| {
+            trim_deployment(&mut d);
+            Arc::new(d)
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
 async fn evaluate(
     policy: &LifecyclePolicy,
     selector: &Selector,
     active: bool,
+    mut deployments: Vec<Arc<Deployment>>,
     ctx: &Context,
-) -> Vec<DeploymentResult> {
+) -> (Vec<DeploymentResult>, usize) {
     let ns = policy.namespace();
     let name = policy.name_any();
     let mut neighbours: Vec<Arc<LifecyclePolicy>> = ctx
@@ -386,12 +450,6 @@ async fn evaluate(
         .filter(|p| p.namespace() == ns)
         .collect();
     neighbours.sort_by_key(|p| p.precedence());
-    let mut deployments: Vec<Arc<Deployment>> = ctx
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace() == ns)
-        .collect();
     deployments.sort_by_key(|d| d.name_any());
 
     // Rendered once per reconcile, not per Deployment.
@@ -407,6 +465,7 @@ async fn evaluate(
         .count() as i32;
 
     let mut results = Vec::new();
+    let mut stale = 0;
     for d in deployments {
         // A Deployment on its way out needs nothing restored.
         if d.metadata.deletion_timestamp.is_some() {
@@ -464,6 +523,9 @@ async fn evaluate(
                 }
                 Err(e) => {
                     warn!(policy = %name, deployment = %d.name_any(), error = %e, "writing Deployment failed");
+                    if is_stale_write(&e) {
+                        stale += 1;
+                    }
                     Done::Failed(e.to_string())
                 }
             }
@@ -479,7 +541,7 @@ async fn evaluate(
             done,
         });
     }
-    results
+    (results, stale)
 }
 
 /// What the status says about the ledger on one Deployment: damage found

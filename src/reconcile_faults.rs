@@ -123,7 +123,7 @@ async fn event(api: &mut ApiServer) {
 
 fn writes_failed(e: &Error) -> bool {
     use kube::runtime::finalizer::Error as F;
-    matches!(e, Error::Finalizer(f) if matches!(f.as_ref(), F::ApplyFailed(Error::WritesFailed(1))))
+    matches!(e, Error::Finalizer(f) if matches!(f.as_ref(), F::ApplyFailed(Error::WritesFailed(1) | Error::StaleWrites(1))))
 }
 
 fn condition(status: &Value, type_: &str) -> (String, String) {
@@ -140,8 +140,8 @@ fn condition(status: &Value, type_: &str) -> (String, String) {
 }
 
 /// A Deployment write the API server refuses: the status says so, and the
-/// policy backs off, longer on each repeat.
-async fn refused_write(response: fn() -> Response<Body>) {
+/// policy backs off, longer on each repeat (from `first` seconds).
+async fn refused_write(response: fn() -> Response<Body>, first: u64) {
     let p = policy("web");
     let (ctx, mut api) = context(&p, deployment(false)).await;
     let server = tokio::spawn(async move {
@@ -169,7 +169,7 @@ async fn refused_write(response: fn() -> Response<Body>) {
     }
     assert_eq!(
         delays,
-        [5, 10].map(|s| Action::requeue(Duration::from_secs(s)))
+        [first, 2 * first].map(|s| Action::requeue(Duration::from_secs(s)))
     );
     for s in server.await.unwrap() {
         assert_eq!(
@@ -182,17 +182,22 @@ async fn refused_write(response: fn() -> Response<Body>) {
 
 #[tokio::test]
 async fn conflict_409_backs_off_and_reports_the_failure() {
-    refused_write(|| status(409, "Conflict", &[])).await;
+    // Another writer got there first: retried soon, still with backoff.
+    refused_write(|| status(409, "Conflict", &[]), 1).await;
 }
 
 #[tokio::test]
 async fn server_error_500_backs_off_and_reports_the_failure() {
-    refused_write(|| status(500, "InternalError", &[])).await;
+    refused_write(|| status(500, "InternalError", &[]), 5).await;
 }
 
 #[tokio::test]
 async fn throttled_429_backs_off_and_reports_the_failure() {
-    refused_write(|| status(429, "TooManyRequests", &[("Retry-After", "3")])).await;
+    refused_write(
+        || status(429, "TooManyRequests", &[("Retry-After", "3")]),
+        5,
+    )
+    .await;
 }
 
 /// A release whose JSON-patch `test` fails (the ledger or the container
@@ -223,7 +228,7 @@ async fn failed_json_patch_test_422_leaves_the_deployment_and_backs_off() {
     assert!(writes_failed(&err), "{err}");
     assert_eq!(
         error_policy(p, &err, ctx),
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(Duration::from_secs(1))
     );
     let (sent, status) = server.await.unwrap();
     // The release was guarded by the ledger it was planned from.
@@ -422,4 +427,51 @@ async fn a_watch_that_ends_is_resumed_and_failures_back_off() {
     );
     assert!(times[3] >= Duration::from_millis(1500), "{times:?}");
     driver.abort();
+}
+
+/// Deleting a policy right after it applied: the cache may not show the
+/// hook yet. Cleanup reads the Deployments afresh, so the hook is handed
+/// back before the finalizer goes (a stale cache once orphaned it).
+#[tokio::test]
+async fn cleanup_reads_deployments_afresh_before_letting_go() {
+    let mut p = policy("web");
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    // The cache still shows the Deployment as it was before the apply.
+    let (ctx, mut api) = context(&p, deployment(false)).await;
+    let server = tokio::spawn(async move {
+        let fresh = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+                           "items": [serde_json::to_value(deployment(true)).unwrap()]});
+        expect(&mut api, "GET", "/namespaces/ns/deployments", ok(fresh)).await;
+        let ops = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            ok(serde_json::to_value(deployment(false)).unwrap()),
+        )
+        .await;
+        event(&mut api).await; // DeploymentPatched
+        let unfinalize = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        (ops, unfinalize)
+    });
+    reconcile(Arc::new(p), ctx).await.unwrap();
+    let (ops, unfinalize) = server.await.unwrap();
+    let ops = ops.as_array().unwrap();
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "remove"
+                && o["path"] == "/spec/template/spec/containers/0/lifecycle"),
+        "{ops:?}"
+    );
+    assert!(
+        unfinalize.to_string().contains("finalizers"),
+        "{unfinalize}"
+    );
 }
