@@ -10,6 +10,8 @@
 #     points, and kube-apiserver and etcd are restarted mid-apply. After each
 #     round the operator must converge within 10 s of being back.
 #  3. two operators at once (no leader election) on the same policies.
+#  4. leader election: the leader SIGTERMed 10 times; the other replica must
+#     hold the Lease within 3 s each time.
 # Afterwards, with every policy deleted, every template must be byte for byte
 # what it was, no lifecycle-operator.io/ annotation may be left, and no
 # operator log may show a panic. Prints the figures; fails on any violation.
@@ -34,10 +36,11 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 now_ms() { date +%s%3N; }
 
 declare -A pids=()
-# start_operator NAME [PORT]: an operator process without leader election.
+# start_operator NAME [PORT [ARGS...]]: an operator process (without leader election unless ARGS say so).
 start_operator() {
   local name=$1 p=${2:-$port}
-  "$operator_bin" --http-addr "127.0.0.1:$p" >>"$out/operator-$name.log" 2>&1 &
+  shift 2 2>/dev/null || shift
+  "$operator_bin" --http-addr "127.0.0.1:$p" "$@" >>"$out/operator-$name.log" 2>&1 &
   pids[$name]=$!
   local i
   for i in $(seq 150); do
@@ -220,6 +223,35 @@ policy "$ns" twin-c '{"tier": "t1"}' Override 79
 wait_converged "$ns"
 ((conv_ms > 10000)) && fail "two operators: converged only after ${conv_ms} ms"
 echo "two operators: converged in ${conv_ms} ms"
+
+# --- 4. leader takeover ---------------------------------------------------
+stop_all
+holder() { kubectl -n "$ns" get lease chaos-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+elect() { start_operator "$1" "$2" --leader-election --lease-namespace "$ns" --lease-name chaos-leader --identity "$1"; }
+elect le-a $((port + 2)) && elect le-b $((port + 3))
+declare -A le_port=([le-a]=$((port + 2)) [le-b]=$((port + 3)))
+takeovers=() worst_takeover=0
+for i in $(seq 1 10); do
+  for _ in $(seq 100); do [[ -n $(holder) ]] && break; sleep 0.2; done
+  sleep 1 # the follower has seen the Lease held
+  leader=$(holder)
+  [[ -n ${pids[$leader]:-} ]] || { fail "takeover $i: leader '$leader' is not one of ours"; break; }
+  t0=$(now_ms)
+  sigterm "$leader"
+  until [[ -n $(holder) && $(holder) != "$leader" ]]; do
+    (($(now_ms) - t0 < 30000)) || break
+    sleep 0.05
+  done
+  ms=$(($(now_ms) - t0))
+  takeovers+=("$ms")
+  ((ms > worst_takeover)) && worst_takeover=$ms
+  ((ms > 3000)) && fail "takeover $i took ${ms} ms"
+  elect "$leader" "${le_port[$leader]}"
+done
+echo "leader takeovers (ms from SIGTERM to the other replica holding the Lease): ${takeovers[*]}"
+stop_all
+kubectl -n "$ns" delete lease chaos-leader --ignore-not-found >/dev/null 2>&1
+start_operator final
 
 # --- afterwards: everything handed back -----------------------------------
 kubectl -n "$ns" delete lcp --all --timeout=120s >/dev/null || fail "policies were not deleted within 120 s"
