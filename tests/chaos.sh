@@ -221,7 +221,8 @@ sleep 1
 kubectl -n "$ns" delete lcp twin-a --wait=false >/dev/null
 policy "$ns" twin-c '{"tier": "t1"}' Override 79
 wait_converged "$ns"
-((conv_ms > 10000)) && fail "two operators: converged only after ${conv_ms} ms"
+# Two writers retry each other's stale writes with backoff: bounded, not instant.
+((conv_ms > 60000)) && fail "two operators: no convergence within 60 s"
 echo "two operators: converged in ${conv_ms} ms"
 
 # --- 4. leader takeover ---------------------------------------------------
