@@ -143,7 +143,15 @@ restart() {
   pid=$(<"$RUN_DIR/$name.pid")
   mapfile -d '' args <"/proc/$pid/cmdline"
   stop_proc "$name" 2>/dev/null
-  start_proc "$name" "${args[@]}" 2>/dev/null
+  # In a subshell without the descriptors above 2: `flock FILE cmd` leaves the
+  # cluster lock open there, and a daemon inheriting it would hold it forever.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    start_proc "$name" "${args[@]}" 2>/dev/null
+  )
   wait_until 60 "$name" kubectl get --raw /readyz || fail "$name did not come back"
 }
 

@@ -91,10 +91,8 @@ start_proc() {
   printf '\n==== %s starting %s\n' "$(date -Is)" "$*" >>"$LOG_DIR/$name.log"
   # The inner shell writes its own pid and then execs, so the pid file names the
   # daemon itself whether or not setsid had to fork.
-  # Every descriptor above 2 is closed first: a daemon must not inherit a lock
-  # its starter holds (`flock FILE cmd` keeps FILE on fd 3 for cmd and all it
-  # starts, so a restarted API server would hold the cluster lock forever).
-  setsid bash -c 'echo $$ >"$0"; for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
+  # 9>&-: the daemon must not inherit the cluster lock (see cluster_lock).
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
     </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   local i
   for i in $(seq 50); do [[ -s $RUN_DIR/$name.pid ]] && break; sleep 0.1; done
