@@ -146,7 +146,7 @@ restart() {
   # In a subshell without the descriptors above 2: `flock FILE cmd` leaves the
   # cluster lock open there, and a daemon inheriting it would hold it forever.
   (
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID"/fd/*; do
       fd=${fd##*/}
       ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
     done
