@@ -128,10 +128,6 @@ pub fn release_patch(
                 .push((*kind, original)),
             Slot::GracePeriod => {
                 let path = "/spec/template/spec/terminationGracePeriodSeconds";
-                // Only if the field still holds what this plan was made from.
-                if let Some(current) = pod.termination_grace_period_seconds {
-                    ops.push(json!({"op": "test", "path": path, "value": current}));
-                }
                 match (original, pod.termination_grace_period_seconds) {
                     (Some(v), _) => ops.push(json!({"op": "add", "path": path, "value": v})),
                     (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
@@ -157,12 +153,6 @@ pub fn release_patch(
         }
         let had = pod.containers[index].lifecycle.is_some();
         ops.push(json!({"op": "test", "path": format!("{base}/name"), "value": name}));
-        // Only if the hooks are still what this plan was made from: a restore
-        // must never overwrite what another writer set in the meantime.
-        if let Some(current) = &pod.containers[index].lifecycle {
-            let current = serde_json::to_value(current).expect("lifecycle serializes");
-            ops.push(json!({"op": "test", "path": format!("{base}/lifecycle"), "value": current}));
-        }
         if obj.is_empty() {
             if had {
                 ops.push(json!({"op": "remove", "path": format!("{base}/lifecycle")}));
@@ -256,7 +246,6 @@ mod tests {
             serde_json::json!([
                 {"op": "test", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x", "value": "{}"},
                 {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "b"},
-                {"op": "test", "path": "/spec/template/spec/containers/1/lifecycle", "value": {"preStop": {"sleep": {"seconds": 1}}}},
                 {"op": "remove", "path": "/spec/template/spec/containers/1/lifecycle"},
                 {"op": "remove", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x"},
             ])
