@@ -1,7 +1,7 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test lint chart-readme unit test-cluster test-harness test-operator test-e2e image cluster-up cluster-down demo demo-down crds build
+.PHONY: test lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
 test: lint unit cluster-up test-cluster
@@ -29,6 +29,10 @@ test-operator:
 
 test-e2e:
 	bash tests/e2e.sh
+
+## chaos: shutdowns, kills, control-plane restarts and two operators on the local cluster
+chaos: cluster-up
+	bash tests/chaos.sh
 
 ## image: the operator image (static binary, no Docker) pushed to the local registry
 image:

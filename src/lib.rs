@@ -4,15 +4,21 @@
 //! - `types`: the API.
 //! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
 //! - `patch`: request bodies from a plan, pure.
+//! - `ledger`: a ledger checked against managedFields (the second record), pure.
 //! - `status`: the policy's status from what reconcile saw, pure.
 //! - `marker`: wraps shell-script hooks so they log a marker line, pure.
 //! - `outcome`: what happened to one hook in one container instance, pure.
 //! - `observe`: watches pods, kubelet events and logs for those outcomes.
 //! - `reconcile`: the controller, the I/O around the above.
+//! - `client`: the API client, every call bounded in time.
+//! - `liveness`: whether the controller loop still makes progress (`/healthz`).
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 //! - `release`: `lifecycle-operator release-all`, run by the chart before uninstall.
 
+pub mod client;
 pub mod hook;
+pub mod ledger;
+pub mod liveness;
 pub mod marker;
 pub mod metrics;
 pub mod observe;

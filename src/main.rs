@@ -1,4 +1,5 @@
-//! The lifecycle-operator binary: CLI, logging, health server, leader election.
+//! The lifecycle-operator binary: CLI, logging, health server, leader election,
+//! and a shutdown that always ends within `SHUTDOWN_BUDGET` of SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -15,6 +17,8 @@ use tower::util::MapRequestLayer;
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
+use lifecycle_operator::client;
+use lifecycle_operator::liveness::Liveness;
 use lifecycle_operator::metrics::Metrics;
 use lifecycle_operator::reconcile;
 use lifecycle_operator::release;
@@ -64,14 +68,30 @@ enum Command {
     },
 }
 
+/// How long reconciles in flight may finish after SIGTERM before they are cancelled.
+const DRAIN: Duration = Duration::from_millis(2500);
+/// How long releasing the leader Lease may take at shutdown.
+const RELEASE: Duration = Duration::from_secs(1);
+/// The process exits by then after SIGTERM, whatever is still running.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4800);
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(operate());
+    // Blocking tasks (a DNS lookup, say) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+async fn operate() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
     match args.log_format {
@@ -82,11 +102,20 @@ async fn main() -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(signals(stop_tx));
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
 
     let metrics = Arc::new(Metrics::default());
-    let config = kube::Config::infer().await.context("loading kubeconfig")?;
+    let mut config = kube::Config::infer().await.context("loading kubeconfig")?;
+    client::configure(&mut config);
     let counted = metrics.clone();
-    let client = ClientBuilder::try_from(config)?
+    let client = client::bounded(ClientBuilder::try_from(config)?)
         .with_layer(&MapRequestLayer::new(
             move |req: http::Request<kube::client::Body>| {
                 counted.count_request(req.method());
@@ -101,15 +130,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let liveness = Arc::new(Liveness::new(
+        reconcile::RECONCILE_TIMEOUT,
+        reconcile::RESYNC,
+    ));
     let health = Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        liveness: liveness.clone(),
     };
-    let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(server::serve(args.http_addr, health, async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    }));
+    let http = tokio::spawn(server::serve(args.http_addr, health, stopping()));
 
     // Not ready until the API server answers and the CRD is installed; keep
     // trying (an operator that crash-loops on a slow API server helps no one).
@@ -121,63 +151,166 @@ async fn main() -> anyhow::Result<()> {
         warn!(error = %e, "cannot list LifecyclePolicies yet (API server down, or the CRD in crds/ not installed); retrying");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = shutdown_signal() => return finish(stop_tx, http).await,
+            _ = stopping() => return finish(http).await,
         }
     }
     ready.store(true, Ordering::Relaxed);
 
+    let mut lease = None;
     if args.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
-        let (mut leading, lease_task) = manager.watch().await;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
         info!(%identity, lease = %args.lease_name, "waiting to become leader");
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => { r.context("lease manager stopped")?; }
-            _ = shutdown_signal() => { return finish(stop_tx, http).await; }
-        }
-        info!(%identity, "became leader");
-        metrics.leader.set(1);
-        tokio::select! {
-            _ = reconcile::run(client, metrics.clone(), identity) => {}
-            _ = leading.wait_for(|l| !*l) => {
-                // Another replica may already act: stop at once rather than race it.
-                error!("lost the leader lease; exiting");
-                std::process::exit(1);
+        loop {
+            let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await?;
+            let (mut leading, lease_task) = manager.watch().await;
+            let outcome = tokio::select! {
+                r = leading.wait_for(|l| *l) => { r.map(|_| Wait::Leading).context("lease manager stopped")? }
+                _ = released(&leases, &args.lease_name) => Wait::Released,
+                _ = stopping() => Wait::Stopping,
+            };
+            match outcome {
+                Wait::Leading => {
+                    lease = Some((leading, lease_task));
+                    break;
+                }
+                // A fresh manager reads the Lease anew and takes it at once.
+                Wait::Released => release(leading, lease_task).await,
+                Wait::Stopping => {
+                    release(leading, lease_task).await;
+                    return finish(http).await;
+                }
             }
         }
-        drop(leading);
-        if let Ok(Ok(manager)) = lease_task.await {
-            let _ = manager.release().await;
-        }
-    } else {
-        metrics.leader.set(1);
-        reconcile::run(client, metrics.clone(), identity).await;
+        info!(%identity, "became leader");
     }
-    finish(stop_tx, http).await
+    metrics.leader.set(1);
+
+    let controller = reconcile::run(
+        client,
+        metrics.clone(),
+        liveness.clone(),
+        identity,
+        stopping(),
+    );
+    tokio::pin!(controller);
+    let lost = async {
+        match &mut lease {
+            Some((leading, _)) => {
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        // A shutdown also ends the controller: check for it first.
+        biased;
+        _ = stopping() => {
+            // Reconciles in flight may finish (each leaves a consistent
+            // Deployment behind), but not past the budget.
+            if tokio::time::timeout(DRAIN, &mut controller).await.is_err() {
+                warn!("reconciles still running at the shutdown deadline; cancelling them");
+            }
+        }
+        _ = &mut controller => {
+            liveness.stopped();
+            error!("the controller stopped although no shutdown was requested");
+        }
+        _ = lost => {
+            // Another replica may already act: stop at once rather than race it.
+            error!("lost the leader lease; exiting");
+            std::process::exit(1);
+        }
+    }
+    if let Some((leading, lease_task)) = lease {
+        release(leading, lease_task).await;
+    }
+    finish(http).await
 }
 
-async fn finish(
-    stop: watch::Sender<bool>,
-    http: tokio::task::JoinHandle<anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+enum Wait {
+    Leading,
+    Released,
+    Stopping,
+}
+
+/// Resolves when the Lease, held by another replica so far, is handed back.
+/// kube-lease-manager's follower otherwise sleeps until the old holder's
+/// term would have expired (up to the full lease duration) even after the
+/// holder released it on a clean shutdown.
+async fn released(leases: &Api<Lease>, name: &str) {
+    let mut held = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Ok(Some(lease)) = leases.get_opt(name).await else {
+            continue;
+        };
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        match holder.as_deref() {
+            Some(h) if !h.is_empty() => held = true,
+            _ if held => return,
+            _ => {}
+        }
+    }
+}
+
+/// Hands the leader Lease back, so that another replica takes over at once
+/// instead of waiting for it to expire.
+async fn release(
+    leading: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+) {
+    // Closing the channel makes the manager's task release the Lease and end.
+    drop(leading);
+    match tokio::time::timeout(RELEASE, task).await {
+        Ok(Ok(Ok(_))) => info!("released the leader lease"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "releasing the leader lease failed"),
+        Ok(Err(e)) => warn!(error = %e, "the lease manager failed"),
+        Err(_) => warn!("releasing the leader lease timed out"),
+    }
+}
+
+async fn finish(http: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     info!("shutting down");
-    let _ = stop.send(true);
-    match tokio::time::timeout(Duration::from_secs(5), http).await {
+    match tokio::time::timeout(Duration::from_millis(300), http).await {
         Ok(joined) => joined?,
         Err(_) => Ok(()),
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+/// The first SIGTERM or SIGINT asks for a clean shutdown; a second one, or
+/// the budget running out, ends the process on the spot.
+async fn signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
     }
+    info!("shutdown requested");
+    stop.send_replace(true);
+    // A plain thread: it fires even if the async runtime were wedged.
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_BUDGET);
+        eprintln!("lifecycle-operator: shutdown budget exhausted; exiting");
+        std::process::exit(1);
+    });
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: exiting at once");
+    std::process::exit(130);
 }

@@ -18,6 +18,10 @@ use crate::plan::{HookKind, Ledger, Plan, Slot};
 /// Prefix of the ledger annotations and of the policies' field managers.
 pub const DOMAIN: &str = "lifecycle-operator.io";
 
+/// The field manager of releases (JSON patches). Not a policy's own: the
+/// fields a release restores must not stay owned by the policy.
+pub const RESTORE_MANAGER: &str = "lifecycle-operator-restore";
+
 /// The annotation holding a policy's ledger on a Deployment. Annotation names
 /// are at most 63 characters; longer policy names are cut and hashed.
 pub fn ledger_key(policy: &str) -> String {
@@ -111,6 +115,9 @@ pub fn release_patch(
     annotations: Option<&BTreeMap<String, String>>,
     plan: &Plan,
 ) -> Option<Value> {
+    let key = ledger_key(policy);
+    let escaped = key.replace('~', "~0").replace('/', "~1");
+    let stored = annotations.and_then(|a| a.get(&key));
     let mut ops: Vec<Value> = Vec::new();
     let mut by_container: BTreeMap<&str, Vec<(HookKind, &Option<Value>)>> = BTreeMap::new();
     for (slot, original) in &plan.releases {
@@ -154,12 +161,19 @@ pub fn release_patch(
             ops.push(json!({"op": "add", "path": format!("{base}/lifecycle"), "value": lifecycle}));
         }
     }
-    let key = ledger_key(policy);
-    if plan.ledger.is_none() && annotations.is_some_and(|a| a.contains_key(&key)) {
-        let escaped = key.replace('~', "~0").replace('/', "~1");
+    if plan.ledger.is_none() && stored.is_some() {
         ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{escaped}")}));
     }
-    (!ops.is_empty()).then_some(Value::Array(ops))
+    if ops.is_empty() {
+        return None;
+    }
+    // Only against the ledger this plan was made from: a release computed
+    // from a stale copy (another replica, another install) fails instead.
+    if let Some(v) = stored {
+        let path = format!("/metadata/annotations/{escaped}");
+        ops.insert(0, json!({"op": "test", "path": path, "value": v}));
+    }
+    Some(Value::Array(ops))
 }
 
 #[cfg(test)]
@@ -195,6 +209,7 @@ mod tests {
         let good = Ledger {
             policy: "p".into(),
             owned: BTreeMap::from([(Slot::GracePeriod, None)]),
+            ..Default::default()
         };
         let text = serde_json::to_string(&good).unwrap();
         let ann = BTreeMap::from([
@@ -229,6 +244,7 @@ mod tests {
         assert_eq!(
             ops,
             serde_json::json!([
+                {"op": "test", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x", "value": "{}"},
                 {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "b"},
                 {"op": "remove", "path": "/spec/template/spec/containers/1/lifecycle"},
                 {"op": "remove", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x"},

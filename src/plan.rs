@@ -11,7 +11,7 @@
 //! the original it replaced (a slot already holding the wanted value is not
 //! claimed), so a restore always changes the field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -97,6 +97,10 @@ impl<'de> Deserialize<'de> for Slot {
 pub struct Ledger {
     pub policy: String,
     pub owned: BTreeMap<Slot, Option<Value>>,
+    /// Owned slots whose original value was lost (a damaged ledger rebuilt
+    /// from managedFields): releasing them removes the field.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unknown: BTreeSet<Slot>,
 }
 
 /// The slots a policy wants on a template, with the values it wants there.
@@ -176,6 +180,8 @@ pub struct Plan {
     pub ledger: Option<Ledger>,
     /// One entry per wanted slot.
     pub outcomes: BTreeMap<Slot, Outcome>,
+    /// Released slots whose original value is unknown: removed, not restored.
+    pub unrestorable: BTreeSet<Slot>,
 }
 
 /// Everything `plan` needs to know about one policy and one Deployment.
@@ -233,10 +239,18 @@ pub fn plan(input: &Input) -> Plan {
         p.outcomes.insert(slot, outcome);
     }
 
+    let mut unknown = BTreeSet::new();
     if let Some(l) = mine {
         for (slot, original) in &l.owned {
-            if !owned.contains_key(slot) {
+            if owned.contains_key(slot) {
+                if l.unknown.contains(slot) {
+                    unknown.insert(slot.clone());
+                }
+            } else {
                 p.releases.insert(slot.clone(), original.clone());
+                if l.unknown.contains(slot) {
+                    p.unrestorable.insert(slot.clone());
+                }
             }
         }
     }
@@ -244,6 +258,7 @@ pub fn plan(input: &Input) -> Plan {
         p.ledger = Some(Ledger {
             policy: input.policy.to_string(),
             owned,
+            unknown,
         });
     }
     p

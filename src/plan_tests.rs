@@ -339,6 +339,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         Ledger {
             policy: "new".into(),
             owned: BTreeMap::from([(slot.clone(), None)]),
+            ..Default::default()
         },
     )]);
     let new = plan(&Input {
@@ -409,6 +410,7 @@ fn slots_round_trip_through_the_ledger() {
             (Slot::hook("web", HookKind::PreStop), Some(sh("orig"))),
             (Slot::GracePeriod, Some(json!(30))),
         ]),
+        ..Default::default()
     };
     let text = serde_json::to_string(&l).unwrap();
     assert!(
@@ -533,4 +535,23 @@ fn hook_strings_are_carried_verbatim() {
         serde_json::from_str::<Ledger>(ann).unwrap(),
         p.ledger.unwrap()
     );
+}
+
+#[test]
+fn unknown_originals_are_kept_while_held_and_removed_on_release() {
+    let s = spec(json!({"preStop": sh("sleep 5")}));
+    let slot = Slot::hook("nginx", HookKind::PreStop);
+    let held = Ledger {
+        policy: "p".into(),
+        owned: BTreeMap::from([(slot.clone(), None)]),
+        unknown: [slot.clone()].into(),
+    };
+    let ledgers = BTreeMap::from([("p".to_string(), held.clone())]);
+    let kept = run("p", &s, &nginx(), &ledgers, true);
+    assert_eq!(kept.ledger.unwrap().unknown, held.unknown);
+    assert!(kept.unrestorable.is_empty());
+    let released = run("p", &s, &nginx(), &ledgers, false);
+    assert_eq!(released.releases[&slot], None);
+    assert_eq!(released.unrestorable, held.unknown);
+    assert!(released.ledger.is_none());
 }

@@ -21,16 +21,23 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::ledger::{self, Damage};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
-use crate::patch::{apply_body, field_manager, read_ledgers, release_patch};
+use crate::patch::{
+    RESTORE_MANAGER, apply_body, field_manager, ledger_key, read_ledgers, release_patch,
+};
 use crate::plan::{self, Contender, Input, Plan};
 use crate::status::{self, DeploymentResult, Done, StatusInput};
 use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
-const RESYNC: Duration = Duration::from_secs(300);
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// A reconcile that takes longer is cut off and retried with backoff: a stuck
+/// call never wedges a policy.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-check this soon while something waits (rollout slots, another policy).
 const PENDING_RETRY: Duration = Duration::from_secs(5);
 
@@ -44,6 +51,25 @@ pub enum Error {
     WritesFailed(usize),
     #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots)")]
     CleanupPending(usize),
+    #[error("reconcile did not finish within {}s", RECONCILE_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("{0} Deployments changed since they were read (another writer); retrying")]
+    StaleWrites(usize),
+}
+
+/// Writes refused because the Deployment changed since it was read (409, a
+/// failed JSON-patch `test` 422, 404) are retried soon: the watch brings the
+/// new version. Anything else backs off from 5 s.
+fn write_error(failed: usize, stale: usize) -> Error {
+    if failed == stale {
+        Error::StaleWrites(failed)
+    } else {
+        Error::WritesFailed(failed)
+    }
+}
+
+fn is_stale_write(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(a) if matches!(a.code, 404 | 409 | 422))
 }
 
 impl Error {
@@ -70,12 +96,49 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub observer: Arc<Observer>,
+    pub liveness: Arc<Liveness>,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
+impl Context {
+    pub fn new(
+        client: Client,
+        policies: Store<LifecyclePolicy>,
+        deployments: Store<Deployment>,
+        metrics: Arc<Metrics>,
+        observer: Arc<Observer>,
+        liveness: Arc<Liveness>,
+        instance: String,
+    ) -> Self {
+        Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "lifecycle-operator".into(),
+                    instance: Some(instance),
+                },
+            ),
+            client,
+            policies,
+            deployments,
+            metrics,
+            observer,
+            liveness,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, then lets the reconciles in
+/// flight finish (the caller bounds how long it waits for that).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
+    instance: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
     let (deployments, writer) = reflector::store();
     let deployment_events = watcher(
@@ -109,22 +172,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
     let neighbours2 = neighbours.clone();
     let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "lifecycle-operator".into(),
-                instance: Some(instance),
-            },
-        ),
+    let ctx = Arc::new(Context::new(
         client,
-        policies: store,
+        store,
         deployments,
         metrics,
-        observer: observer.clone(),
-        failures: Mutex::default(),
-    });
-    let observing = tokio::spawn(observer.run(observed_tx));
+        observer.clone(),
+        liveness.clone(),
+        instance,
+    ));
+    let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
         .watches_stream(deployment_events, move |d: Deployment| {
             neighbours(d.namespace(), None)
@@ -134,7 +191,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
         })
         // The observer names the policies whose hook outcomes changed.
         .reconcile_on(observed_rx)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             // error_policy has already logged reconcile errors.
@@ -143,30 +200,55 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, instance: String) {
             }
         })
         .await;
-    observing.abort();
+    drop(observing);
 }
 
-/// Keeps only what reconcile reads: managedFields and the last-applied
-/// annotation can be larger than the rest of the object.
-fn trim_deployment(d: &mut Deployment) {
-    d.managed_fields_mut().clear();
+/// Aborts the task when dropped, so that a cancelled `run` leaves nothing behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps only what reconcile reads: managedFields (of the policies' own field
+/// managers only: the second record of their ledgers) and no last-applied
+/// annotation; both can be larger than the rest of the object.
+pub fn trim_deployment(d: &mut Deployment) {
+    let own = field_manager("");
+    d.managed_fields_mut().retain(|e| {
+        e.manager.as_deref().is_some_and(|m| m.starts_with(&own))
+            && e.operation.as_deref() == Some("Apply")
+    });
     d.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(
+    policy: Arc<LifecyclePolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
-    crate::ready::wait_ready(&ctx.deployments).await;
+    let _running = ctx.liveness.start();
+    ctx.liveness.set_policies(ctx.policies.state().len());
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
-        match event {
-            Finalizer::Apply(p) => apply(&p, &ctx).await,
-            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let work = async {
+        // Bounded too: the Deployment cache fills from a watch of its own.
+        crate::ready::wait_ready(&ctx.deployments).await;
+        finalizer(&api, FINALIZER, policy.clone(), |event| async {
+            match event {
+                Finalizer::Apply(p) => apply(&p, &ctx).await,
+                Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    };
+    let result = tokio::time::timeout(RECONCILE_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(Error::Timeout));
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.observe_reconcile(label, started.elapsed());
     if result.is_ok() {
@@ -179,7 +261,11 @@ async fn reconcile(policy: Arc<LifecyclePolicy>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
-fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    policy: Arc<LifecyclePolicy>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     if let Error::Finalizer(f) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
     {
@@ -192,20 +278,31 @@ fn error_policy(policy: Arc<LifecyclePolicy>, error: &Error, ctx: Arc<Context>) 
         debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
         return Action::requeue(Duration::from_secs(1));
     }
+    use kube::runtime::finalizer::Error as F;
+    let stale = matches!(error, Error::Finalizer(f)
+        if matches!(f.as_ref(), F::ApplyFailed(Error::StaleWrites(_)) | F::CleanupFailed(Error::StaleWrites(_))));
+    let base = if stale { 1 } else { 5 };
     let mut failures = ctx.failures.lock().unwrap();
     let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
     *n = n.saturating_add(1);
-    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6))).min(RESYNC);
+    let delay = Duration::from_secs(base * (1u64 << (*n - 1).min(6))).min(RESYNC);
     warn!(policy = %policy.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
 async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let (results, invalid) = match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
-        Ok(selector) => (evaluate(policy, &selector, true, ctx).await, None),
-        Err(e) => (Vec::new(), Some(format!("invalid selector: {e}"))),
-    };
+    let ((results, stale), invalid) =
+        match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
+            Ok(selector) => {
+                let deployments = cached_deployments(policy, ctx);
+                (
+                    evaluate(policy, &selector, true, deployments, ctx).await,
+                    None,
+                )
+            }
+            Err(e) => ((Vec::new(), 0), Some(format!("invalid selector: {e}"))),
+        };
     let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
         (None, None)
     } else {
@@ -240,7 +337,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         .count();
     if failed > 0 {
         // The status says which and why; retry with backoff, not on a fixed beat.
-        return Err(Error::WritesFailed(failed));
+        return Err(write_error(failed, stale));
     }
     let waiting = results
         .iter()
@@ -254,11 +351,15 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
 
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     // Nothing matches a policy being deleted: every slot it holds is released.
-    let results = evaluate(policy, &Selector::default(), false, ctx).await;
+    // The last look before the finalizer goes must not miss a hook: a cached
+    // Deployment may not show yet what this policy (or another replica of the
+    // operator) applied a moment ago, so read them afresh.
+    let deployments = fresh_deployments(policy, ctx).await?;
+    let (results, stale) = evaluate(policy, &Selector::default(), false, deployments, ctx).await;
     let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
     let failed = count(|d| matches!(d, Done::Failed(_)));
     if failed > 0 {
-        return Err(Error::WritesFailed(failed));
+        return Err(write_error(failed, stale));
     }
     let waiting = count(|d| *d == Done::WaitingForRolloutSlot);
     if waiting > 0 {
@@ -276,12 +377,44 @@ fn has_held(plan: &Plan) -> bool {
 
 /// Plans and (in Enforce mode) carries out the policy on every Deployment of
 /// its namespace that it matches or still holds slots on.
+fn cached_deployments(policy: &LifecyclePolicy, ctx: &Context) -> Vec<Arc<Deployment>> {
+    let ns = policy.namespace();
+    ctx.deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .collect()
+}
+
+/// The namespace's Deployments read from the API server (a quorum read), not the cache.
+async fn fresh_deployments(
+    policy: &LifecyclePolicy,
+    ctx: &Context,
+) -> Result<Vec<Arc<Deployment>>, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut out = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items.into_iter().map(|mut d| {
+            trim_deployment(&mut d);
+            Arc::new(d)
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
 async fn evaluate(
     policy: &LifecyclePolicy,
     selector: &Selector,
     active: bool,
+    mut deployments: Vec<Arc<Deployment>>,
     ctx: &Context,
-) -> Vec<DeploymentResult> {
+) -> (Vec<DeploymentResult>, usize) {
     let ns = policy.namespace();
     let name = policy.name_any();
     let mut neighbours: Vec<Arc<LifecyclePolicy>> = ctx
@@ -291,17 +424,12 @@ async fn evaluate(
         .filter(|p| p.namespace() == ns)
         .collect();
     neighbours.sort_by_key(|p| p.precedence());
-    let mut deployments: Vec<Arc<Deployment>> = ctx
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace() == ns)
-        .collect();
     deployments.sort_by_key(|d| d.name_any());
 
     // Rendered once per reconcile, not per Deployment.
     let rivals: Vec<Rival> = neighbours.iter().map(Rival::new).collect();
     let rendered = policy.rendered();
+    let manager = field_manager(&name);
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = deployments
         .iter()
@@ -311,6 +439,7 @@ async fn evaluate(
         .count() as i32;
 
     let mut results = Vec::new();
+    let mut stale = 0;
     for d in deployments {
         // A Deployment on its way out needs nothing restored.
         if d.metadata.deletion_timestamp.is_some() {
@@ -323,7 +452,23 @@ async fn evaluate(
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
         // Ledgers of policies that no longer exist do not block anyone.
         ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
-        if !matched && !ledgers.contains_key(&name) {
+        // This policy's own ledger, checked against its field manager's
+        // managedFields: a damaged ledger is rebuilt, never trusted blindly.
+        let stored = ledgers.remove(&name);
+        let annotation = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&ledger_key(&name)));
+        let checked = ledger::check(
+            &name,
+            annotation.map(String::as_str),
+            &ledger::owned_by(d.managed_fields(), &manager, &name),
+        );
+        if let Some(l) = &checked.ledger {
+            ledgers.insert(name.clone(), l.clone());
+        }
+        if !matched && checked.ledger.is_none() && checked.damage.is_none() {
             continue;
         }
         let contenders = contenders(&rivals, &name, &d, pod);
@@ -336,14 +481,14 @@ async fn evaluate(
             ledgers: &ledgers,
             winners: &winners,
         });
-        let done = if !plan.needs_write(pod, ledgers.get(&name)) {
+        let done = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
             Done::UpToDate
         } else if policy.spec.mode == Mode::DryRun {
             Done::WouldPatch
         } else if plan.changes_template(pod) && limit > 0 && rolling >= limit {
             Done::WaitingForRolloutSlot
         } else {
-            match write(ctx, policy, &d, pod, &plan).await {
+            match write(ctx, policy, &d, pod, &plan, checked.damage.as_ref()).await {
                 Ok(()) => {
                     if plan.changes_template(pod) {
                         rolling += 1;
@@ -352,12 +497,16 @@ async fn evaluate(
                 }
                 Err(e) => {
                     warn!(policy = %name, deployment = %d.name_any(), error = %e, "writing Deployment failed");
+                    if is_stale_write(&e) {
+                        stale += 1;
+                    }
                     Done::Failed(e.to_string())
                 }
             }
         };
         results.push(DeploymentResult {
             name: d.name_any(),
+            integrity: integrity_note(checked.damage.as_ref(), &plan),
             matched,
             grace_too_short: matched
                 .then(|| plan::grace_too_short(&policy.spec, pod))
@@ -366,7 +515,34 @@ async fn evaluate(
             done,
         });
     }
-    results
+    (results, stale)
+}
+
+/// What the status says about the ledger on one Deployment: damage found
+/// now, originals lost earlier, hooks removed rather than restored.
+fn integrity_note(damage: Option<&Damage>, plan: &Plan) -> Option<String> {
+    let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
+        s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let mut parts = Vec::new();
+    if let Some(d) = damage {
+        parts.push(format!("{d}; rebuilt from managedFields"));
+    }
+    if !plan.unrestorable.is_empty() {
+        parts.push(format!(
+            "the original of {} could not be restored (unknown): the hook was removed",
+            list(&mut plan.unrestorable.iter())
+        ));
+    }
+    if let Some(l) = &plan.ledger
+        && !l.unknown.is_empty()
+    {
+        parts.push(format!(
+            "the original of {} is unknown: it will be removed, not restored, on release",
+            list(&mut l.unknown.iter())
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A policy of the namespace as contention needs it: rendered hooks and a
@@ -430,22 +606,50 @@ async fn write(
     d: &Deployment,
     pod: &PodSpec,
     plan: &Plan,
+    damage: Option<&Damage>,
 ) -> Result<(), kube::Error> {
     let policy_name = policy.name_any();
     let ns = d.namespace().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let manager = field_manager(&policy_name);
     let mut did = Vec::new();
+    if let Some(damage) = damage {
+        let note = format!(
+            "Deployment {}: {damage}; the ledger was rebuilt from managedFields",
+            d.name_any()
+        );
+        warn!(policy = %policy_name, deployment = %d.name_any(), %damage, "damaged ledger");
+        publish(ctx, policy, d, EventType::Warning, "LedgerDamaged", note).await;
+    }
     if let Some(ops) = release_patch(&policy_name, pod, d.metadata.annotations.as_ref(), plan) {
         let ops: json_patch::Patch =
             serde_json::from_value(ops).expect("release patch is a JSON patch");
+        // Not the policy's own manager: an update under it would leave the
+        // restored fields owned by the policy, which then holds nothing.
         let params = PatchParams {
-            field_manager: Some(manager.clone()),
+            field_manager: Some(RESTORE_MANAGER.to_string()),
             ..Default::default()
         };
         api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops))
             .await?;
         ctx.metrics.deployments_released.inc();
+        if !plan.unrestorable.is_empty() {
+            let slots: Vec<String> = plan.unrestorable.iter().map(|s| s.to_string()).collect();
+            let note = format!(
+                "Deployment {}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
+                d.name_any(),
+                slots.join(", ")
+            );
+            publish(
+                ctx,
+                policy,
+                d,
+                EventType::Warning,
+                "RestoreIncomplete",
+                note,
+            )
+            .await;
+        }
         did.push(format!(
             "restored {}",
             plan.releases
@@ -481,18 +685,30 @@ async fn write(
             d.name_any(),
             did.join("; ")
         );
-        let event = KubeEvent {
-            type_: EventType::Normal,
-            reason: "DeploymentPatched".into(),
-            note: Some(note),
-            action: "PatchDeployment".into(),
-            secondary: Some(d.object_ref(&())),
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            warn!(error = %e, "publishing event failed");
-        }
+        publish(ctx, policy, d, EventType::Normal, "DeploymentPatched", note).await;
     }
     Ok(())
+}
+
+/// An event on the policy about one Deployment; failing to publish is logged only.
+async fn publish(
+    ctx: &Context,
+    policy: &LifecyclePolicy,
+    d: &Deployment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "PatchDeployment".into(),
+        secondary: Some(d.object_ref(&())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +743,31 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn trimming_keeps_only_the_policies_own_applies() {
+        let mut d: Deployment = serde_json::from_value(json!({"metadata": {
+        "name": "d",
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"},
+        "managedFields": [
+            {"manager": "lifecycle-operator/p", "operation": "Apply", "fieldsV1": {}},
+            {"manager": "lifecycle-operator/p", "operation": "Update", "fieldsV1": {}},
+            {"manager": "lifecycle-operator-restore", "operation": "Update", "fieldsV1": {}},
+            {"manager": "kubectl", "operation": "Apply", "fieldsV1": {}},
+        ]}}))
+        .unwrap();
+        trim_deployment(&mut d);
+        let kept: Vec<_> = d
+            .managed_fields()
+            .iter()
+            .map(|e| (e.manager.clone().unwrap(), e.operation.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            kept,
+            [("lifecycle-operator/p".to_string(), "Apply".to_string())]
+        );
+        assert_eq!(d.annotations().keys().collect::<Vec<_>>(), ["keep"]);
     }
 
     #[test]
@@ -582,3 +823,7 @@ mod tests {
         assert!(contenders(&rivals, "old", &other, &pod).is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_faults.rs"]
+mod faults;

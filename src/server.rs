@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -13,6 +14,8 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the operator can reach the API server and its CRD is installed.
     pub ready: Arc<AtomicBool>,
+    /// Whether the controller loop still makes progress.
+    pub liveness: Arc<Liveness>,
 }
 
 pub async fn serve(
@@ -21,7 +24,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(health);
@@ -58,6 +61,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
         other => other?,
     };
     tokio::net::TcpListener::from_std(std)
+}
+
+/// Unhealthy once the controller loop stops making progress, so that the
+/// kubelet restarts the operator.
+async fn healthz(State(h): State<Health>) -> (StatusCode, String) {
+    match h.liveness.check(std::time::Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {

@@ -33,6 +33,8 @@ pub struct DeploymentResult {
     pub done: Done,
     /// The preStop sleep would outlast the grace period in force.
     pub grace_too_short: Option<String>,
+    /// The policy's ledger here was damaged, or holds originals that are lost.
+    pub integrity: Option<String>,
 }
 
 impl DeploymentResult {
@@ -47,6 +49,9 @@ impl DeploymentResult {
             .collect();
         let (state, message) = match &self.done {
             Done::Failed(e) => ("Error", e.clone()),
+            _ if self.integrity.is_some() => {
+                ("LedgerDamaged", self.integrity.clone().unwrap_or_default())
+            }
             _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
             Done::WaitingForRolloutSlot => (
                 "Pending",
@@ -147,6 +152,10 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
                 .map(move |(s, o)| format!("{}: {}", r.name, describe(s, o)))
         })
         .collect();
+    let damaged: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.integrity.as_ref().map(|m| format!("{}: {m}", r.name)))
+        .collect();
     let grace: Vec<&String> = results
         .iter()
         .filter_map(|r| r.grace_too_short.as_ref())
@@ -220,6 +229,11 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             ),
         ),
     };
+    let ledger_cond = if damaged.is_empty() {
+        cond("LedgerIntact", true, "LedgerIntact", "")
+    } else {
+        cond("LedgerIntact", false, "LedgerDamaged", &summarize(&damaged))
+    };
     let verified: Vec<Condition> = [
         (
             "PostStartVerified",
@@ -250,7 +264,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             let rep = r.report(input.mode);
             let rank = match rep.state.as_str() {
                 "Error" => 0,
-                "Conflict" => 1,
+                "Conflict" | "LedgerDamaged" => 1,
                 "Pending" => 2,
                 "NoContainers" => 3,
                 "WouldPatch" => 4,
@@ -265,7 +279,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
-    let conditions = [ready, applied, conflict, grace_cond]
+    let conditions = [ready, applied, conflict, grace_cond, ledger_cond]
         .into_iter()
         .chain(verified)
         .map(|c| stamp(c, previous, input.generation, input.now))
@@ -400,6 +414,7 @@ mod tests {
             },
             done,
             grace_too_short: None,
+            integrity: None,
         }
     }
 

@@ -285,11 +285,23 @@ check "status: both hooks proven by markers" until_ok 60 marker_evidence
 echo "# status: $(kubectl -n "$app_ns" get lcp nginx-graceful -o json | jq -c '{postStart: .status.postStart, preStop: .status.preStop}')"
 echo "# $(kubectl -n "$app_ns" get lcp -o wide | tr '\n' '|')"
 
-# --- helm upgrade rolls the operator --------------------------------------
+# --- helm upgrade rolls the operator, and the hook counts stay -----------
+hook_counts() {
+  kubectl -n "$app_ns" get lcp nginx-graceful -o json |
+    jq -c '{postStart: (.status.postStart | {summary, ran, implied, failed}), preStop: (.status.preStop | {summary, ran, failed, timedOut, notTriggered})}'
+}
+counts_before=$(hook_counts)
+echo "# hook counts before the upgrade: $counts_before"
+echo "# preStop sleep 5 took: $(kubectl -n "$app_ns" get lcp nginx-graceful -o jsonpath='{.status.preStop.lastDurationSeconds}') s"
 before=$(kubectl -n "$ns" get deploy "$fullname" -o jsonpath='{.metadata.generation}')
 check "helm upgrade with changed values" helm upgrade "$release" "$chart" -n "$ns" --reuse-values --set logFormat=text --wait --timeout 180s
 after=$(kubectl -n "$ns" get deploy "$fullname" -o jsonpath='{.metadata.generation}')
 check "upgrade rolled the operator Deployment" test "$after" -gt "$before"
+# The new operator lists the pods again and reconciles the policy: give it
+# the time to (wrongly) count anything twice.
+sleep 15
+echo "# hook counts after the upgrade: $(hook_counts)"
+check "helm upgrade keeps the hook counts (the status is the durable record)" test "$(hook_counts)" = "$counts_before"
 check "upgraded operator runs with the new args" bash -c "$CLUSTER_BIN/kubectl -n $ns get deploy $fullname -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q log-format=text"
 kubectl -n "$app_ns" patch lcp nginx-graceful --type=merge -p '{"spec":{"terminationGracePeriodSeconds":45}}' >/dev/null
 grace_is() { test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')" = "$1"; }
@@ -315,6 +327,37 @@ else
 fi
 kubectl -n "$app_ns" patch lcp nginx-graceful --type=merge -p '{"spec":{"terminationGracePeriodSeconds":50}}' >/dev/null
 check "the new leader reconciles" until_ok 60 grace_is 50
+
+# --- leader takeover, ten times (issue 11) --------------------------------
+# Deleting the leader pod: it releases the Lease on SIGTERM and the other
+# replica, which watches for that, takes over at once.
+leader_takeovers() {
+  local i old t0 ms worst=0 times=()
+  two_ready() {
+    kubectl -n "$ns" get pods -l app.kubernetes.io/name=lifecycle-operator -o json |
+      jq -e '[.items[] | select(.metadata.deletionTimestamp == null and .status.containerStatuses[0].ready == true)] | length >= 2' >/dev/null
+  }
+  for i in $(seq 1 10); do
+    if ! until_ok 120 two_ready || ! until_ok 60 has_holder; then
+      not_ok "takeover $i: two ready replicas and a leader"
+      return
+    fi
+    sleep 1 # the follower has seen the Lease held
+    old=$(holder)
+    t0=$(date +%s%3N)
+    kubectl -n "$ns" delete pod "$old" --wait=false >/dev/null
+    until [[ -n $(holder) && $(holder) != "$old" ]]; do
+      (($(date +%s%3N) - t0 < 30000)) || break
+      sleep 0.1
+    done
+    ms=$(($(date +%s%3N) - t0))
+    times+=("$ms")
+    ((ms > worst)) && worst=$ms
+  done
+  echo "# leader takeovers (ms): ${times[*]}"
+  check "10 leader takeovers, each within 3 s (worst ${worst} ms)" test "$worst" -le 3000
+}
+leader_takeovers
 
 # --- uninstall hands the hooks back ----------------------------------------
 # The example policy is still applied, its hooks verified and on frontend.

@@ -1,0 +1,477 @@
+//! The mock-API fault tier (the kube-rs controller-rs `fixtures.rs` pattern):
+//! `reconcile` against a `tower-test` mock API server that answers with the
+//! faults a real one produces. Each must end in backoff and a correct
+//! status, never a panic or a hot loop. Time is paused: seconds of API
+//! behaviour run in milliseconds.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+
+use super::*;
+use crate::liveness::Liveness;
+use crate::metrics::Metrics;
+use crate::observe::Observer;
+
+type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+fn policy(selector: &str) -> LifecyclePolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "generation": 1,
+                     "resourceVersion": "1", "finalizers": [FINALIZER],
+                     "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"selector": {"matchLabels": {"app": selector}}, "preStop": {"sleep": {"seconds": 1}}},
+    }))
+    .unwrap()
+}
+
+/// A Deployment "d" labelled app=web; with `ledger`, it carries the policy's
+/// preStop and the ledger and managedFields that say so.
+fn deployment(ledger: bool) -> Deployment {
+    let mut d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "ns", "uid": "d1", "labels": {"app": "web"}},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    });
+    if ledger {
+        d["metadata"]["annotations"] =
+            json!({"lifecycle-operator.io/p": r#"{"policy":"p","owned":{"c/preStop":null}}"#});
+        d["metadata"]["managedFields"] = json!([{
+            "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
+                         "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {
+                             ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
+        }]);
+        d["spec"]["template"]["spec"]["containers"][0]["lifecycle"] =
+            json!({"preStop": {"sleep": {"seconds": 1}}});
+    }
+    serde_json::from_value(d).unwrap()
+}
+
+/// A context whose caches hold exactly `policy` and `deployment`, talking to a mock API server.
+async fn context(p: &LifecyclePolicy, d: Deployment) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (policies, mut pw) = reflector::store();
+    let (deployments, mut dw) = reflector::store();
+    pw.apply_watcher_event(&watcher::Event::InitApply(p.clone()));
+    pw.apply_watcher_event(&watcher::Event::InitDone);
+    dw.apply_watcher_event(&watcher::Event::InitApply(d));
+    dw.apply_watcher_event(&watcher::Event::InitDone);
+    let metrics = Arc::new(Metrics::default());
+    let observer = Observer::new(client.clone(), policies.clone(), metrics.clone());
+    let ctx = Context::new(
+        client,
+        policies,
+        deployments,
+        metrics,
+        observer,
+        Arc::new(Liveness::new(RECONCILE_TIMEOUT, RESYNC)),
+        "test".into(),
+    );
+    (Arc::new(ctx), handle)
+}
+
+fn status(code: u16, reason: &str, headers: &[(&str, &str)]) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                      "message": format!("injected {code}"), "reason": reason, "code": code});
+    let mut r = Response::builder().status(code);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(body: Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// Answers the next request, checking its method and path; returns its body.
+async fn expect(api: &mut ApiServer, method: &str, path: &str, response: Response<Body>) -> Value {
+    let (req, send) = api.next_request().await.expect("a request");
+    assert_eq!(req.method().as_str(), method, "{}", req.uri());
+    assert!(
+        req.uri().path().ends_with(path),
+        "expected {path}, got {}",
+        req.uri()
+    );
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    send.send_response(response);
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// Answers an event POST (events are best effort, and not under test here).
+async fn event(api: &mut ApiServer) {
+    let (req, send) = api.next_request().await.expect("an event");
+    assert!(req.uri().path().contains("/events"), "{}", req.uri());
+    send.send_response(ok(
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}),
+    ));
+}
+
+fn writes_failed(e: &Error) -> bool {
+    use kube::runtime::finalizer::Error as F;
+    matches!(e, Error::Finalizer(f) if matches!(f.as_ref(), F::ApplyFailed(Error::WritesFailed(1) | Error::StaleWrites(1))))
+}
+
+fn condition(status: &Value, type_: &str) -> (String, String) {
+    let c = status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {status}"));
+    (
+        c["status"].as_str().unwrap().into(),
+        c["reason"].as_str().unwrap().into(),
+    )
+}
+
+/// A Deployment write the API server refuses: the status says so, and the
+/// policy backs off, longer on each repeat (from `first` seconds).
+async fn refused_write(response: fn() -> Response<Body>, first: u64) {
+    let p = policy("web");
+    let (ctx, mut api) = context(&p, deployment(false)).await;
+    let server = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            expect(&mut api, "PATCH", "/deployments/d", response()).await;
+            statuses.push(
+                expect(
+                    &mut api,
+                    "PATCH",
+                    "/lifecyclepolicies/p/status",
+                    ok(serde_json::to_value(policy("web")).unwrap()),
+                )
+                .await,
+            );
+        }
+        statuses
+    });
+    let p = Arc::new(p);
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+        assert!(writes_failed(&err), "{err}");
+        delays.push(error_policy(p.clone(), &err, ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [first, 2 * first].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    for s in server.await.unwrap() {
+        assert_eq!(
+            condition(&s, "Applied"),
+            ("False".into(), "PatchFailed".into())
+        );
+        assert_eq!(s["status"]["deployments"][0]["state"], "Error");
+    }
+}
+
+#[tokio::test]
+async fn conflict_409_backs_off_and_reports_the_failure() {
+    // Another writer got there first: retried soon, still with backoff.
+    refused_write(|| status(409, "Conflict", &[]), 1).await;
+}
+
+#[tokio::test]
+async fn server_error_500_backs_off_and_reports_the_failure() {
+    refused_write(|| status(500, "InternalError", &[]), 5).await;
+}
+
+#[tokio::test]
+async fn throttled_429_backs_off_and_reports_the_failure() {
+    refused_write(
+        || status(429, "TooManyRequests", &[("Retry-After", "3")]),
+        5,
+    )
+    .await;
+}
+
+/// A release whose JSON-patch `test` fails (the ledger or the container
+/// moved since it was read) changes nothing, and is retried with backoff.
+#[tokio::test]
+async fn failed_json_patch_test_422_leaves_the_deployment_and_backs_off() {
+    let p = policy("other"); // no longer selects "d", which carries its hook
+    let (ctx, mut api) = context(&p, deployment(true)).await;
+    let server = tokio::spawn(async move {
+        let sent = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            status(422, "Invalid", &[]),
+        )
+        .await;
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        (sent, status)
+    });
+    let p = Arc::new(p);
+    let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+    assert!(writes_failed(&err), "{err}");
+    assert_eq!(
+        error_policy(p, &err, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
+    let (sent, status) = server.await.unwrap();
+    // The release was guarded by the ledger it was planned from.
+    assert_eq!(sent[0]["op"], "test");
+    assert_eq!(
+        sent[0]["path"],
+        "/metadata/annotations/lifecycle-operator.io~1p"
+    );
+    assert_eq!(
+        condition(&status, "Applied"),
+        ("False".into(), "PatchFailed".into())
+    );
+}
+
+/// A call that never answers: the reconcile is cut off at its timeout and
+/// retried with backoff instead of wedging the policy.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_never_answers_times_out_into_backoff() {
+    let p = policy("web");
+    let (ctx, mut api) = context(&p, deployment(false)).await;
+    let server = tokio::spawn(async move {
+        let (_req, send) = api.next_request().await.expect("a request");
+        // Hold the request open, unanswered, until the client gives up on it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(send);
+    });
+    let p = Arc::new(p);
+    let started = tokio::time::Instant::now();
+    let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err}");
+    assert_eq!(started.elapsed(), RECONCILE_TIMEOUT);
+    assert_eq!(
+        error_policy(p, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    // Nothing is left in flight for the health check to worry about.
+    assert!(ctx.liveness.check(std::time::Instant::now()).is_ok());
+    server.abort();
+}
+
+/// A damaged ledger is rebuilt from managedFields, with an event naming the
+/// Deployment and a status that says so.
+#[tokio::test]
+async fn a_garbage_ledger_is_reported_and_rebuilt() {
+    let p = policy("web");
+    let mut d = deployment(true);
+    d.annotations_mut()
+        .insert("lifecycle-operator.io/p".into(), "garbage".into());
+    let (ctx, mut api) = context(&p, d).await;
+    let server = tokio::spawn(async move {
+        let (req, send) = api.next_request().await.expect("an event");
+        assert!(req.uri().path().contains("/events"));
+        let ev: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
+        let applied = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            ok(serde_json::to_value(deployment(false)).unwrap()),
+        )
+        .await;
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        (ev, applied, status)
+    });
+    reconcile(Arc::new(p), ctx).await.unwrap();
+    let (ev, applied, status) = server.await.unwrap();
+    assert_eq!(ev["reason"], "LedgerDamaged");
+    assert!(
+        ev["note"].as_str().unwrap().contains("Deployment d:"),
+        "{ev}"
+    );
+    assert_eq!(ev["related"]["name"], "d");
+    let ledger: Value = serde_json::from_str(
+        applied["metadata"]["annotations"]["lifecycle-operator.io/p"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ledger["unknown"], json!(["c/preStop"]));
+    assert_eq!(
+        condition(&status, "LedgerIntact"),
+        ("False".into(), "LedgerDamaged".into())
+    );
+    assert_eq!(status["status"]["deployments"][0]["state"], "LedgerDamaged");
+}
+
+/// Releasing a slot whose original is unknown removes the hook, says so in
+/// an event, and leaves nothing owned.
+#[tokio::test]
+async fn an_unknown_original_is_removed_on_release() {
+    let p = policy("other");
+    let mut d = deployment(true);
+    d.annotations_mut().insert(
+        "lifecycle-operator.io/p".into(),
+        r#"{"policy":"p","owned":{"c/preStop":null},"unknown":["c/preStop"]}"#.into(),
+    );
+    let (ctx, mut api) = context(&p, d).await;
+    let server = tokio::spawn(async move {
+        let (req, send) = api.next_request().await.expect("the release");
+        let manager = req.uri().query().unwrap_or_default().to_string();
+        let ops: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        send.send_response(ok(serde_json::to_value(deployment(false)).unwrap()));
+        let (req, send) = api.next_request().await.expect("an event");
+        let ev: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
+        event(&mut api).await; // DeploymentPatched
+        let status = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        (manager, ops, ev, status)
+    });
+    reconcile(Arc::new(p), ctx).await.unwrap();
+    let (manager, ops, ev, status) = server.await.unwrap();
+    assert!(
+        manager.contains("fieldManager=lifecycle-operator-restore"),
+        "{manager}"
+    );
+    let ops = ops.as_array().unwrap();
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "remove"
+                && o["path"] == "/spec/template/spec/containers/0/lifecycle")
+    );
+    assert!(
+        ops.iter().any(|o| o["op"] == "remove"
+            && o["path"] == "/metadata/annotations/lifecycle-operator.io~1p")
+    );
+    assert_eq!(ev["reason"], "RestoreIncomplete");
+    let report = &status["status"]["deployments"][0];
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be restored"),
+        "{report}"
+    );
+}
+
+/// A watch that ends (as the API server ends every watch sooner or later)
+/// is resumed; one that fails is retried with backoff, not in a hot loop.
+#[tokio::test(start_paused = true)]
+async fn a_watch_that_ends_is_resumed_and_failures_back_off() {
+    let (service, mut api) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let stream = watcher(
+        Api::<Deployment>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff();
+    let driver = tokio::spawn(stream.for_each(|_| async {}));
+    let list = || {
+        ok(
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "5"}, "items": []}),
+        )
+    };
+    // List, then a watch whose stream ends at once: the watcher watches again.
+    let (req, send) = api.next_request().await.unwrap();
+    assert!(!req.uri().query().unwrap_or_default().contains("watch=true"));
+    send.send_response(list());
+    let (req, send) = api.next_request().await.unwrap();
+    assert!(req.uri().query().unwrap().contains("watch=true"));
+    send.send_response(ok(json!(null)).map(|_| Body::empty()));
+    let (req, send) = api.next_request().await.unwrap();
+    assert!(
+        req.uri().query().unwrap().contains("watch=true"),
+        "{}",
+        req.uri()
+    );
+    // Now every call fails: the retries spread out instead of spinning.
+    send.send_response(status(500, "InternalError", &[]));
+    let started = tokio::time::Instant::now();
+    let mut times = Vec::new();
+    for _ in 0..4 {
+        let (_req, send) = api.next_request().await.unwrap();
+        times.push(started.elapsed());
+        send.send_response(status(500, "InternalError", &[]));
+    }
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "retries must wait: {times:?}"
+    );
+    assert!(times[3] >= Duration::from_millis(1500), "{times:?}");
+    driver.abort();
+}
+
+/// Deleting a policy right after it applied: the cache may not show the
+/// hook yet. Cleanup reads the Deployments afresh, so the hook is handed
+/// back before the finalizer goes (a stale cache once orphaned it).
+#[tokio::test]
+async fn cleanup_reads_deployments_afresh_before_letting_go() {
+    let mut p = policy("web");
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    // The cache still shows the Deployment as it was before the apply.
+    let (ctx, mut api) = context(&p, deployment(false)).await;
+    let server = tokio::spawn(async move {
+        let fresh = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+                           "items": [serde_json::to_value(deployment(true)).unwrap()]});
+        expect(&mut api, "GET", "/namespaces/ns/deployments", ok(fresh)).await;
+        let ops = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            ok(serde_json::to_value(deployment(false)).unwrap()),
+        )
+        .await;
+        event(&mut api).await; // DeploymentPatched
+        let unfinalize = expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        (ops, unfinalize)
+    });
+    reconcile(Arc::new(p), ctx).await.unwrap();
+    let (ops, unfinalize) = server.await.unwrap();
+    let ops = ops.as_array().unwrap();
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "remove"
+                && o["path"] == "/spec/template/spec/containers/0/lifecycle"),
+        "{ops:?}"
+    );
+    assert!(
+        unfinalize.to_string().contains("finalizers"),
+        "{unfinalize}"
+    );
+}
