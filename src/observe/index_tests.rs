@@ -114,6 +114,25 @@ impl Operator {
         self.index.pod(p, &owners(evidence), false, t(now))
     }
 
+    /// Pod `p` runs container `id`, started at `started`, seen at `now`.
+    fn run(
+        &mut self,
+        p: &str,
+        id: &str,
+        started: &str,
+        evidence: Evidence,
+        now: &str,
+    ) -> Vec<LogRequest> {
+        self.pod(&pod(p, running(id, started), None), evidence, now)
+    }
+
+    /// Pod p1 runs container aaa (started 00:01), seen at 00:02, then (from
+    /// `deleted_at` on) is being deleted with a 30 s grace period.
+    fn run_then_delete(&mut self, evidence: Evidence, deleted_at: &str) {
+        self.pod(&pod("p1", running("aaa", "00:01"), None), evidence, "00:02");
+        self.pod(&deleting(running("aaa", "00:01")), evidence, deleted_at);
+    }
+
     fn gone(&mut self, p: &Pod, evidence: Evidence, now: &str) {
         self.index.pod(p, &owners(evidence), true, t(now));
     }
@@ -175,11 +194,7 @@ fn failure(uid: &str, pod_uid: &str, kind: HookKind, count: i32, at: &str) -> Fa
 #[test]
 fn a_post_start_marker_pair_counts_ran_with_its_duration() {
     let mut op = Operator::new();
-    let logs = op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "00:02",
-    );
+    let logs = op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
     assert_eq!(logs, vec![LogRequest::Read(key("p1", "aaa"))]);
     // Nothing counted while the log is being read.
     assert_eq!(post(&op.write_status("00:02")).summary, "0/0");
@@ -212,11 +227,7 @@ fn a_post_start_marker_pair_counts_ran_with_its_duration() {
 #[test]
 fn an_old_marker_without_a_start_line_counts_without_a_duration() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "00:02",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
     let found = MarkerFinding {
         started: None,
         ended: Some(EndMarker {
@@ -235,11 +246,7 @@ fn an_old_marker_without_a_start_line_counts_without_a_duration() {
 #[test]
 fn events_only_post_start_is_implied_and_says_its_duration_is_unknown() {
     let mut op = Operator::new();
-    let logs = op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
+    let logs = op.run("p1", "aaa", "00:01", Evidence::Events, "00:02");
     assert!(logs.is_empty());
     let why = "not measured".to_string();
     let record = PolicyRecord {
@@ -321,11 +328,7 @@ fn deleting(status: Value) -> Pod {
 #[test]
 fn a_pre_stop_marker_pair_counts_ran_and_flags_a_hook_near_the_grace_period() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "00:02",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
     op.index.markers(
         &key("p1", "aaa"),
         HookKind::PostStart,
@@ -373,16 +376,7 @@ fn a_pre_stop_marker_pair_counts_ran_and_flags_a_hook_near_the_grace_period() {
 #[test]
 fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "00:02",
-    );
-    op.pod(
-        &deleting(running("aaa", "00:01")),
-        Evidence::Marker,
-        "00:10",
-    );
+    op.run_then_delete(Evidence::Marker, "00:10");
     // nginx -s quit: nginx exits 0, the hook's shell dies with it.
     op.index.event(
         failure("ev1", "p1", HookKind::PreStop, 1, "00:11"),
@@ -411,8 +405,8 @@ fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
         (r.ran, r.failed, r.evidence.as_str()),
         (1, 0, "containerExit")
     );
-    // From the start marker to nginx's last log line (finishedAt, 00:11,
-    // is truncated to the second).
+    // From the start marker to the later of finishedAt (00:11, truncated to
+    // the second) and nginx's last log line (00:10.9).
     assert_eq!(r.last_duration_seconds, Some(0.6));
     assert!(r.last_failure.is_none());
     assert!(
@@ -427,16 +421,7 @@ fn the_seeds_nginx_stop_hook_counts_as_ran_by_container_exit() {
 #[test]
 fn a_pre_stop_cut_by_the_grace_period_times_out() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
-    op.pod(
-        &deleting(running("aaa", "00:01")),
-        Evidence::Events,
-        "00:10",
-    );
+    op.run_then_delete(Evidence::Events, "00:10");
     op.index.event(
         failure("ev1", "p1", HookKind::PreStop, 1, "00:40"),
         t("00:40"),
@@ -454,11 +439,7 @@ fn a_pre_stop_cut_by_the_grace_period_times_out() {
 #[test]
 fn a_container_that_exits_on_its_own_is_not_triggered() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Events, "00:02");
     op.pod(
         &pod("p1", exited("aaa", 0, "00:01", "00:05"), None),
         Evidence::Events,
@@ -478,16 +459,7 @@ fn a_container_that_exits_on_its_own_is_not_triggered() {
 #[test]
 fn a_pod_gone_before_its_stop_was_seen_settles() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
-    op.pod(
-        &deleting(running("aaa", "00:01")),
-        Evidence::Events,
-        "00:10",
-    );
+    op.run_then_delete(Evidence::Events, "00:10");
     op.gone(
         &deleting(running("aaa", "00:01")),
         Evidence::Events,
@@ -502,25 +474,17 @@ fn a_pod_gone_before_its_stop_was_seen_settles() {
 #[test]
 fn a_quiet_world_gives_identical_reports() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Events, "00:02");
     let first = op.write_status("00:02");
     // Later resyncs, the same pod again, minutes apart: no change, no write.
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "05:00",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Events, "05:00");
     assert_eq!(op.write_status("09:00"), first);
 }
 
 /// Two replicas of nginx with the seed's hooks, as in the acceptance test.
 fn two_running(op: &mut Operator, now: &str) {
     for (p, id) in [("p1", "aaa"), ("p2", "bbb")] {
-        op.pod(&pod(p, running(id, "00:01"), None), Evidence::Marker, now);
+        op.run(p, id, "00:01", Evidence::Marker, now);
         op.index.markers(
             &key(p, id),
             HookKind::PostStart,
@@ -539,20 +503,12 @@ fn counts_survive_a_restart_without_loss_or_double_count() {
 
     // kill -9 and a restart: the initial list shows the same two pods.
     let mut op = op.restarted();
-    let logs = op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "01:00",
-    );
+    let logs = op.run("p1", "aaa", "00:01", Evidence::Marker, "01:00");
     assert!(
         logs.is_empty(),
         "an instance the status holds needs no log read"
     );
-    op.pod(
-        &pod("p2", running("bbb", "00:01"), None),
-        Evidence::Marker,
-        "01:00",
-    );
+    op.run("p2", "bbb", "00:01", Evidence::Marker, "01:00");
     let after = op.write_status("01:00");
     assert_eq!(after, before, "unchanged: no status write either");
 
@@ -577,11 +533,7 @@ fn counts_survive_a_restart_without_loss_or_double_count() {
         Evidence::Marker,
         "01:12",
     );
-    op.pod(
-        &pod("p3", running("ccc", "01:11"), None),
-        Evidence::Marker,
-        "01:12",
-    );
+    op.run("p3", "ccc", "01:11", Evidence::Marker, "01:12");
     op.index.markers(
         &key("p3", "ccc"),
         HookKind::PostStart,
@@ -603,47 +555,23 @@ fn counts_survive_a_restart_without_loss_or_double_count() {
         Evidence::Marker,
         "01:20",
     );
-    op.pod(
-        &pod("p2", running("bbb", "00:01"), None),
-        Evidence::Marker,
-        "01:20",
-    );
-    op.pod(
-        &pod("p3", running("ccc", "01:11"), None),
-        Evidence::Marker,
-        "01:20",
-    );
+    op.run("p2", "bbb", "00:01", Evidence::Marker, "01:20");
+    op.run("p3", "ccc", "01:11", Evidence::Marker, "01:20");
     assert_eq!(op.write_status("01:20"), s);
 }
 
 #[test]
 fn an_instance_counted_but_never_written_is_counted_again() {
     let mut op = Operator::new();
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:02",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Events, "00:02");
     let written = op.write_status("00:02");
     // p2 is counted in memory, then the operator dies before writing.
-    op.pod(
-        &pod("p2", running("bbb", "00:03"), None),
-        Evidence::Events,
-        "00:04",
-    );
+    op.run("p2", "bbb", "00:03", Evidence::Events, "00:04");
     assert_eq!(post(&status_of(op.reports("00:04"), 1)).implied, 2);
     let mut op = op.restarted();
     assert_eq!(op.status.as_ref(), Some(&written));
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Events,
-        "00:10",
-    );
-    op.pod(
-        &pod("p2", running("bbb", "00:03"), None),
-        Evidence::Events,
-        "00:10",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Events, "00:10");
+    op.run("p2", "bbb", "00:03", Evidence::Events, "00:10");
     assert_eq!(post(&op.write_status("00:10")).implied, 2);
 }
 
@@ -708,20 +636,12 @@ fn old_failure_events_after_a_restart_are_not_counted_again() {
         t("00:02"),
     );
     // The container restarts and this time its hook works.
-    op.pod(
-        &pod("p1", running("bbb", "00:20"), None),
-        Evidence::Events,
-        "00:20",
-    );
+    op.run("p1", "bbb", "00:20", Evidence::Events, "00:20");
     let s = op.write_status("01:00");
     assert_eq!((post(&s).failed, post(&s).implied), (1, 1));
     let mut op = op.restarted();
     // The event list still holds the old failure.
-    op.pod(
-        &pod("p1", running("bbb", "00:20"), None),
-        Evidence::Events,
-        "02:00",
-    );
+    op.run("p1", "bbb", "00:20", Evidence::Events, "02:00");
     op.index.event(
         failure("ev1", "p1", HookKind::PostStart, 1, "00:02"),
         t("02:00"),
@@ -740,19 +660,11 @@ fn a_new_generation_starts_from_zero() {
     // Pods of the old generation still running are not counted again.
     two_running(&mut op, "00:31");
     assert_eq!(post(&op.write_status("00:31")).summary, "0/0");
-    op.pod(
-        &pod("p3", running("ccc", "00:40"), None),
-        Evidence::Events,
-        "00:41",
-    );
+    op.run("p3", "ccc", "00:40", Evidence::Events, "00:41");
     assert_eq!(post(&op.write_status("00:41")).summary, "1/1");
     // A restart keeps the new generation's count.
     let mut op = op.restarted();
-    op.pod(
-        &pod("p3", running("ccc", "00:40"), None),
-        Evidence::Events,
-        "01:00",
-    );
+    op.run("p3", "ccc", "00:40", Evidence::Events, "01:00");
     assert_eq!(post(&op.write_status("01:00")).summary, "1/1");
 }
 
@@ -771,11 +683,7 @@ fn the_record_stays_bounded_in_a_burst() {
     let mut op = Operator::new();
     for i in 0..1000 {
         let (p, id) = (format!("p{i}"), format!("{i:016x}"));
-        op.pod(
-            &pod(&p, running(&id, "00:01"), None),
-            Evidence::Events,
-            "00:02",
-        );
+        op.run(&p, &id, "00:01", Evidence::Events, "00:02");
     }
     let s = op.write_status("00:02");
     assert_eq!(post(&s).implied, 1000);
@@ -786,11 +694,7 @@ fn the_record_stays_bounded_in_a_burst() {
     let mut op = op.restarted();
     for i in 0..1000 {
         let (p, id) = (format!("p{i}"), format!("{i:016x}"));
-        op.pod(
-            &pod(&p, running(&id, "00:01"), None),
-            Evidence::Events,
-            "01:00",
-        );
+        op.run(&p, &id, "00:01", Evidence::Events, "01:00");
     }
     assert_eq!(post(&op.write_status("01:00")).implied, 1000);
 }
@@ -799,16 +703,8 @@ fn the_record_stays_bounded_in_a_burst() {
 fn the_watermark_waits_for_pending_instances_and_lags_the_clock() {
     let mut op = Operator::new();
     // p1's marker read is slow; p2 is counted meanwhile, minutes later.
-    op.pod(
-        &pod("p1", running("aaa", "00:01"), None),
-        Evidence::Marker,
-        "00:02",
-    );
-    op.pod(
-        &pod("p2", running("bbb", "03:00"), None),
-        Evidence::Events,
-        "03:01",
-    );
+    op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
+    op.run("p2", "bbb", "03:00", Evidence::Events, "03:01");
     let s = op.write_status("03:01");
     let w = post(&s).counted.clone().unwrap();
     assert_eq!(w.before.0, t("00:01"), "not past the pending p1");
