@@ -104,6 +104,7 @@ async fn operate() -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signals(stop_tx));
+    let stop_requested = stop_rx.clone();
     let stopping = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -218,8 +219,11 @@ async fn operate() -> anyhow::Result<()> {
             }
         }
         _ = &mut controller => {
-            liveness.stopped();
-            error!("the controller stopped although no shutdown was requested");
+            // The controller watches the same signal and may see it first.
+            if !*stop_requested.borrow() {
+                liveness.stopped();
+                error!("the controller stopped although no shutdown was requested");
+            }
         }
         _ = lost => {
             // Another replica may already act: stop at once rather than race it.
