@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .PHONY: test lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
-test: lint unit cluster-up test-cluster
+test: lint unit cluster-up test-cluster chaos
 
 ## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh)
 lint:
