@@ -23,6 +23,7 @@ tag=demo-$(git rev-parse --short HEAD 2>/dev/null || echo dev)
 echo "== building the operator image ($tag)"
 bash tests/image.sh "$tag"
 echo "== installing the chart"
+adopt_crd "$release" "$ns"
 helm upgrade --install "$release" charts/lifecycle-operator -n "$ns" --create-namespace \
   --set image.tag="$tag" --wait --timeout 180s
 echo "== applying examples/nginx.yaml"

@@ -144,11 +144,7 @@ echo "# image: one layer holding a static, stripped binary of $((size / 1024)) K
 # A CRD that `kubectl apply -f crds/` (tests/run-cluster-tests.sh) or chart
 # 0.1.0's crds/ folder installed is adopted into the release, as the README
 # says to do when upgrading from those.
-if kubectl get crd lifecyclepolicies.lifecycle-operator.io >/dev/null 2>&1; then
-  kubectl label crd lifecyclepolicies.lifecycle-operator.io app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
-  kubectl annotate crd lifecyclepolicies.lifecycle-operator.io meta.helm.sh/release-name="$release" \
-    meta.helm.sh/release-namespace="$ns" --overwrite >/dev/null
-fi
+adopt_crd "$release" "$ns"
 prev_chart=$out/chart-prev
 rm -rf "$prev_chart" "$out/kube-cache" && cp -r "$chart" "$prev_chart" && cp "$out/prev-crd.yaml" "$prev_chart/files/lifecyclepolicies.yaml"
 t0=$SECONDS

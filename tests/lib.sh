@@ -207,3 +207,13 @@ report() {
   echo "$1: $PASSED passed, $FAILED failed"
   ((FAILED == 0))
 }
+
+# adopt_crd RELEASE NAMESPACE: a CRD that `kubectl apply -f crds/` (the
+# cluster tests) or chart 0.1.0's crds/ folder installed is handed to the Helm
+# release, which renders the CRD from a template since 0.2.0 (README: upgrading).
+adopt_crd() {
+  local crd=lifecyclepolicies.lifecycle-operator.io
+  kubectl get crd "$crd" >/dev/null 2>&1 || return 0
+  kubectl label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  kubectl annotate crd "$crd" meta.helm.sh/release-name="$1" meta.helm.sh/release-namespace="$2" --overwrite >/dev/null
+}
