@@ -1,10 +1,14 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
+.PHONY: test deps lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
-test: lint unit cluster-up test-cluster chaos
+test: deps lint unit cluster-up test-cluster chaos
+
+## deps: the Debian packages the tests need (busybox for the marker tests, the cluster's own); a no-op when present
+deps:
+	bash tests/cluster/install-deps.sh
 
 ## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh)
 lint:
