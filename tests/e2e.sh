@@ -61,6 +61,8 @@ until_ok 120 api_ready || echo "# the API server is not ready; the checks below 
 # interrupted cluster tests their namespaces (we hold the cluster lock, so no
 # test is running). The chart's operator finishes their policies' cleanup.
 cleanup
+# Whatever happens from here on, the release and the test namespaces go.
+trap cleanup EXIT
 kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1
 # The local process from run-cluster-tests.sh is gone by now; this run's
 # operator is the chart's pod alone.
@@ -391,5 +393,4 @@ check "uninstall leaves nothing of the release (the Job and its RBAC included)" 
 check "uninstall keeps the CRD (crds.keep)" kubectl get crd lifecyclepolicies.lifecycle-operator.io
 kubectl -n "$ns" delete lease lifecycle-operator --ignore-not-found >/dev/null 2>&1
 
-cleanup
 report e2e
