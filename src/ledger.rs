@@ -13,7 +13,7 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::Value;
 
-use crate::patch::ledger_key;
+use crate::patch::{escape, ledger_key};
 use crate::plan::{HookKind, Ledger, Slot};
 
 /// What a field manager owns through server-side apply on one Deployment.
@@ -73,11 +73,6 @@ pub fn owned_by(entries: &[ManagedFieldsEntry], manager: &str, policy: &str) -> 
 fn container_name(key: &str) -> Option<String> {
     let v: Value = serde_json::from_str(key.strip_prefix("k:")?).ok()?;
     v.get("name")?.as_str().map(str::to_string)
-}
-
-/// JSON-pointer escaping of one path segment.
-fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
 }
 
 /// How a ledger disagreed with managedFields.

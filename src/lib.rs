@@ -2,7 +2,10 @@
 //! `LifecyclePolicy` and reports what it did.
 //!
 //! - `types`: the API.
+//! - `workload`: a workload as cached: the fields planning reads, nothing else.
 //! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
+//! - `decide`: a policy over all its workloads, pure: write intents, rollout slots settled.
+//! - `execute`: carries write intents out, bounded and in parallel; summary events.
 //! - `patch`: request bodies from a plan, pure.
 //! - `ledger`: a ledger checked against managedFields (the second record), pure.
 //! - `status`: the policy's status from what reconcile saw, pure.
@@ -16,6 +19,8 @@
 //! - `release`: `lifecycle-operator release-all`, run by the chart before uninstall.
 
 pub mod client;
+pub mod decide;
+pub mod execute;
 pub mod hook;
 pub mod ledger;
 pub mod liveness;
@@ -32,6 +37,7 @@ pub mod render;
 pub mod server;
 pub mod status;
 pub mod types;
+pub mod workload;
 
 /// The CRD as committed in `crds/`. Optional fields are not marked nullable:
 /// an explicit `null` is pruned rather than stored, so `null` is no enum value

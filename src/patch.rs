@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::{Value, json};
 
 use crate::plan::{HookKind, Ledger, Plan, Slot};
+use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 
 /// Prefix of the ledger annotations and of the policies' field managers.
 pub const DOMAIN: &str = "lifecycle-operator.io";
@@ -92,6 +92,10 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
     if !containers.is_empty() {
         pod.insert("containers".into(), Value::Array(containers));
     }
+    let mut template = json!({ "spec": pod });
+    if plan.labels_pods() {
+        template["metadata"] = json!({"labels": {HOOKED_LABEL: HOOKED_VALUE}});
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -100,8 +104,13 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
             "namespace": namespace,
             "annotations": { ledger_key(&ledger.policy): serde_json::to_string(ledger).expect("ledger serializes") },
         },
-        "spec": { "template": { "spec": pod } },
+        "spec": { "template": template },
     })
+}
+
+/// JSON-pointer escaping of one path segment.
+pub(crate) fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
 }
 
 /// A JSON patch that restores every released slot to its original value (or
@@ -111,12 +120,12 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
 /// the wrong container. Returns None when there is nothing to do.
 pub fn release_patch(
     policy: &str,
-    pod: &PodSpec,
+    pod: &PodShape,
     annotations: Option<&BTreeMap<String, String>>,
     plan: &Plan,
 ) -> Option<Value> {
     let key = ledger_key(policy);
-    let escaped = key.replace('~', "~0").replace('/', "~1");
+    let escaped = escape(&key);
     let stored = annotations.and_then(|a| a.get(&key));
     let mut ops: Vec<Value> = Vec::new();
     let mut by_container: BTreeMap<&str, Vec<(HookKind, &Option<Value>)>> = BTreeMap::new();
@@ -141,9 +150,11 @@ pub fn release_patch(
             continue; // The container is gone, and its hooks with it.
         };
         let base = format!("/spec/template/spec/containers/{index}");
-        let mut lifecycle =
-            serde_json::to_value(pod.containers[index].lifecycle.clone().unwrap_or_default())
-                .expect("lifecycle serializes");
+        let mut lifecycle = pod.containers[index]
+            .lifecycle
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
         let obj = lifecycle.as_object_mut().expect("lifecycle is an object");
         for (kind, original) in releases {
             match original {
@@ -160,6 +171,11 @@ pub fn release_patch(
         } else {
             ops.push(json!({"op": "add", "path": format!("{base}/lifecycle"), "value": lifecycle}));
         }
+    }
+    if plan.label_removed {
+        let path = format!("/spec/template/metadata/labels/{}", escape(HOOKED_LABEL));
+        ops.push(json!({"op": "test", "path": path, "value": HOOKED_VALUE}));
+        ops.push(json!({"op": "remove", "path": path}));
     }
     if plan.ledger.is_none() && stored.is_some() {
         ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{escaped}")}));
@@ -180,7 +196,6 @@ pub fn release_patch(
 mod tests {
     use super::*;
     use crate::plan::{Ledger, Slot};
-    use k8s_openapi::api::core::v1::PodSpec;
 
     #[test]
     fn names_stay_within_kubernetes_limits() {
@@ -230,7 +245,7 @@ mod tests {
 
     #[test]
     fn release_patch_guards_container_positions_and_cleans_up() {
-        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+        let pod: PodShape = serde_json::from_value(serde_json::json!({"containers": [
             {"name": "a", "image": "x"},
             {"name": "b", "image": "x", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}},
         ]}))

@@ -14,12 +14,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::core::v1::PodSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::hook::HookKind;
 use crate::types::{LifecyclePolicySpec, Mode, OnConflict};
+use crate::workload::PodShape;
 
 /// One field of the pod template the operator can own.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,22 +58,15 @@ impl Slot {
     }
 
     /// The slot's current value in a pod spec, as JSON; None when unset.
-    pub fn current(&self, pod: &PodSpec) -> Option<Value> {
+    pub fn current(&self, pod: &PodShape) -> Option<Value> {
         match self {
             Slot::GracePeriod => pod.termination_grace_period_seconds.map(Value::from),
-            Slot::Hook { container, kind } => {
-                let lifecycle = pod
-                    .containers
-                    .iter()
-                    .find(|c| &c.name == container)?
-                    .lifecycle
-                    .as_ref()?;
-                let handler = match kind {
-                    HookKind::PostStart => lifecycle.post_start.as_ref(),
-                    HookKind::PreStop => lifecycle.pre_stop.as_ref(),
-                }?;
-                serde_json::to_value(handler).ok()
-            }
+            Slot::Hook { container, kind } => pod
+                .containers
+                .iter()
+                .find(|c| &c.name == container)?
+                .handler(kind.field())
+                .cloned(),
         }
     }
 }
@@ -105,7 +98,7 @@ pub struct Ledger {
 
 /// The slots a policy wants on a template, with the values it wants there.
 /// Only containers that exist in the template count.
-pub fn wanted(spec: &LifecyclePolicySpec, pod: &PodSpec) -> BTreeMap<Slot, Value> {
+pub fn wanted(spec: &LifecyclePolicySpec, pod: &PodShape) -> BTreeMap<Slot, Value> {
     let mut out = BTreeMap::new();
     for c in &pod.containers {
         let selected = spec
@@ -182,6 +175,10 @@ pub struct Plan {
     pub outcomes: BTreeMap<Slot, Outcome>,
     /// Released slots whose original value is unknown: removed, not restored.
     pub unrestorable: BTreeSet<Slot>,
+    /// The template lacks the hooked-pods label that the apply adds.
+    pub label_missing: bool,
+    /// The release removes the hooked-pods label: no policy holds a hook here any more.
+    pub label_removed: bool,
 }
 
 /// Everything `plan` needs to know about one policy and one Deployment.
@@ -191,7 +188,9 @@ pub struct Input<'a> {
     /// False when the selector no longer matches or the policy is being deleted:
     /// then the policy wants nothing and releases everything it holds.
     pub active: bool,
-    pub pod: &'a PodSpec,
+    pub pod: &'a PodShape,
+    /// The template carries the hooked-pods label.
+    pub labelled: bool,
     /// Ledgers on the Deployment, by policy name, of policies that still exist.
     pub ledgers: &'a BTreeMap<String, Ledger>,
     /// Winner of each slot among the contending policies.
@@ -254,6 +253,13 @@ pub fn plan(input: &Input) -> Plan {
             }
         }
     }
+    let hooks_held = owned.keys().any(is_hook)
+        || input
+            .ledgers
+            .iter()
+            .any(|(name, l)| name != input.policy && l.owned.keys().any(is_hook));
+    p.label_missing = owned.keys().any(is_hook) && !input.labelled;
+    p.label_removed = mine.is_some() && input.labelled && !hooks_held;
     if !owned.is_empty() {
         p.ledger = Some(Ledger {
             policy: input.policy.to_string(),
@@ -293,8 +299,10 @@ pub fn contains(actual: &Value, wanted: &Value) -> bool {
 impl Plan {
     /// Whether carrying out the plan changes the pod template (and so rolls
     /// the Deployment).
-    pub fn changes_template(&self, pod: &PodSpec) -> bool {
+    pub fn changes_template(&self, pod: &PodShape) -> bool {
         !self.releases.is_empty()
+            || self.label_missing
+            || self.label_removed
             || self
                 .claims
                 .iter()
@@ -303,8 +311,16 @@ impl Plan {
 
     /// Whether the Deployment needs any write: a template change or a ledger
     /// that differs from the one stored.
-    pub fn needs_write(&self, pod: &PodSpec, stored: Option<&Ledger>) -> bool {
+    pub fn needs_write(&self, pod: &PodShape, stored: Option<&Ledger>) -> bool {
         self.changes_template(pod) || self.ledger.as_ref() != stored
+    }
+
+    /// Whether the apply puts the hooked-pods label on the template: while
+    /// this policy holds a hook there.
+    pub fn labels_pods(&self) -> bool {
+        self.ledger
+            .as_ref()
+            .is_some_and(|l| l.owned.keys().any(is_hook))
     }
 
     pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &Outcome)> {
@@ -322,7 +338,7 @@ pub fn contends(mode: Mode) -> bool {
 
 /// When the policy's preStop is a sleep that the grace period in force cuts
 /// short, says so. (An exec or httpGet hook's length cannot be known.)
-pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodSpec) -> Option<String> {
+pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<String> {
     let sleep = spec.pre_stop.as_ref()?.sleep.as_ref()?.seconds;
     // 30 s is the API server's default for an unset grace period.
     let grace = spec

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::patch::{apply_body, ledger_key, read_ledgers, release_patch};
+use crate::workload::{HOOKED_LABEL, PodShape};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
     let mut base = json!({"selector": {"matchLabels": {"app": "web"}}});
@@ -18,7 +17,7 @@ fn spec(v: Value) -> LifecyclePolicySpec {
     serde_json::from_value(base).unwrap()
 }
 
-fn pod(v: Value) -> PodSpec {
+fn pod(v: Value) -> PodShape {
     serde_json::from_value(v).unwrap()
 }
 
@@ -26,18 +25,31 @@ fn sh(script: &str) -> Value {
     json!({"exec": {"command": ["/bin/sh", "-c", script]}})
 }
 
-fn nginx() -> PodSpec {
-    pod(
-        json!({"containers": [{"name": "nginx", "image": "nginx"}, {"name": "sidecar", "image": "busybox"}]}),
-    )
+fn nginx_json() -> Value {
+    json!({"containers": [{"name": "nginx", "image": "nginx"}, {"name": "sidecar", "image": "busybox"}]})
+}
+
+fn nginx() -> PodShape {
+    pod(nginx_json())
 }
 
 fn run(
     policy: &str,
     spec: &LifecyclePolicySpec,
-    pod: &PodSpec,
+    pod: &PodShape,
     ledgers: &BTreeMap<String, Ledger>,
     active: bool,
+) -> Plan {
+    run_labelled(policy, spec, pod, ledgers, active, false)
+}
+
+fn run_labelled(
+    policy: &str,
+    spec: &LifecyclePolicySpec,
+    pod: &PodShape,
+    ledgers: &BTreeMap<String, Ledger>,
+    active: bool,
+    labelled: bool,
 ) -> Plan {
     let winners = BTreeMap::new();
     plan(&Input {
@@ -45,6 +57,7 @@ fn run(
         spec,
         active,
         pod,
+        labelled,
         ledgers,
         winners: &winners,
     })
@@ -173,10 +186,9 @@ fn a_hook_already_in_place_is_not_claimed() {
 fn unchanged_world_needs_no_write() {
     let s = spec(json!({"preStop": sh("sleep 1"), "terminationGracePeriodSeconds": 45}));
     let first = run("p", &s, &nginx(), &BTreeMap::new(), true);
-    let (after, _) = simulate_apply(&deployment(nginx()), "p", &first);
-    let ledgers = read_ledgers(after.metadata.annotations.as_ref());
-    let pd = after.spec.unwrap().template.spec.unwrap();
-    let second = run("p", &s, &pd, &ledgers, true);
+    let after = simulate_apply(&deployment(&nginx_json()), "p", &first);
+    let (pd, labelled, ledgers) = read(&after);
+    let second = run_labelled("p", &s, &pd, &ledgers, true, labelled);
     assert!(
         !second.needs_write(&pd, ledgers.get("p")),
         "second plan: {second:?}"
@@ -191,12 +203,10 @@ fn unchanged_world_needs_no_write() {
 fn a_user_edit_of_a_claimed_hook_is_put_back() {
     let s = spec(json!({"preStop": sh("policy")}));
     let first = run("p", &s, &nginx(), &BTreeMap::new(), true);
-    let (after, _) = simulate_apply(&deployment(nginx()), "p", &first);
-    let mut pd = after.spec.unwrap().template.spec.unwrap();
-    let ledgers = read_ledgers(after.metadata.annotations.as_ref());
-    pd.containers[0].lifecycle.as_mut().unwrap().pre_stop =
-        serde_json::from_value(sh("edited")).unwrap();
-    let p = run("p", &s, &pd, &ledgers, true);
+    let after = simulate_apply(&deployment(&nginx_json()), "p", &first);
+    let (mut pd, labelled, ledgers) = read(&after);
+    pd.containers[0].lifecycle.as_mut().unwrap()["preStop"] = sh("edited");
+    let p = run_labelled("p", &s, &pd, &ledgers, true, labelled);
     assert!(p.changes_template(&pd));
     assert_eq!(
         p.claims[&Slot::hook("nginx", HookKind::PreStop)],
@@ -327,6 +337,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         spec: &s,
         active: true,
         pod: &nginx(),
+        labelled: false,
         ledgers: &none,
         winners: &winners,
     });
@@ -347,6 +358,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         spec: &s,
         active: true,
         pod: &nginx(),
+        labelled: false,
         ledgers: &held,
         winners: &winners,
     });
@@ -357,6 +369,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         spec: &s,
         active: true,
         pod: &nginx(),
+        labelled: false,
         ledgers: &held,
         winners: &winners,
     });
@@ -424,23 +437,32 @@ fn slots_round_trip_through_the_ledger() {
 
 // --- Round trips through the request bodies -------------------------------
 
-fn deployment(pod: PodSpec) -> Deployment {
-    serde_json::from_value(json!({
+fn deployment(pod: &Value) -> Value {
+    json!({
         "metadata": {"name": "web", "namespace": "ns", "annotations": {"team": "a"}},
         "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod}},
-    }))
-    .unwrap()
+    })
 }
 
-/// What server-side apply of `apply_body` does to the fields it names: sets them.
-fn simulate_apply(d: &Deployment, policy: &str, p: &Plan) -> (Deployment, Value) {
-    let mut v = serde_json::to_value(d).unwrap();
-    if let Some(ops) = release_patch(
-        policy,
-        &d.spec.as_ref().unwrap().template.spec.clone().unwrap(),
-        d.metadata.annotations.as_ref(),
-        p,
-    ) {
+/// The plan's inputs as the reconciler reads them from a Deployment.
+fn read(d: &Value) -> (PodShape, bool, BTreeMap<String, Ledger>) {
+    let template = &d["spec"]["template"];
+    let ann: BTreeMap<String, String> =
+        serde_json::from_value(d["metadata"]["annotations"].clone()).unwrap_or_default();
+    (
+        pod(template["spec"].clone()),
+        template["metadata"]["labels"][HOOKED_LABEL] == "true",
+        read_ledgers(Some(&ann)),
+    )
+}
+
+/// The release JSON patch, then what server-side apply of `apply_body` does
+/// to the fields it names (sets them).
+fn simulate_apply(d: &Value, policy: &str, p: &Plan) -> Value {
+    let mut v = d.clone();
+    let ann: BTreeMap<String, String> =
+        serde_json::from_value(d["metadata"]["annotations"].clone()).unwrap_or_default();
+    if let Some(ops) = release_patch(policy, &read(d).0, Some(&ann), p) {
         let ops: json_patch::Patch = serde_json::from_value(ops).unwrap();
         json_patch::patch(&mut v, &ops).unwrap();
     }
@@ -448,7 +470,7 @@ fn simulate_apply(d: &Deployment, policy: &str, p: &Plan) -> (Deployment, Value)
         let body = apply_body("web", "ns", p);
         merge_apply(&mut v, &body);
     }
-    (serde_json::from_value(v.clone()).unwrap(), v)
+    v
 }
 
 fn merge_apply(target: &mut Value, body: &Value) {
@@ -459,6 +481,12 @@ fn merge_apply(target: &mut Value, body: &Value) {
         .entry("annotations")
         .or_insert(json!({}));
     t_ann.as_object_mut().unwrap().extend(ann.clone());
+    if let Some(labels) = body["spec"]["template"]["metadata"]["labels"].as_object() {
+        target["spec"]["template"]["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .extend(labels.clone());
+    }
     let pod_body = &body["spec"]["template"]["spec"];
     let pod = &mut target["spec"]["template"]["spec"];
     if let Some(g) = pod_body.get("terminationGracePeriodSeconds") {
@@ -496,27 +524,76 @@ fn claim_then_release_restores_the_template_byte_for_byte() {
         json!({"preStop": sh(tricky), "postStart": {"httpGet": {"port": "http", "path": "/x"}}, "onConflict": "Override"}),
         json!({"postStart": {"sleep": {"seconds": 2}}, "terminationGracePeriodSeconds": 99, "onConflict": "Override"}),
         json!({"preStop": sh("p"), "onConflict": "Skip"}),
+        json!({"terminationGracePeriodSeconds": 99}),
     ];
     for original in &originals {
         for s in &specs {
             let s = spec(s.clone());
-            let d0 = deployment(pod(original.clone()));
-            let v0 = serde_json::to_value(&d0).unwrap();
-            let claim = run("p", &s, &pod(original.clone()), &BTreeMap::new(), true);
-            let (d1, v1) = simulate_apply(&d0, "p", &claim);
+            let v0 = deployment(original);
+            let (pod0, labelled0, _) = read(&v0);
+            let claim = run_labelled("p", &s, &pod0, &BTreeMap::new(), true, labelled0);
+            let v1 = simulate_apply(&v0, "p", &claim);
             if claim.ledger.is_some() {
                 assert_ne!(v1, v0, "claim changed something for {s:?} on {original}");
             }
-            let ledgers = read_ledgers(d1.metadata.annotations.as_ref());
-            let pod1 = d1.spec.clone().unwrap().template.spec.unwrap();
-            let release = run("p", &s, &pod1, &ledgers, false);
-            let (_, v2) = simulate_apply(&d1, "p", &release);
+            let (pod1, labelled1, ledgers) = read(&v1);
+            // Pods of a template carrying any of the policy's hooks are labelled.
+            assert_eq!(labelled1, claim.labels_pods(), "{s:?} on {original}");
+            let again = run_labelled("p", &s, &pod1, &ledgers, true, labelled1);
+            assert!(
+                !again.needs_write(&pod1, ledgers.get("p")),
+                "settled after one write: {s:?} on {original}"
+            );
+            let release = run_labelled("p", &s, &pod1, &ledgers, false, labelled1);
+            let v2 = simulate_apply(&v1, "p", &release);
             assert_eq!(
                 v2, v0,
                 "release restores the original for {s:?} on {original}"
             );
         }
     }
+}
+
+#[test]
+fn the_hooked_pods_label_stays_while_any_policy_holds_a_hook() {
+    let s = spec(json!({"preStop": sh("p")}));
+    let q = spec(json!({"postStart": sh("q")}));
+    let v0 = deployment(&json!({"containers": [{"name": "nginx", "image": "nginx"}]}));
+    let (pod0, _, _) = read(&v0);
+    let v1 = simulate_apply(&v0, "p", &run("p", &s, &pod0, &BTreeMap::new(), true));
+    let (pod1, labelled1, ledgers1) = read(&v1);
+    assert!(labelled1);
+    let v2 = simulate_apply(
+        &v1,
+        "q",
+        &run_labelled("q", &q, &pod1, &ledgers1, true, true),
+    );
+    let (pod2, labelled2, ledgers2) = read(&v2);
+    // p lets go first: q still holds its postStart, so the label stays.
+    let p_release = run_labelled("p", &s, &pod2, &ledgers2, false, labelled2);
+    assert!(!p_release.label_removed);
+    let v3 = simulate_apply(&v2, "p", &p_release);
+    let (pod3, labelled3, ledgers3) = read(&v3);
+    assert!(labelled3);
+    // q lets go last and takes the label with it.
+    let q_release = run_labelled("q", &q, &pod3, &ledgers3, false, labelled3);
+    assert!(q_release.label_removed && q_release.changes_template(&pod3));
+    assert_eq!(simulate_apply(&v3, "q", &q_release), v0);
+}
+
+#[test]
+fn a_hooked_template_without_the_label_gets_it_and_rolls() {
+    let s = spec(json!({"preStop": sh("p")}));
+    let v0 = deployment(&json!({"containers": [{"name": "nginx", "image": "nginx"}]}));
+    let v1 = simulate_apply(
+        &v0,
+        "p",
+        &run("p", &s, &read(&v0).0, &BTreeMap::new(), true),
+    );
+    // As an operator before the label left it: the hook, the ledger, no label.
+    let (pod1, _, ledgers) = read(&v1);
+    let p = run_labelled("p", &s, &pod1, &ledgers, true, false);
+    assert!(p.label_missing && p.changes_template(&pod1));
 }
 
 #[test]

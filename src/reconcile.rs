@@ -6,31 +6,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::{Selector, SelectorExt};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::ledger::{self, Damage};
+use crate::decide::{self, Deployment, Intent, Scope};
+use crate::execute::Executor;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
-use crate::patch::{
-    RESTORE_MANAGER, apply_body, field_manager, ledger_key, read_ledgers, release_patch,
-};
-use crate::plan::{self, Contender, Input, Plan};
+use crate::plan::{self, Plan};
 use crate::status::{self, DeploymentResult, Done, StatusInput};
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use crate::types::{LifecyclePolicy, Verification};
+use crate::workload;
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -146,7 +143,7 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    .modify(trim_deployment)
+    .modify(workload::trim)
     .reflect(writer)
     .touched_objects();
     // Any policy's spec change can change who wins a contested hook in its
@@ -210,19 +207,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Keeps only what reconcile reads: managedFields (of the policies' own field
-/// managers only: the second record of their ledgers) and no last-applied
-/// annotation; both can be larger than the rest of the object.
-pub fn trim_deployment(d: &mut Deployment) {
-    let own = field_manager("");
-    d.managed_fields_mut().retain(|e| {
-        e.manager.as_deref().is_some_and(|m| m.starts_with(&own))
-            && e.operation.as_deref() == Some("Apply")
-    });
-    d.annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 pub(crate) async fn reconcile(
@@ -398,7 +382,7 @@ async fn fresh_deployments(
     loop {
         let page = api.list(&params).await?;
         out.extend(page.items.into_iter().map(|mut d| {
-            trim_deployment(&mut d);
+            workload::trim(&mut d);
             Arc::new(d)
         }));
         match page.metadata.continue_ {
@@ -408,420 +392,65 @@ async fn fresh_deployments(
     }
 }
 
+/// Decides on every workload of the namespace that the policy matches or
+/// still holds slots on, then (in Enforce mode) carries the writes out.
 async fn evaluate(
     policy: &LifecyclePolicy,
     selector: &Selector,
     active: bool,
-    mut deployments: Vec<Arc<Deployment>>,
+    deployments: Vec<Arc<Deployment>>,
     ctx: &Context,
 ) -> (Vec<DeploymentResult>, usize) {
     let ns = policy.namespace();
-    let name = policy.name_any();
-    let mut neighbours: Vec<Arc<LifecyclePolicy>> = ctx
+    let neighbours: Vec<Arc<LifecyclePolicy>> = ctx
         .policies
         .state()
         .into_iter()
         .filter(|p| p.namespace() == ns)
         .collect();
-    neighbours.sort_by_key(|p| p.precedence());
-    deployments.sort_by_key(|d| d.name_any());
-
-    // Rendered once per reconcile, not per Deployment.
-    let rivals: Vec<Rival> = neighbours.iter().map(Rival::new).collect();
-    let rendered = policy.rendered();
-    let manager = field_manager(&name);
-    let limit = policy.spec.max_concurrent_rollouts;
-    let mut rolling = deployments
-        .iter()
-        .filter(|d| {
-            read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && is_rolling(d)
-        })
-        .count() as i32;
-
-    let mut results = Vec::new();
+    let decisions = decide::decide(
+        &Scope {
+            policy,
+            selector,
+            active,
+            neighbours: &neighbours,
+        },
+        deployments,
+    );
+    let executor = Executor {
+        client: &ctx.client,
+        recorder: &ctx.recorder,
+        metrics: &ctx.metrics,
+    };
+    let written = executor.run(policy, &decisions).await;
     let mut stale = 0;
-    for d in deployments {
-        // A Deployment on its way out needs nothing restored.
-        if d.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-            continue;
-        };
-        let matched = active && selector.matches(d.labels());
-        let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
-        // Ledgers of policies that no longer exist do not block anyone.
-        ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
-        // This policy's own ledger, checked against its field manager's
-        // managedFields: a damaged ledger is rebuilt, never trusted blindly.
-        let stored = ledgers.remove(&name);
-        let annotation = d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&ledger_key(&name)));
-        let checked = ledger::check(
-            &name,
-            annotation.map(String::as_str),
-            &ledger::owned_by(d.managed_fields(), &manager, &name),
-        );
-        if let Some(l) = &checked.ledger {
-            ledgers.insert(name.clone(), l.clone());
-        }
-        if !matched && checked.ledger.is_none() && checked.damage.is_none() {
-            continue;
-        }
-        let contenders = contenders(&rivals, &name, &d, pod);
-        let winners = plan::winners(&contenders);
-        let plan = plan::plan(&Input {
-            policy: &name,
-            spec: &rendered,
-            active: matched,
-            pod,
-            ledgers: &ledgers,
-            winners: &winners,
-        });
-        let done = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
-            Done::UpToDate
-        } else if policy.spec.mode == Mode::DryRun {
-            Done::WouldPatch
-        } else if plan.changes_template(pod) && limit > 0 && rolling >= limit {
-            Done::WaitingForRolloutSlot
-        } else {
-            match write(ctx, policy, &d, pod, &plan, checked.damage.as_ref()).await {
-                Ok(()) => {
-                    if plan.changes_template(pod) {
-                        rolling += 1;
-                    }
-                    Done::Patched
-                }
-                Err(e) => {
-                    warn!(policy = %name, deployment = %d.name_any(), error = %e, "writing Deployment failed");
+    let results = decisions
+        .into_iter()
+        .zip(written)
+        .map(|(d, result)| {
+            let done = match (&d.intent, result) {
+                (_, Some(Ok(()))) => Done::Patched,
+                (_, Some(Err(e))) => {
                     if is_stale_write(&e) {
                         stale += 1;
                     }
                     Done::Failed(e.to_string())
                 }
+                (Intent::WouldPatch, None) => Done::WouldPatch,
+                (Intent::WaitForSlot, None) => Done::WaitingForRolloutSlot,
+                (_, None) => Done::UpToDate,
+            };
+            DeploymentResult {
+                name: d.name(),
+                integrity: d.integrity(),
+                matched: d.matched,
+                grace_too_short: d.grace_too_short,
+                plan: d.plan,
+                done,
             }
-        };
-        results.push(DeploymentResult {
-            name: d.name_any(),
-            integrity: integrity_note(checked.damage.as_ref(), &plan),
-            matched,
-            grace_too_short: matched
-                .then(|| plan::grace_too_short(&policy.spec, pod))
-                .flatten(),
-            plan,
-            done,
-        });
-    }
-    (results, stale)
-}
-
-/// What the status says about the ledger on one Deployment: damage found
-/// now, originals lost earlier, hooks removed rather than restored.
-fn integrity_note(damage: Option<&Damage>, plan: &Plan) -> Option<String> {
-    let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
-        s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
-    };
-    let mut parts = Vec::new();
-    if let Some(d) = damage {
-        parts.push(format!("{d}; rebuilt from managedFields"));
-    }
-    if !plan.unrestorable.is_empty() {
-        parts.push(format!(
-            "the original of {} could not be restored (unknown): the hook was removed",
-            list(&mut plan.unrestorable.iter())
-        ));
-    }
-    if let Some(l) = &plan.ledger
-        && !l.unknown.is_empty()
-    {
-        parts.push(format!(
-            "the original of {} is unknown: it will be removed, not restored, on release",
-            list(&mut l.unknown.iter())
-        ));
-    }
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-/// A policy of the namespace as contention needs it: rendered hooks and a
-/// parsed selector, computed once per reconcile.
-struct Rival {
-    policy: Arc<LifecyclePolicy>,
-    spec: LifecyclePolicySpec,
-    selector: Option<Selector>,
-}
-
-impl Rival {
-    fn new(p: &Arc<LifecyclePolicy>) -> Self {
-        Rival {
-            policy: p.clone(),
-            spec: p.rendered(),
-            selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
-        }
-    }
-}
-
-/// The policies competing for slots on this Deployment, ranked oldest first
-/// (`rivals` is sorted by precedence). DryRun policies never block an
-/// enforcing one, but a DryRun policy sees whom it would lose to.
-fn contenders<'a>(
-    rivals: &'a [Rival],
-    me: &str,
-    d: &Deployment,
-    pod: &PodSpec,
-) -> Vec<Contender<'a>> {
-    rivals
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.policy.metadata.deletion_timestamp.is_none())
-        .filter(|(_, r)| r.policy.name_any() == me || plan::contends(r.policy.spec.mode))
-        .filter(|(_, r)| r.selector.as_ref().is_some_and(|s| s.matches(d.labels())))
-        .map(|(rank, r)| Contender {
-            name: r.policy.metadata.name.as_deref().unwrap_or_default(),
-            rank,
-            wants: plan::wanted(&r.spec, pod),
         })
-        .collect()
-}
-
-/// A Deployment still rolling out: the controller has not caught up with the
-/// template, or old pods remain.
-fn is_rolling(d: &Deployment) -> bool {
-    let (Some(spec), Some(status)) = (d.spec.as_ref(), d.status.as_ref()) else {
-        return false;
-    };
-    let want = spec.replicas.unwrap_or(1);
-    let updated = status.updated_replicas.unwrap_or(0);
-    status.observed_generation < d.metadata.generation
-        || updated < want
-        || status.replicas.unwrap_or(0) > updated
-        || status.available_replicas.unwrap_or(0) < updated
-}
-
-async fn write(
-    ctx: &Context,
-    policy: &LifecyclePolicy,
-    d: &Deployment,
-    pod: &PodSpec,
-    plan: &Plan,
-    damage: Option<&Damage>,
-) -> Result<(), kube::Error> {
-    let policy_name = policy.name_any();
-    let ns = d.namespace().unwrap_or_default();
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let manager = field_manager(&policy_name);
-    let mut did = Vec::new();
-    if let Some(damage) = damage {
-        let note = format!(
-            "Deployment {}: {damage}; the ledger was rebuilt from managedFields",
-            d.name_any()
-        );
-        warn!(policy = %policy_name, deployment = %d.name_any(), %damage, "damaged ledger");
-        publish(ctx, policy, d, EventType::Warning, "LedgerDamaged", note).await;
-    }
-    if let Some(ops) = release_patch(&policy_name, pod, d.metadata.annotations.as_ref(), plan) {
-        let ops: json_patch::Patch =
-            serde_json::from_value(ops).expect("release patch is a JSON patch");
-        // Not the policy's own manager: an update under it would leave the
-        // restored fields owned by the policy, which then holds nothing.
-        let params = PatchParams {
-            field_manager: Some(RESTORE_MANAGER.to_string()),
-            ..Default::default()
-        };
-        api.patch(&d.name_any(), &params, &Patch::Json::<()>(ops))
-            .await?;
-        ctx.metrics.deployments_released.inc();
-        if !plan.unrestorable.is_empty() {
-            let slots: Vec<String> = plan.unrestorable.iter().map(|s| s.to_string()).collect();
-            let note = format!(
-                "Deployment {}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
-                d.name_any(),
-                slots.join(", ")
-            );
-            publish(
-                ctx,
-                policy,
-                d,
-                EventType::Warning,
-                "RestoreIncomplete",
-                note,
-            )
-            .await;
-        }
-        did.push(format!(
-            "restored {}",
-            plan.releases
-                .keys()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if plan.ledger.is_some() {
-        let body = apply_body(&d.name_any(), &ns, plan);
-        api.patch(
-            &d.name_any(),
-            &PatchParams::apply(&manager).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
-        ctx.metrics.deployments_patched.inc();
-        if plan.changes_template(pod) {
-            did.push(format!(
-                "set {}",
-                plan.claims
-                    .keys()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    if plan.changes_template(pod) {
-        let note = format!(
-            "Deployment {}: {} (the pod template changed, so the Deployment rolls out)",
-            d.name_any(),
-            did.join("; ")
-        );
-        publish(ctx, policy, d, EventType::Normal, "DeploymentPatched", note).await;
-    }
-    Ok(())
-}
-
-/// An event on the policy about one Deployment; failing to publish is logged only.
-async fn publish(
-    ctx: &Context,
-    policy: &LifecyclePolicy,
-    d: &Deployment,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "PatchDeployment".into(),
-        secondary: Some(d.object_ref(&())),
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        warn!(error = %e, "publishing event failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn deploy(
-        labels: serde_json::Value,
-        generation: i64,
-        spec_replicas: i32,
-        status: serde_json::Value,
-    ) -> Deployment {
-        serde_json::from_value(json!({
-            "metadata": {"name": "d", "namespace": "ns", "labels": labels, "generation": generation},
-            "spec": {"replicas": spec_replicas, "selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    fn policy(name: &str, created: i64, mode: &str, deleting: bool) -> Arc<LifecyclePolicy> {
-        let mut meta = json!({"name": name, "namespace": "ns", "creationTimestamp": Timestamp::from_second(created).unwrap().to_string()});
-        if deleting {
-            meta["deletionTimestamp"] =
-                json!(Timestamp::from_second(created + 1).unwrap().to_string());
-        }
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy", "metadata": meta,
-                "spec": {"selector": {"matchLabels": {"app": "web"}}, "preStop": {"sleep": {"seconds": 1}}, "mode": mode},
-            }))
-            .unwrap(),
-        )
-    }
-
-    #[test]
-    fn trimming_keeps_only_the_policies_own_applies() {
-        let mut d: Deployment = serde_json::from_value(json!({"metadata": {
-        "name": "d",
-        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"},
-        "managedFields": [
-            {"manager": "lifecycle-operator/p", "operation": "Apply", "fieldsV1": {}},
-            {"manager": "lifecycle-operator/p", "operation": "Update", "fieldsV1": {}},
-            {"manager": "lifecycle-operator-restore", "operation": "Update", "fieldsV1": {}},
-            {"manager": "kubectl", "operation": "Apply", "fieldsV1": {}},
-        ]}}))
-        .unwrap();
-        trim_deployment(&mut d);
-        let kept: Vec<_> = d
-            .managed_fields()
-            .iter()
-            .map(|e| (e.manager.clone().unwrap(), e.operation.clone().unwrap()))
-            .collect();
-        assert_eq!(
-            kept,
-            [("lifecycle-operator/p".to_string(), "Apply".to_string())]
-        );
-        assert_eq!(d.annotations().keys().collect::<Vec<_>>(), ["keep"]);
-    }
-
-    #[test]
-    fn rolling_means_the_controller_or_the_pods_have_not_caught_up() {
-        let settled = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
-        assert!(!is_rolling(&deploy(json!({}), 2, 2, settled)));
-        let cases = [
-            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
-            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}),
-            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
-            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
-        ];
-        for status in cases {
-            assert!(
-                is_rolling(&deploy(json!({}), 2, 2, status.clone())),
-                "{status}"
-            );
-        }
-        // Scaled to zero and observed: settled.
-        assert!(!is_rolling(&deploy(
-            json!({}),
-            3,
-            0,
-            json!({"observedGeneration": 3})
-        )));
-    }
-
-    #[test]
-    fn contenders_rank_by_age_and_leave_out_dry_runs_and_deletions() {
-        let ps = [
-            policy("old", 100, "Enforce", false),
-            policy("dry", 150, "DryRun", false),
-            policy("going", 160, "Enforce", false),
-            policy("gone", 170, "Enforce", true),
-            policy("young", 200, "Enforce", false),
-        ];
-        let rivals: Vec<Rival> = ps.iter().map(Rival::new).collect();
-        let d = deploy(json!({"app": "web"}), 1, 1, json!({}));
-        let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
-        let names = |me: &str| {
-            contenders(&rivals, me, &d, &pod)
-                .iter()
-                .map(|c| (c.name, c.rank))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names("young"), vec![("old", 0), ("going", 2), ("young", 4)]);
-        // A DryRun policy sees the enforcing ones it would compete with.
-        assert_eq!(
-            names("dry"),
-            vec![("old", 0), ("dry", 1), ("going", 2), ("young", 4)]
-        );
-        let other = deploy(json!({"app": "other"}), 1, 1, json!({}));
-        assert!(contenders(&rivals, "old", &other, &pod).is_empty());
-    }
+        .collect();
+    (results, stale)
 }
 
 #[cfg(test)]

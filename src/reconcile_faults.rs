@@ -34,7 +34,7 @@ fn policy(selector: &str) -> LifecyclePolicy {
 
 /// A Deployment "d" labelled app=web; with `ledger`, it carries the policy's
 /// preStop and the ledger and managedFields that say so.
-fn deployment(ledger: bool) -> Deployment {
+fn deployment(ledger: bool) -> crate::decide::Deployment {
     let mut d = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d", "namespace": "ns", "uid": "d1", "labels": {"app": "web"}},
@@ -51,12 +51,14 @@ fn deployment(ledger: bool) -> Deployment {
         }]);
         d["spec"]["template"]["spec"]["containers"][0]["lifecycle"] =
             json!({"preStop": {"sleep": {"seconds": 1}}});
+        d["spec"]["template"]["metadata"] =
+            json!({"labels": {crate::workload::HOOKED_LABEL: crate::workload::HOOKED_VALUE}});
     }
     serde_json::from_value(d).unwrap()
 }
 
 /// A context whose caches hold exactly `policy` and `deployment`, talking to a mock API server.
-async fn context(p: &LifecyclePolicy, d: Deployment) -> (Arc<Context>, ApiServer) {
+async fn context(p: &LifecyclePolicy, d: crate::decide::Deployment) -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (policies, mut pw) = reflector::store();

@@ -25,6 +25,7 @@ use crate::marker::{self, Evidence, Phase};
 use crate::metrics::Metrics;
 use crate::plan::{self, contains};
 use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 use index::{
     EndMarker, FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner,
     PolicyRecord,
@@ -85,18 +86,29 @@ impl Observer {
         // before the first pods are: a pod nobody owns is not looked at again.
         crate::ready::wait_ready(&self.policies).await;
         debug!("policies known; watching pods and events");
+        // Only pods of templates a policy hooked: the rest of the cluster's
+        // pods cost nothing (the label is restored with the last hook).
         let pods = watcher(
             Api::<Pod>::all(self.client.clone()),
-            watcher::Config::default().any_semantic(),
+            watcher::Config::default()
+                .labels(&format!("{HOOKED_LABEL}={HOOKED_VALUE}"))
+                .any_semantic(),
         )
         .default_backoff()
         .modify(trim_pod);
-        let events = watcher(
-            Api::<Event>::all(self.client.clone()),
-            watcher::Config::default().fields("type=Warning"),
-        )
-        .default_backoff()
-        .touched_objects();
+        // Only the two reasons that matter, filtered by the API server.
+        let failed_hooks = |reason: &str| {
+            watcher(
+                Api::<Event>::all(self.client.clone()),
+                watcher::Config::default().fields(&format!("type=Warning,reason={reason}")),
+            )
+            .default_backoff()
+            .touched_objects()
+        };
+        let events = futures::stream::select(
+            failed_hooks("FailedPostStartHook"),
+            failed_hooks("FailedPreStopHook"),
+        );
         let me = self.clone();
         let pod_loop = pods.for_each(move |ev| {
             let me = me.clone();
@@ -211,7 +223,7 @@ impl Observer {
     /// Which policy owns which hook of which container of this pod: the
     /// policy's rendered hook must be the one on the container.
     fn owners(&self, policies: &[Arc<LifecyclePolicy>], pod: &Pod) -> Vec<Owner> {
-        let Some(spec) = pod.spec.as_ref() else {
+        let Some(spec) = pod.spec.as_ref().map(PodShape::from) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -221,11 +233,11 @@ impl Observer {
             }
             let key = p.reference();
             let w = self.watched(p, &key);
-            for (slot, want) in plan::wanted(&w.spec, spec) {
+            for (slot, want) in plan::wanted(&w.spec, &spec) {
                 let plan::Slot::Hook { container, kind } = slot else {
                     continue;
                 };
-                let Some(have) = plan::Slot::hook(&container, kind).current(spec) else {
+                let Some(have) = plan::Slot::hook(&container, kind).current(&spec) else {
                     continue;
                 };
                 if contains(&have, &want) {

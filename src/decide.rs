@@ -1,0 +1,418 @@
+//! Deciding, pure: one policy, its neighbours and the cached workloads of its
+//! namespace in; one [`Decision`] per workload out, each with the writes to
+//! make. Rollout slots and contention are settled here, before anything is
+//! written, so the executor can write in parallel and `maxConcurrentRollouts`
+//! still holds exactly.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use serde_json::Value;
+
+use crate::ledger::{self, Damage};
+use crate::patch::{apply_body, field_manager, ledger_key, read_ledgers, release_patch};
+use crate::plan::{self, Contender, Input, Plan};
+use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
+use crate::workload::{PodShape, Workload};
+
+/// A Deployment as the reconciler caches it.
+pub type Deployment = Workload<K8sDeployment>;
+
+/// The policy being reconciled and what it competes with.
+pub struct Scope<'a> {
+    pub policy: &'a LifecyclePolicy,
+    pub selector: &'a Selector,
+    /// False when the policy is being deleted: it releases everything.
+    pub active: bool,
+    /// Every policy of the namespace, this one included, in any order.
+    pub neighbours: &'a [Arc<LifecyclePolicy>],
+}
+
+/// What to do with one workload.
+#[derive(Debug)]
+pub enum Intent {
+    /// The template already holds what the plan wants.
+    UpToDate,
+    /// DryRun: the plan would write.
+    WouldPatch,
+    /// The template would change, but maxConcurrentRollouts workloads roll already.
+    WaitForSlot,
+    Write(Write),
+}
+
+/// The requests that carry out a plan on one workload, in order.
+#[derive(Debug)]
+pub struct Write {
+    /// A JSON patch handing slots back (and the ledger, when nothing is left).
+    pub release: Option<Value>,
+    /// The server-side-apply configuration of everything the policy claims.
+    pub apply: Option<Value>,
+    /// The pod template changes: the workload rolls out.
+    pub rolls: bool,
+}
+
+/// One workload the policy matches or still holds slots on.
+#[derive(Debug)]
+pub struct Decision {
+    pub workload: Arc<Deployment>,
+    pub matched: bool,
+    pub plan: Plan,
+    /// How this policy's ledger disagreed with managedFields, if it did.
+    pub damage: Option<Damage>,
+    /// The preStop sleep would outlast the grace period in force.
+    pub grace_too_short: Option<String>,
+    pub intent: Intent,
+}
+
+impl Decision {
+    pub fn name(&self) -> String {
+        self.workload.name_any()
+    }
+
+    /// What the status says about the ledger here: damage found now,
+    /// originals lost earlier, hooks removed rather than restored.
+    pub fn integrity(&self) -> Option<String> {
+        let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
+            s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        let mut parts = Vec::new();
+        if let Some(d) = &self.damage {
+            parts.push(format!("{d}; rebuilt from managedFields"));
+        }
+        if !self.plan.unrestorable.is_empty() {
+            parts.push(format!(
+                "the original of {} could not be restored (unknown): the hook was removed",
+                list(&mut self.plan.unrestorable.iter())
+            ));
+        }
+        if let Some(l) = &self.plan.ledger
+            && !l.unknown.is_empty()
+        {
+            parts.push(format!(
+                "the original of {} is unknown: it will be removed, not restored, on release",
+                list(&mut l.unknown.iter())
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// Decides for every workload of the namespace (sorted by name, so slots go
+/// in a stable order) that the policy matches or holds slots on.
+pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Deployment>>) -> Vec<Decision> {
+    let policy = scope.policy;
+    let name = policy.name_any();
+    let mut neighbours: Vec<&Arc<LifecyclePolicy>> = scope.neighbours.iter().collect();
+    neighbours.sort_by_key(|p| p.precedence());
+    workloads.sort_by_key(|d| d.name_any());
+
+    // Rendered once per reconcile, not per workload.
+    let rivals: Vec<Rival> = neighbours.iter().map(|p| Rival::new(p)).collect();
+    let rendered = policy.rendered();
+    let manager = field_manager(&name);
+    let limit = policy.spec.max_concurrent_rollouts;
+    let mut rolling = workloads
+        .iter()
+        .filter(|d| {
+            read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && d.is_rolling()
+        })
+        .count() as i32;
+
+    let mut out = Vec::new();
+    for d in workloads {
+        // A workload on its way out needs nothing restored.
+        if d.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let pod = d.pod();
+        let matched = scope.active && scope.selector.matches(d.labels());
+        let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
+        // Ledgers of policies that no longer exist do not block anyone.
+        ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
+        // This policy's own ledger, checked against its field manager's
+        // managedFields: a damaged ledger is rebuilt, never trusted blindly.
+        let stored = ledgers.remove(&name);
+        let annotation = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&ledger_key(&name)));
+        let checked = ledger::check(
+            &name,
+            annotation.map(String::as_str),
+            &ledger::owned_by(d.managed_fields(), &manager, &name),
+        );
+        if let Some(l) = &checked.ledger {
+            ledgers.insert(name.clone(), l.clone());
+        }
+        if !matched && checked.ledger.is_none() && checked.damage.is_none() {
+            continue;
+        }
+        let contenders = contenders(&rivals, &name, &d, pod);
+        let winners = plan::winners(&contenders);
+        let plan = plan::plan(&Input {
+            policy: &name,
+            spec: &rendered,
+            active: matched,
+            pod,
+            labelled: d.hooked_label(),
+            ledgers: &ledgers,
+            winners: &winners,
+        });
+        let rolls = plan.changes_template(pod);
+        let intent = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
+            Intent::UpToDate
+        } else if policy.spec.mode == Mode::DryRun {
+            Intent::WouldPatch
+        } else if rolls && limit > 0 && rolling >= limit {
+            Intent::WaitForSlot
+        } else {
+            if rolls {
+                rolling += 1;
+            }
+            let ns = d.namespace().unwrap_or_default();
+            Intent::Write(Write {
+                release: release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan),
+                apply: plan
+                    .ledger
+                    .is_some()
+                    .then(|| apply_body(&d.name_any(), &ns, &plan)),
+                rolls,
+            })
+        };
+        out.push(Decision {
+            grace_too_short: matched
+                .then(|| plan::grace_too_short(&policy.spec, pod))
+                .flatten(),
+            workload: d,
+            matched,
+            plan,
+            damage: checked.damage,
+            intent,
+        });
+    }
+    out
+}
+
+/// A policy of the namespace as contention needs it: rendered hooks and a
+/// parsed selector, computed once per reconcile.
+struct Rival {
+    policy: Arc<LifecyclePolicy>,
+    spec: LifecyclePolicySpec,
+    selector: Option<Selector>,
+}
+
+impl Rival {
+    fn new(p: &Arc<LifecyclePolicy>) -> Self {
+        Rival {
+            policy: p.clone(),
+            spec: p.rendered(),
+            selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
+        }
+    }
+}
+
+/// The policies competing for slots on this workload, ranked oldest first
+/// (`rivals` is sorted by precedence). DryRun policies never block an
+/// enforcing one, but a DryRun policy sees whom it would lose to.
+fn contenders<'a>(
+    rivals: &'a [Rival],
+    me: &str,
+    d: &Deployment,
+    pod: &PodShape,
+) -> Vec<Contender<'a>> {
+    rivals
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.policy.metadata.deletion_timestamp.is_none())
+        .filter(|(_, r)| r.policy.name_any() == me || plan::contends(r.policy.spec.mode))
+        .filter(|(_, r)| r.selector.as_ref().is_some_and(|s| s.matches(d.labels())))
+        .map(|(rank, r)| Contender {
+            name: r.policy.metadata.name.as_deref().unwrap_or_default(),
+            rank,
+            wants: plan::wanted(&r.spec, pod),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::HOOKED_LABEL;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn deploy(name: &str, labels: Value, status: Value) -> Arc<Deployment> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": labels, "generation": 1},
+                "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c"}]}}},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn settled(name: &str) -> Arc<Deployment> {
+        deploy(
+            name,
+            json!({"app": "web"}),
+            json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}),
+        )
+    }
+
+    fn policy_with(name: &str, created: i64, extra: Value, deleting: bool) -> Arc<LifecyclePolicy> {
+        let mut meta = json!({"name": name, "namespace": "ns", "creationTimestamp": Timestamp::from_second(created).unwrap().to_string()});
+        if deleting {
+            meta["deletionTimestamp"] =
+                json!(Timestamp::from_second(created + 1).unwrap().to_string());
+        }
+        let mut spec = json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": {"sleep": {"seconds": 1}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy", "metadata": meta,
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn policy(name: &str, created: i64, mode: &str, deleting: bool) -> Arc<LifecyclePolicy> {
+        policy_with(name, created, json!({"mode": mode}), deleting)
+    }
+
+    fn run(
+        p: &Arc<LifecyclePolicy>,
+        neighbours: &[Arc<LifecyclePolicy>],
+        ds: Vec<Arc<Deployment>>,
+    ) -> Vec<Decision> {
+        let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
+        decide(
+            &Scope {
+                policy: p,
+                selector: &selector,
+                active: true,
+                neighbours,
+            },
+            ds,
+        )
+    }
+
+    fn kinds(ds: &[Decision]) -> Vec<(String, &'static str)> {
+        ds.iter()
+            .map(|d| {
+                let k = match &d.intent {
+                    Intent::UpToDate => "up-to-date",
+                    Intent::WouldPatch => "would-patch",
+                    Intent::WaitForSlot => "wait",
+                    Intent::Write(w) if w.rolls => "write+roll",
+                    Intent::Write(_) => "write",
+                };
+                (d.name(), k)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn contenders_rank_by_age_and_leave_out_dry_runs_and_deletions() {
+        let ps = [
+            policy("old", 100, "Enforce", false),
+            policy("dry", 150, "DryRun", false),
+            policy("going", 160, "Enforce", false),
+            policy("gone", 170, "Enforce", true),
+            policy("young", 200, "Enforce", false),
+        ];
+        let rivals: Vec<Rival> = ps.iter().map(Rival::new).collect();
+        let d = settled("d");
+        let names = |me: &str| {
+            contenders(&rivals, me, &d, d.pod())
+                .iter()
+                .map(|c| (c.name, c.rank))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("young"), vec![("old", 0), ("going", 2), ("young", 4)]);
+        // A DryRun policy sees the enforcing ones it would compete with.
+        assert_eq!(
+            names("dry"),
+            vec![("old", 0), ("dry", 1), ("going", 2), ("young", 4)]
+        );
+        let other = deploy("o", json!({"app": "other"}), json!({}));
+        assert!(contenders(&rivals, "old", &other, other.pod()).is_empty());
+    }
+
+    #[test]
+    fn rollout_slots_are_handed_out_before_anything_is_written() {
+        let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 2}), false);
+        let ds: Vec<_> = ["e", "d", "c", "b", "a"]
+            .iter()
+            .map(|n| settled(n))
+            .collect();
+        let out = run(&p, std::slice::from_ref(&p), ds);
+        assert_eq!(
+            kinds(&out),
+            [
+                ("a".into(), "write+roll"),
+                ("b".into(), "write+roll"),
+                ("c".into(), "wait"),
+                ("d".into(), "wait"),
+                ("e".into(), "wait"),
+            ]
+        );
+        // Every write claims the hook and labels the pods for the observer.
+        let Intent::Write(w) = &out[0].intent else {
+            unreachable!()
+        };
+        let body = w.apply.as_ref().unwrap();
+        assert_eq!(
+            body["spec"]["template"]["metadata"]["labels"][HOOKED_LABEL],
+            "true"
+        );
+        assert_eq!(
+            body["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"],
+            json!({"sleep": {"seconds": 1}})
+        );
+        assert!(w.release.is_none());
+    }
+
+    #[test]
+    fn workloads_rolling_for_this_policy_hold_slots() {
+        let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 1}), false);
+        // `a` carries this policy's ledger and still rolls: no slot is left.
+        let mut a: Deployment = (*deploy("a", json!({"app": "web"}), json!({}))).clone();
+        a.metadata.annotations = Some(
+            [(
+                ledger_key("p"),
+                r#"{"policy":"p","owned":{"c/preStop":null}}"#.to_string(),
+            )]
+            .into(),
+        );
+        let out = run(
+            &p,
+            std::slice::from_ref(&p),
+            vec![Arc::new(a), settled("b")],
+        );
+        assert_eq!(kinds(&out)[1], ("b".into(), "wait"));
+        // With no limit everything is written at once.
+        let p = policy("p", 100, "Enforce", false);
+        let ds: Vec<_> = (0..50).map(|i| settled(&format!("d{i:02}"))).collect();
+        let out = run(&p, std::slice::from_ref(&p), ds);
+        assert!(kinds(&out).iter().all(|(_, k)| *k == "write+roll"));
+    }
+
+    #[test]
+    fn dry_run_and_unmatched_workloads_write_nothing() {
+        let p = policy("p", 100, "DryRun", false);
+        let ds = vec![
+            settled("a"),
+            deploy("x", json!({"app": "other"}), json!({})),
+        ];
+        let out = run(&p, std::slice::from_ref(&p), ds);
+        assert_eq!(kinds(&out), [("a".into(), "would-patch")]);
+    }
+}

@@ -1,0 +1,265 @@
+//! Carrying decisions out: the writes of many workloads at once (bounded),
+//! one result per workload, and events that name every workload that rolled
+//! without costing a request each.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, stream};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use crate::decide::{Decision, Intent, Write};
+use crate::metrics::Metrics;
+use crate::patch::{RESTORE_MANAGER, field_manager};
+use crate::plan::Slot;
+use crate::types::LifecyclePolicy;
+
+/// Writes in flight at once. Each workload is one request (two when a
+/// release and a claim meet), so this is the API server's load from one policy.
+pub const CONCURRENCY: usize = 16;
+/// An event's note is at most 1 KiB (events.k8s.io/v1).
+const NOTE_BYTES: usize = 1024;
+
+pub struct Executor<'a> {
+    pub client: &'a Client,
+    pub recorder: &'a Recorder,
+    pub metrics: &'a Metrics,
+}
+
+impl Executor<'_> {
+    /// Carries out every `Intent::Write` among `decisions`, `CONCURRENCY` at
+    /// a time. The result at index i belongs to decisions[i]; None: nothing
+    /// to write there.
+    pub async fn run(
+        &self,
+        policy: &LifecyclePolicy,
+        decisions: &[Decision],
+    ) -> Vec<Option<Result<(), kube::Error>>> {
+        let mut results: Vec<Option<Result<(), kube::Error>>> =
+            decisions.iter().map(|_| None).collect();
+        // Boxed: a stream of closures over borrowed decisions trips the
+        // compiler's higher-ranked lifetime check in the spawned controller.
+        let writes: Vec<BoxFuture<'_, (usize, Result<(), kube::Error>)>> = decisions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.intent {
+                Intent::Write(w) => {
+                    Some(async move { (i, self.write(policy, d, w).await) }.boxed())
+                }
+                _ => None,
+            })
+            .collect();
+        let done: Vec<(usize, Result<(), kube::Error>)> = stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut rolled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (i, result) in done {
+            let d = &decisions[i];
+            match &result {
+                Ok(()) => {
+                    if let Intent::Write(w) = &d.intent
+                        && w.rolls
+                    {
+                        rolled.entry(changes(d)).or_default().push(d.name());
+                    }
+                }
+                Err(e) => {
+                    warn!(policy = %policy.name_any(), deployment = %d.name(), error = %e, "writing Deployment failed")
+                }
+            }
+            results[i] = Some(result);
+        }
+        self.announce(policy, rolled).await;
+        results
+    }
+
+    async fn write(
+        &self,
+        policy: &LifecyclePolicy,
+        d: &Decision,
+        w: &Write,
+    ) -> Result<(), kube::Error> {
+        let policy_name = policy.name_any();
+        let ns = d.workload.namespace().unwrap_or_default();
+        let api: Api<crate::decide::Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let name = d.name();
+        if let Some(damage) = &d.damage {
+            let note =
+                format!("Deployment {name}: {damage}; the ledger was rebuilt from managedFields");
+            warn!(policy = %policy_name, deployment = %name, %damage, "damaged ledger");
+            self.publish(policy, Some(d), EventType::Warning, "LedgerDamaged", note)
+                .await;
+        }
+        if let Some(ops) = &w.release {
+            let ops: json_patch::Patch =
+                serde_json::from_value(ops.clone()).expect("release patch is a JSON patch");
+            // Not the policy's own manager: an update under it would leave the
+            // restored fields owned by the policy, which then holds nothing.
+            let params = PatchParams {
+                field_manager: Some(RESTORE_MANAGER.to_string()),
+                ..Default::default()
+            };
+            api.patch(&name, &params, &Patch::Json::<()>(ops)).await?;
+            self.metrics.deployments_released.inc();
+            if !d.plan.unrestorable.is_empty() {
+                let note = format!(
+                    "Deployment {name}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
+                    list(d.plan.unrestorable.iter())
+                );
+                self.publish(
+                    policy,
+                    Some(d),
+                    EventType::Warning,
+                    "RestoreIncomplete",
+                    note,
+                )
+                .await;
+            }
+        }
+        if let Some(body) = &w.apply {
+            let params = PatchParams::apply(&field_manager(&policy_name)).force();
+            api.patch(&name, &params, &Patch::Apply(body)).await?;
+            self.metrics.deployments_patched.inc();
+        }
+        Ok(())
+    }
+
+    /// One `DeploymentPatched` event per change and per 1 KiB of names:
+    /// every rolled workload is named, at a few requests per thousand.
+    async fn announce(&self, policy: &LifecyclePolicy, rolled: BTreeMap<String, Vec<String>>) {
+        let notes: Vec<String> = rolled
+            .into_iter()
+            .flat_map(|(what, mut names)| {
+                names.sort();
+                summaries(&what, &names)
+            })
+            .collect();
+        stream::iter(notes)
+            .for_each_concurrent(CONCURRENCY, |note| {
+                self.publish(policy, None, EventType::Normal, "DeploymentPatched", note)
+            })
+            .await;
+    }
+
+    /// An event on the policy; failing to publish is logged only.
+    async fn publish(
+        &self,
+        policy: &LifecyclePolicy,
+        about: Option<&Decision>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "PatchDeployment".into(),
+            secondary: about.map(|d| d.workload.object_ref(&())),
+        };
+        if let Err(e) = self.recorder.publish(&event, &policy.object_ref(&())).await {
+            warn!(error = %e, "publishing event failed");
+        }
+    }
+}
+
+fn list<'a>(slots: impl Iterator<Item = &'a Slot>) -> String {
+    slots.map(Slot::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// What a write did to the template, for the event: `set a/preStop; restored b/postStart`.
+fn changes(d: &Decision) -> String {
+    let mut parts = Vec::new();
+    if !d.plan.claims.is_empty() {
+        parts.push(format!("set {}", list(d.plan.claims.keys())));
+    }
+    if !d.plan.releases.is_empty() {
+        parts.push(format!("restored {}", list(d.plan.releases.keys())));
+    }
+    if parts.is_empty() {
+        parts.push("updated the hooked-pods label".to_string());
+    }
+    parts.join("; ")
+}
+
+/// Event notes naming `names`, each within `NOTE_BYTES`.
+fn summaries(what: &str, names: &[String]) -> Vec<String> {
+    let head = |n: usize| {
+        let (s, rolls) = if n == 1 {
+            ("", "the pod template changed, so it rolls out")
+        } else {
+            ("s", "their pod templates changed, so they roll out")
+        };
+        format!("{what} on {n} Deployment{s} ({rolls}): ")
+    };
+    let mut out = Vec::new();
+    let mut chunk: Vec<&str> = Vec::new();
+    let mut len = 0;
+    for name in names {
+        // The head's count has at most as many digits as names.len().
+        let budget = NOTE_BYTES - head(names.len()).len();
+        if !chunk.is_empty() && len + 2 + name.len() > budget {
+            out.push(format!("{}{}", head(chunk.len()), chunk.join(", ")));
+            chunk.clear();
+            len = 0;
+        }
+        len += name.len() + if chunk.is_empty() { 0 } else { 2 };
+        chunk.push(name);
+    }
+    if !chunk.is_empty() {
+        out.push(format!("{}{}", head(chunk.len()), chunk.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_name_everyone_within_the_note_limit() {
+        let names: Vec<String> = (0..1000).map(|i| format!("web-{i:04}")).collect();
+        let notes = summaries("set nginx/preStop", &names);
+        assert!(notes.len() > 1 && notes.len() < 30, "{}", notes.len());
+        let mut seen = Vec::new();
+        for n in &notes {
+            assert!(n.len() <= NOTE_BYTES, "{} bytes", n.len());
+            assert!(n.starts_with("set nginx/preStop on "), "{n}");
+            let (head, list) = n.split_once("): ").unwrap();
+            let count: usize = head["set nginx/preStop on ".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let listed: Vec<&str> = list.split(", ").collect();
+            assert_eq!(count, listed.len());
+            seen.extend(listed.into_iter().map(str::to_string));
+        }
+        assert_eq!(seen, names);
+        assert_eq!(
+            summaries("set a/preStop", &["web".to_string()]),
+            ["set a/preStop on 1 Deployment (the pod template changed, so it rolls out): web"]
+        );
+        assert!(summaries("x", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_name_longer_than_a_note_gets_a_note_of_its_own() {
+        let long = "x".repeat(253);
+        let names = vec![long.clone(); 5];
+        let notes = summaries("set a/preStop", &names);
+        assert!(notes.iter().all(|n| n.len() <= NOTE_BYTES));
+        assert_eq!(
+            notes
+                .iter()
+                .map(|n| n.matches(&long).count())
+                .sum::<usize>(),
+            5
+        );
+    }
+}
