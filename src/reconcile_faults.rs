@@ -59,13 +59,22 @@ fn deployment(ledger: bool) -> crate::decide::Deployment {
 
 /// A context whose caches hold exactly `policy` and `deployment`, talking to a mock API server.
 async fn context(p: &LifecyclePolicy, d: crate::decide::Deployment) -> (Arc<Context>, ApiServer) {
+    context_with(p, vec![d]).await
+}
+
+async fn context_with(
+    p: &LifecyclePolicy,
+    ds: Vec<crate::decide::Deployment>,
+) -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (policies, mut pw) = reflector::store();
     let (deployments, mut dw) = reflector::store();
     pw.apply_watcher_event(&watcher::Event::InitApply(p.clone()));
     pw.apply_watcher_event(&watcher::Event::InitDone);
-    dw.apply_watcher_event(&watcher::Event::InitApply(d));
+    for d in ds {
+        dw.apply_watcher_event(&watcher::Event::InitApply(d));
+    }
     dw.apply_watcher_event(&watcher::Event::InitDone);
     let metrics = Arc::new(Metrics::default());
     let observer = Observer::new(client.clone(), policies.clone(), metrics.clone());
@@ -476,4 +485,95 @@ async fn cleanup_reads_deployments_afresh_before_letting_go() {
         unfinalize.to_string().contains("finalizers"),
         "{unfinalize}"
     );
+}
+
+/// Twenty Deployments: sixteen writes go out at once, the rest as answers
+/// come back; one refused write fails only its own Deployment, and one
+/// event names all the others.
+#[tokio::test(start_paused = true)]
+async fn writes_go_out_in_parallel_and_fail_one_by_one() {
+    let p = policy("web");
+    let ds = (0..20)
+        .map(|i| {
+            let mut d = deployment(false);
+            d.metadata.name = Some(format!("d{i:02}"));
+            d.metadata.uid = Some(format!("uid{i}"));
+            d
+        })
+        .collect();
+    let (ctx, mut api) = context_with(&p, ds).await;
+    let server = tokio::spawn(async move {
+        let mut pending = Vec::new();
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
+        {
+            assert_eq!(req.method(), "PATCH", "{}", req.uri());
+            pending.push((req.uri().path().to_string(), send));
+        }
+        // Nothing answered yet: exactly the executor's limit is in flight.
+        let in_flight = pending.len();
+        let mut paths = Vec::new();
+        let mut next = Vec::new();
+        loop {
+            for (path, send) in pending.drain(..) {
+                send.send_response(if path.ends_with("/d03") {
+                    status(500, "InternalError", &[])
+                } else {
+                    ok(serde_json::to_value(deployment(false)).unwrap())
+                });
+                paths.push(path);
+            }
+            match tokio::time::timeout(Duration::from_secs(1), api.next_request()).await {
+                Ok(Some((req, send))) if req.uri().path().contains("/deployments/") => {
+                    pending.push((req.uri().path().to_string(), send));
+                }
+                Ok(Some((req, send))) => {
+                    next.push(req.uri().path().to_string());
+                    let bytes = req.into_body().collect_bytes().await.unwrap();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap();
+                    if next.last().unwrap().contains("/events") {
+                        send.send_response(ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                            "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"})));
+                        next.push(body["note"].as_str().unwrap().to_string());
+                    } else {
+                        send.send_response(ok(serde_json::to_value(policy("web")).unwrap()));
+                        next.push(body.to_string());
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        (in_flight, paths, next)
+    });
+    let err = reconcile(Arc::new(p), ctx).await.unwrap_err();
+    assert!(writes_failed(&err), "{err}");
+    let (in_flight, mut paths, next) = server.await.unwrap();
+    assert_eq!(in_flight, 16, "writes in flight at once");
+    paths.sort();
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("/apis/apps/v1/namespaces/ns/deployments/d{i:02}"))
+        .collect();
+    assert_eq!(paths, expected, "each Deployment written once");
+    // One summary event naming the 19 written, then the status.
+    assert!(next[0].ends_with("/events"), "{next:?}");
+    let note = &next[1];
+    assert!(
+        note.starts_with("set c/preStop on 19 Deployments"),
+        "{note}"
+    );
+    assert!(
+        note.contains("d00, d01, d02, d04") && !note.contains("d03"),
+        "{note}"
+    );
+    let status: Value = serde_json::from_str(&next[3]).unwrap();
+    assert_eq!(status["status"]["patchedDeployments"], 19, "{status}");
+    let failed: Vec<&Value> = status["status"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "Error")
+        .collect();
+    assert_eq!(failed.len(), 1, "{status}");
+    assert_eq!(failed[0]["name"], "d03");
 }
