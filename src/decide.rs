@@ -6,20 +6,16 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::ledger::{self, Damage};
-use crate::patch::{apply_body, field_manager, ledger_key, read_ledgers, release_patch};
+use crate::patch::{Target, apply_body, field_manager, ledger_key, read_ledgers, release_patch};
 use crate::plan::{self, Contender, Input, Plan};
 use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
 use crate::workload::{PodShape, Workload};
-
-/// A Deployment as the reconciler caches it.
-pub type Deployment = Workload<K8sDeployment>;
 
 /// The policy being reconciled and what it competes with.
 pub struct Scope<'a> {
@@ -50,15 +46,21 @@ pub struct Write {
     pub release: Option<Value>,
     /// The server-side-apply configuration of everything the policy claims.
     pub apply: Option<Value>,
-    /// The pod template changes: the workload rolls out.
+    /// The pod template changes.
+    pub changes_template: bool,
+    /// ... and pods restart for it: the workload rolls out (not staged).
     pub rolls: bool,
 }
 
 /// One workload the policy matches or still holds slots on.
 #[derive(Debug)]
 pub struct Decision {
-    pub workload: Arc<Deployment>,
+    pub workload: Arc<Workload>,
     pub matched: bool,
+    /// Why a template change restarts no pod here; see [`Workload::staged`].
+    pub staged: Option<String>,
+    /// Named containers this template does not have.
+    pub missing_containers: Vec<String>,
     pub plan: Plan,
     /// How this policy's ledger disagreed with managedFields, if it did.
     pub damage: Option<Damage>,
@@ -102,12 +104,12 @@ impl Decision {
 
 /// Decides for every workload of the namespace (sorted by name, so slots go
 /// in a stable order) that the policy matches or holds slots on.
-pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Deployment>>) -> Vec<Decision> {
+pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision> {
     let policy = scope.policy;
     let name = policy.name_any();
     let mut neighbours: Vec<&Arc<LifecyclePolicy>> = scope.neighbours.iter().collect();
     neighbours.sort_by_key(|p| p.precedence());
-    workloads.sort_by_key(|d| d.name_any());
+    workloads.sort_by_key(|d| (d.kind, d.name_any()));
 
     // Rendered once per reconcile, not per workload.
     let rivals: Vec<Rival> = neighbours.iter().map(|p| Rival::new(p)).collect();
@@ -128,7 +130,9 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Deployment>>) -> Vec<Decisio
             continue;
         }
         let pod = d.pod();
-        let matched = scope.active && scope.selector.matches(d.labels());
+        let matched = scope.active
+            && policy.spec.kinds.contains(&d.kind)
+            && scope.selector.matches(d.labels());
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
         // Ledgers of policies that no longer exist do not block anyone.
         ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
@@ -162,7 +166,9 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Deployment>>) -> Vec<Decisio
             ledgers: &ledgers,
             winners: &winners,
         });
-        let rolls = plan.changes_template(pod);
+        let staged = d.staged();
+        let changes_template = plan.changes_template(pod);
+        let rolls = changes_template && staged.is_none();
         let intent = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
             Intent::UpToDate
         } else if policy.spec.mode == Mode::DryRun {
@@ -173,17 +179,29 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Deployment>>) -> Vec<Decisio
             if rolls {
                 rolling += 1;
             }
-            let ns = d.namespace().unwrap_or_default();
+            let (ns, workload) = (d.namespace().unwrap_or_default(), d.name_any());
+            let target = Target {
+                kind: d.kind,
+                name: &workload,
+                namespace: &ns,
+            };
             Intent::Write(Write {
                 release: release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan),
                 apply: plan
                     .ledger
                     .is_some()
-                    .then(|| apply_body(&d.name_any(), &ns, &plan)),
+                    .then(|| apply_body(&target, pod, &plan)),
+                changes_template,
                 rolls,
             })
         };
         out.push(Decision {
+            missing_containers: if matched {
+                plan::missing_containers(&policy.spec, pod)
+            } else {
+                Vec::new()
+            },
+            staged,
             grace_too_short: matched
                 .then(|| plan::grace_too_short(&policy.spec, pod))
                 .flatten(),
@@ -221,7 +239,7 @@ impl Rival {
 fn contenders<'a>(
     rivals: &'a [Rival],
     me: &str,
-    d: &Deployment,
+    d: &Workload,
     pod: &PodShape,
 ) -> Vec<Contender<'a>> {
     rivals
@@ -245,7 +263,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
-    fn deploy(name: &str, labels: Value, status: Value) -> Arc<Deployment> {
+    fn deploy(name: &str, labels: Value, status: Value) -> Arc<Workload> {
         Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": name, "namespace": "ns", "labels": labels, "generation": 1},
@@ -256,7 +274,7 @@ mod tests {
         )
     }
 
-    fn settled(name: &str) -> Arc<Deployment> {
+    fn settled(name: &str) -> Arc<Workload> {
         deploy(
             name,
             json!({"app": "web"}),
@@ -290,7 +308,7 @@ mod tests {
     fn run(
         p: &Arc<LifecyclePolicy>,
         neighbours: &[Arc<LifecyclePolicy>],
-        ds: Vec<Arc<Deployment>>,
+        ds: Vec<Arc<Workload>>,
     ) -> Vec<Decision> {
         let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
         decide(
@@ -384,7 +402,7 @@ mod tests {
     fn workloads_rolling_for_this_policy_hold_slots() {
         let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 1}), false);
         // `a` carries this policy's ledger and still rolls: no slot is left.
-        let mut a: Deployment = (*deploy("a", json!({"app": "web"}), json!({}))).clone();
+        let mut a: Workload = (*deploy("a", json!({"app": "web"}), json!({}))).clone();
         a.metadata.annotations = Some(
             [(
                 ledger_key("p"),
@@ -403,6 +421,51 @@ mod tests {
         let ds: Vec<_> = (0..50).map(|i| settled(&format!("d{i:02}"))).collect();
         let out = run(&p, std::slice::from_ref(&p), ds);
         assert!(kinds(&out).iter().all(|(_, k)| *k == "write+roll"));
+    }
+
+    #[test]
+    fn kinds_select_and_staged_workloads_take_no_slot() {
+        use crate::types::WorkloadKind::{DaemonSet, StatefulSet};
+        let p = policy_with(
+            "p",
+            100,
+            json!({"maxConcurrentRollouts": 1, "kinds": ["StatefulSet", "Deployment"]}),
+            false,
+        );
+        let of = |kind, name: &str, spec: Value| {
+            let mut w = (*settled(name)).clone();
+            w.kind = kind;
+            w.spec.update_strategy = serde_json::from_value(spec).unwrap();
+            Arc::new(w)
+        };
+        let ds = vec![
+            of(StatefulSet, "a-ondelete", json!({"type": "OnDelete"})),
+            of(
+                StatefulSet,
+                "b-partition",
+                json!({"rollingUpdate": {"partition": 1}}),
+            ),
+            of(DaemonSet, "c-not-selected", json!(null)),
+            settled("d"),
+            settled("e"),
+        ];
+        let out = run(&p, std::slice::from_ref(&p), ds);
+        // Sorted by kind, then name; the DaemonSet kind is not selected.
+        assert_eq!(
+            kinds(&out),
+            [
+                ("d".into(), "write+roll"),
+                ("e".into(), "wait"),
+                ("a-ondelete".into(), "write"),
+                ("b-partition".into(), "write"),
+            ]
+        );
+        assert!(out[2].staged.as_deref().unwrap().contains("OnDelete"));
+        let Intent::Write(w) = &out[2].intent else {
+            unreachable!()
+        };
+        assert!(w.changes_template && !w.rolls);
+        assert_eq!(w.apply.as_ref().unwrap()["kind"], "StatefulSet");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::decide::{Decision, Intent, Write};
 use crate::metrics::Metrics;
 use crate::patch::{RESTORE_MANAGER, field_manager};
 use crate::plan::Slot;
-use crate::types::LifecyclePolicy;
+use crate::types::{LifecyclePolicy, WorkloadKind};
+use crate::workload::Workload;
 
 /// Writes in flight at once. Each workload is one request (two when a
 /// release and a claim meet), so this is the API server's load from one policy.
@@ -56,19 +57,24 @@ impl Executor<'_> {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut rolled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut rolled: BTreeMap<Change, Vec<String>> = BTreeMap::new();
         for (i, result) in done {
             let d = &decisions[i];
             match &result {
                 Ok(()) => {
                     if let Intent::Write(w) = &d.intent
-                        && w.rolls
+                        && w.changes_template
                     {
-                        rolled.entry(changes(d)).or_default().push(d.name());
+                        let change = Change {
+                            kind: d.workload.kind,
+                            what: changes(d),
+                            rolls: w.rolls,
+                        };
+                        rolled.entry(change).or_default().push(d.name());
                     }
                 }
                 Err(e) => {
-                    warn!(policy = %policy.name_any(), deployment = %d.name(), error = %e, "writing Deployment failed")
+                    warn!(policy = %policy.name_any(), kind = %d.workload.kind, workload = %d.name(), error = %e, "writing workload failed")
                 }
             }
             results[i] = Some(result);
@@ -85,12 +91,13 @@ impl Executor<'_> {
     ) -> Result<(), kube::Error> {
         let policy_name = policy.name_any();
         let ns = d.workload.namespace().unwrap_or_default();
-        let api: Api<crate::decide::Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Workload> = Api::namespaced_with(self.client.clone(), &ns, &d.workload.kind);
         let name = d.name();
         if let Some(damage) = &d.damage {
+            let kind = d.workload.kind;
             let note =
-                format!("Deployment {name}: {damage}; the ledger was rebuilt from managedFields");
-            warn!(policy = %policy_name, deployment = %name, %damage, "damaged ledger");
+                format!("{kind} {name}: {damage}; the ledger was rebuilt from managedFields");
+            warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %damage, "damaged ledger");
             self.publish(policy, Some(d), EventType::Warning, "LedgerDamaged", note)
                 .await;
         }
@@ -107,7 +114,8 @@ impl Executor<'_> {
             self.metrics.deployments_released.inc();
             if !d.plan.unrestorable.is_empty() {
                 let note = format!(
-                    "Deployment {name}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
+                    "{} {name}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
+                    d.workload.kind,
                     list(d.plan.unrestorable.iter())
                 );
                 self.publish(
@@ -130,12 +138,12 @@ impl Executor<'_> {
 
     /// One `DeploymentPatched` event per change and per 1 KiB of names:
     /// every rolled workload is named, at a few requests per thousand.
-    async fn announce(&self, policy: &LifecyclePolicy, rolled: BTreeMap<String, Vec<String>>) {
+    async fn announce(&self, policy: &LifecyclePolicy, rolled: BTreeMap<Change, Vec<String>>) {
         let notes: Vec<String> = rolled
             .into_iter()
-            .flat_map(|(what, mut names)| {
+            .flat_map(|(change, mut names)| {
                 names.sort();
-                summaries(&what, &names)
+                summaries(&change, &names)
             })
             .collect();
         stream::iter(notes)
@@ -159,7 +167,7 @@ impl Executor<'_> {
             reason: reason.into(),
             note: Some(note),
             action: "PatchDeployment".into(),
-            secondary: about.map(|d| d.workload.object_ref(&())),
+            secondary: about.map(|d| d.workload.object_ref(&d.workload.kind)),
         };
         if let Err(e) = self.recorder.publish(&event, &policy.object_ref(&())).await {
             warn!(error = %e, "publishing event failed");
@@ -186,15 +194,28 @@ fn changes(d: &Decision) -> String {
     parts.join("; ")
 }
 
+/// One kind of template change, the key events are grouped by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Change {
+    kind: WorkloadKind,
+    what: String,
+    /// Pods restart for it (the workload is not staged).
+    rolls: bool,
+}
+
 /// Event notes naming `names`, each within `NOTE_BYTES`.
-fn summaries(what: &str, names: &[String]) -> Vec<String> {
+fn summaries(change: &Change, names: &[String]) -> Vec<String> {
     let head = |n: usize| {
-        let (s, rolls) = if n == 1 {
-            ("", "the pod template changed, so it rolls out")
-        } else {
-            ("s", "their pod templates changed, so they roll out")
+        let why = match (n == 1, change.rolls) {
+            (true, true) => "the pod template changed, so it rolls out",
+            (false, true) => "their pod templates changed, so they roll out",
+            (true, false) => "the pod template changed; its update strategy restarts no pod for it",
+            (false, false) => {
+                "their pod templates changed; their update strategy restarts no pod for it"
+            }
         };
-        format!("{what} on {n} Deployment{s} ({rolls}): ")
+        let s = if n == 1 { "" } else { "s" };
+        format!("{} on {n} {}{s} ({why}): ", change.what, change.kind)
     };
     let mut out = Vec::new();
     let mut chunk: Vec<&str> = Vec::new();
@@ -220,10 +241,18 @@ fn summaries(what: &str, names: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn change(what: &str) -> Change {
+        Change {
+            kind: WorkloadKind::Deployment,
+            what: what.into(),
+            rolls: true,
+        }
+    }
+
     #[test]
     fn summaries_name_everyone_within_the_note_limit() {
         let names: Vec<String> = (0..1000).map(|i| format!("web-{i:04}")).collect();
-        let notes = summaries("set nginx/preStop", &names);
+        let notes = summaries(&change("set nginx/preStop"), &names);
         assert!(notes.len() > 1 && notes.len() < 30, "{}", notes.len());
         let mut seen = Vec::new();
         for n in &notes {
@@ -242,17 +271,28 @@ mod tests {
         }
         assert_eq!(seen, names);
         assert_eq!(
-            summaries("set a/preStop", &["web".to_string()]),
+            summaries(&change("set a/preStop"), &["web".to_string()]),
             ["set a/preStop on 1 Deployment (the pod template changed, so it rolls out): web"]
         );
-        assert!(summaries("x", &[]).is_empty());
+        let staged = Change {
+            kind: WorkloadKind::StatefulSet,
+            what: "set a/preStop".into(),
+            rolls: false,
+        };
+        assert_eq!(
+            summaries(&staged, &["cache".to_string(), "db".to_string()]),
+            [
+                "set a/preStop on 2 StatefulSets (their pod templates changed; their update strategy restarts no pod for it): cache, db"
+            ]
+        );
+        assert!(summaries(&change("x"), &[]).is_empty());
     }
 
     #[test]
     fn a_name_longer_than_a_note_gets_a_note_of_its_own() {
         let long = "x".repeat(253);
         let names = vec![long.clone(); 5];
-        let notes = summaries("set a/preStop", &names);
+        let notes = summaries(&change("set a/preStop"), &names);
         assert!(notes.iter().all(|n| n.len() <= NOTE_BYTES));
         assert_eq!(
             notes

@@ -50,8 +50,12 @@ pub fn owned_by(entries: &[ManagedFieldsEntry], manager: &str, policy: &str) -> 
         if pod.get("f:terminationGracePeriodSeconds").is_some() {
             out.slots.insert(Slot::GracePeriod);
         }
-        let containers = pod.get("f:containers").and_then(Value::as_object);
-        for (key, fields) in containers.into_iter().flatten() {
+        // Sidecars (restartable init containers) carry hooks too.
+        let containers = ["f:containers", "f:initContainers"]
+            .into_iter()
+            .filter_map(|f| pod.get(f).and_then(Value::as_object))
+            .flatten();
+        for (key, fields) in containers {
             let Some(name) = container_name(key) else {
                 continue;
             };
@@ -251,6 +255,15 @@ mod tests {
             slots,
             annotation: true,
         }
+    }
+
+    #[test]
+    fn sidecar_hooks_are_read_from_init_containers() {
+        let fields = json!({"f:spec": {"f:template": {"f:spec": {"f:initContainers": {
+            "k:{\"name\":\"proxy\"}": {".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:exec": {}}}}
+        }}}}});
+        let got = owned_by(&[entry(MANAGER, "Apply", fields)], MANAGER, "p");
+        assert_eq!(got.slots, slots(&[("proxy", HookKind::PreStop)]));
     }
 
     #[test]

@@ -13,7 +13,15 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::plan::{HookKind, Ledger, Plan, Slot};
-use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
+use crate::types::WorkloadKind;
+use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
+
+/// The workload a request body is for.
+pub struct Target<'a> {
+    pub kind: WorkloadKind,
+    pub name: &'a str,
+    pub namespace: &'a str,
+}
 
 /// Prefix of the ledger annotations and of the policies' field managers.
 pub const DOMAIN: &str = "lifecycle-operator.io";
@@ -68,15 +76,18 @@ pub fn read_ledgers(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<
 /// The server-side-apply configuration for everything the policy claims on
 /// the Deployment, ledger included. Applying it with the policy's field
 /// manager also removes fields the manager owned before and no longer lists.
-pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
+pub fn apply_body(target: &Target, pod_shape: &PodShape, plan: &Plan) -> Value {
     let ledger = plan.ledger.as_ref().expect("apply only with a ledger");
-    let mut containers: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut containers: BTreeMap<(&str, &str), serde_json::Map<String, Value>> = BTreeMap::new();
     let mut pod = serde_json::Map::new();
     for (slot, value) in &plan.claims {
         match slot {
             Slot::Hook { container, kind } => {
+                let section = pod_shape
+                    .find(container)
+                    .map_or(Section::Containers, |(s, _, _)| s);
                 containers
-                    .entry(container)
+                    .entry((section.field(), container))
                     .or_default()
                     .insert(kind.field().to_string(), value.clone());
             }
@@ -85,12 +96,11 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
             }
         }
     }
-    let containers: Vec<Value> = containers
-        .into_iter()
-        .map(|(name, lifecycle)| json!({"name": name, "lifecycle": lifecycle}))
-        .collect();
-    if !containers.is_empty() {
-        pod.insert("containers".into(), Value::Array(containers));
+    for ((field, name), lifecycle) in containers {
+        let list = pod.entry(field).or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(items) = list {
+            items.push(json!({"name": name, "lifecycle": lifecycle}));
+        }
     }
     let mut template = json!({ "spec": pod });
     if plan.labels_pods() {
@@ -98,10 +108,10 @@ pub fn apply_body(name: &str, namespace: &str, plan: &Plan) -> Value {
     }
     json!({
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": target.kind.as_str(),
         "metadata": {
-            "name": name,
-            "namespace": namespace,
+            "name": target.name,
+            "namespace": target.namespace,
             "annotations": { ledger_key(&ledger.policy): serde_json::to_string(ledger).expect("ledger serializes") },
         },
         "spec": { "template": template },
@@ -146,11 +156,11 @@ pub fn release_patch(
         }
     }
     for (name, releases) in by_container {
-        let Some(index) = pod.containers.iter().position(|c| c.name == name) else {
+        let Some((section, index, container)) = pod.find(name) else {
             continue; // The container is gone, and its hooks with it.
         };
-        let base = format!("/spec/template/spec/containers/{index}");
-        let mut lifecycle = pod.containers[index]
+        let base = format!("/spec/template/spec/{}/{index}", section.field());
+        let mut lifecycle = container
             .lifecycle
             .clone()
             .filter(Value::is_object)
@@ -162,7 +172,7 @@ pub fn release_patch(
                 None => obj.remove(kind.field()),
             };
         }
-        let had = pod.containers[index].lifecycle.is_some();
+        let had = container.lifecycle.is_some();
         ops.push(json!({"op": "test", "path": format!("{base}/name"), "value": name}));
         if obj.is_empty() {
             if had {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 pub use crate::hook::HookKind;
 use crate::types::{LifecyclePolicySpec, Mode, OnConflict};
-use crate::workload::PodShape;
+use crate::workload::{PodShape, Section};
 
 /// One field of the pod template the operator can own.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,12 +61,7 @@ impl Slot {
     pub fn current(&self, pod: &PodShape) -> Option<Value> {
         match self {
             Slot::GracePeriod => pod.termination_grace_period_seconds.map(Value::from),
-            Slot::Hook { container, kind } => pod
-                .containers
-                .iter()
-                .find(|c| &c.name == container)?
-                .handler(kind.field())
-                .cloned(),
+            Slot::Hook { container, kind } => pod.find(container)?.2.handler(kind.field()).cloned(),
         }
     }
 }
@@ -97,14 +92,15 @@ pub struct Ledger {
 }
 
 /// The slots a policy wants on a template, with the values it wants there.
-/// Only containers that exist in the template count.
+/// Only containers that exist in the template count: by default every
+/// regular container; a named list can also name sidecars.
 pub fn wanted(spec: &LifecyclePolicySpec, pod: &PodShape) -> BTreeMap<Slot, Value> {
     let mut out = BTreeMap::new();
-    for c in &pod.containers {
-        let selected = spec
-            .containers
-            .as_ref()
-            .is_none_or(|names| names.contains(&c.name));
+    for (section, _, c) in pod.hookable() {
+        let selected = match &spec.containers {
+            None => section == Section::Containers,
+            Some(names) => names.contains(&c.name),
+        };
         if !selected {
             continue;
         }
@@ -334,6 +330,17 @@ impl Plan {
 /// policies never block one that enforces.
 pub fn contends(mode: Mode) -> bool {
     mode == Mode::Enforce
+}
+
+/// The named containers the template does not have (as regular containers
+/// or sidecars), for the status: a typo must not pass silently.
+pub fn missing_containers(spec: &LifecyclePolicySpec, pod: &PodShape) -> Vec<String> {
+    spec.containers
+        .iter()
+        .flatten()
+        .filter(|n| pod.find(n).is_none())
+        .cloned()
+        .collect()
 }
 
 /// When the policy's preStop is a sleep that the grace period in force cuts

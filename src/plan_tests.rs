@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::missing_containers;
 use super::*;
-use crate::patch::{apply_body, ledger_key, read_ledgers, release_patch};
+use crate::patch::{Target, apply_body, ledger_key, read_ledgers, release_patch};
+use crate::types::WorkloadKind;
 use crate::workload::{HOOKED_LABEL, PodShape};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
@@ -119,6 +121,41 @@ fn init_containers_are_never_touched() {
         p.claims.keys().cloned().collect::<Vec<_>>(),
         vec![Slot::hook("app", HookKind::PreStop)]
     );
+}
+
+#[test]
+fn sidecars_get_hooks_only_when_named() {
+    let pd = pod(json!({
+        "initContainers": [
+            {"name": "init", "image": "busybox"},
+            {"name": "proxy", "image": "envoy", "restartPolicy": "Always"},
+        ],
+        "containers": [{"name": "app", "image": "x"}],
+    }));
+    let slots = |s: &LifecyclePolicySpec| {
+        run("p", s, &pd, &BTreeMap::new(), true)
+            .claims
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // By default: regular containers only.
+    assert_eq!(
+        slots(&spec(json!({"preStop": sh("x")}))),
+        [Slot::hook("app", HookKind::PreStop)]
+    );
+    // Named: the sidecar too; a plain init container never.
+    let named = spec(json!({"preStop": sh("x"), "containers": ["init", "proxy", "app", "typo"]}));
+    assert_eq!(
+        slots(&named),
+        [
+            Slot::hook("app", HookKind::PreStop),
+            Slot::hook("proxy", HookKind::PreStop)
+        ]
+    );
+    // Names the template lacks are reported ("init" is there, but cannot carry hooks).
+    assert_eq!(missing_containers(&named, &pd), ["init", "typo"]);
+    assert!(missing_containers(&spec(json!({"preStop": sh("x")})), &pd).is_empty());
 }
 
 #[test]
@@ -467,7 +504,12 @@ fn simulate_apply(d: &Value, policy: &str, p: &Plan) -> Value {
         json_patch::patch(&mut v, &ops).unwrap();
     }
     if p.ledger.is_some() {
-        let body = apply_body("web", "ns", p);
+        let target = Target {
+            kind: WorkloadKind::Deployment,
+            name: "web",
+            namespace: "ns",
+        };
+        let body = apply_body(&target, &read(d).0, p);
         merge_apply(&mut v, &body);
     }
     v
@@ -492,8 +534,15 @@ fn merge_apply(target: &mut Value, body: &Value) {
     if let Some(g) = pod_body.get("terminationGracePeriodSeconds") {
         pod["terminationGracePeriodSeconds"] = g.clone();
     }
-    for c in pod_body["containers"].as_array().into_iter().flatten() {
-        let tc = pod["containers"]
+    let lists = ["containers", "initContainers"];
+    for (list, c) in lists.iter().flat_map(|l| {
+        pod_body[*l]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |c| (*l, c))
+    }) {
+        let tc = pod[list]
             .as_array_mut()
             .unwrap()
             .iter_mut()
@@ -518,6 +567,10 @@ fn claim_then_release_restores_the_template_byte_for_byte() {
         json!({"containers": [{"name": "nginx", "image": "nginx", "lifecycle": {"preStop": sh("own")}}], "terminationGracePeriodSeconds": 30}),
         json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"postStart": sh("own")}}, {"name": "b", "image": "x"}]}),
         json!({"containers": [{"name": "a", "image": "x", "lifecycle": {"postStart": sh("own"), "preStop": {"sleep": {"seconds": 3}}}}]}),
+        json!({"initContainers": [{"name": "init", "image": "x"}, {"name": "proxy", "image": "x", "restartPolicy": "Always"}],
+               "containers": [{"name": "a", "image": "x"}]}),
+        json!({"initContainers": [{"name": "proxy", "image": "x", "restartPolicy": "Always", "lifecycle": {"preStop": sh("own")}}],
+               "containers": [{"name": "a", "image": "x"}]}),
     ];
     let specs = [
         json!({"preStop": sh(tricky)}),
@@ -525,6 +578,7 @@ fn claim_then_release_restores_the_template_byte_for_byte() {
         json!({"postStart": {"sleep": {"seconds": 2}}, "terminationGracePeriodSeconds": 99, "onConflict": "Override"}),
         json!({"preStop": sh("p"), "onConflict": "Skip"}),
         json!({"terminationGracePeriodSeconds": 99}),
+        json!({"preStop": sh(tricky), "postStart": sh("p"), "containers": ["a", "proxy", "nginx"], "onConflict": "Override"}),
     ];
     for original in &originals {
         for s in &specs {
@@ -601,7 +655,12 @@ fn hook_strings_are_carried_verbatim() {
     let tricky = "a'b\"c\n$(rm -rf /)`x`;|&<>\\";
     let s = spec(json!({"preStop": sh(tricky)}));
     let p = run("p", &s, &nginx(), &BTreeMap::new(), true);
-    let body = apply_body("web", "ns", &p);
+    let target = Target {
+        kind: WorkloadKind::Deployment,
+        name: "web",
+        namespace: "ns",
+    };
+    let body = apply_body(&target, &nginx(), &p);
     let cmd = &body["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"];
     assert_eq!(cmd[2], tricky);
     // The ledger annotation is JSON in a string and parses back.

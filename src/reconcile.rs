@@ -1,4 +1,4 @@
-//! The policy reconciler: the I/O around `plan`. Reads Deployments and
+//! The policy reconciler: the I/O around `decide` and `execute`. Reads workloads and
 //! policies from watch caches, writes only what differs, then the status.
 
 use std::collections::HashMap;
@@ -19,15 +19,15 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::decide::{self, Deployment, Intent, Scope};
+use crate::decide::{self, Intent, Scope};
 use crate::execute::Executor;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::plan::{self, Plan};
-use crate::status::{self, DeploymentResult, Done, StatusInput};
-use crate::types::{LifecyclePolicy, Verification};
-use crate::workload;
+use crate::status::{self, Done, StatusInput, WorkloadResult};
+use crate::types::{LifecyclePolicy, Verification, WorkloadKind};
+use crate::workload::{self, Workload};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -44,13 +44,13 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("{0} Deployments could not be written (see the policy's status)")]
+    #[error("{0} workloads could not be written (see the policy's status)")]
     WritesFailed(usize),
-    #[error("{0} Deployments still carry this policy's hooks (waiting for rollout slots)")]
+    #[error("{0} workloads still carry this policy's hooks (waiting for rollout slots)")]
     CleanupPending(usize),
     #[error("reconcile did not finish within {}s", RECONCILE_TIMEOUT.as_secs())]
     Timeout,
-    #[error("{0} Deployments changed since they were read (another writer); retrying")]
+    #[error("{0} workloads changed since they were read (another writer); retrying")]
     StaleWrites(usize),
 }
 
@@ -89,7 +89,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub policies: Store<LifecyclePolicy>,
-    pub deployments: Store<Deployment>,
+    pub workloads: Workloads,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub observer: Arc<Observer>,
@@ -102,7 +102,7 @@ impl Context {
     pub fn new(
         client: Client,
         policies: Store<LifecyclePolicy>,
-        deployments: Store<Deployment>,
+        workloads: Workloads,
         metrics: Arc<Metrics>,
         observer: Arc<Observer>,
         liveness: Arc<Liveness>,
@@ -118,7 +118,7 @@ impl Context {
             ),
             client,
             policies,
-            deployments,
+            workloads,
             metrics,
             observer,
             liveness,
@@ -137,15 +137,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
-    let (deployments, writer) = reflector::store();
-    let deployment_events = watcher(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(workload::trim)
-    .reflect(writer)
-    .touched_objects();
+    // One cache per kind, fed by a watch of its own.
+    let mut stores = Vec::new();
+    let mut watches = Vec::new();
+    for kind in WorkloadKind::ALL {
+        let writer = reflector::store::Writer::new(kind);
+        stores.push((kind, writer.as_reader()));
+        watches.push(
+            watcher(
+                Api::<Workload>::all_with(client.clone(), &kind),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff()
+            .modify(move |w| {
+                w.kind = kind;
+                workload::trim(w);
+            })
+            .reflect(writer)
+            .touched_objects()
+            .boxed(),
+        );
+    }
+    let workloads = Workloads(stores);
+    let workload_events = futures::stream::select_all(watches);
     // Any policy's spec change can change who wins a contested hook in its
     // namespace, so it re-triggers its neighbours too.
     let policy_spec_changes = watcher(policies.clone(), watcher::Config::default().any_semantic())
@@ -172,7 +186,7 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client,
         store,
-        deployments,
+        workloads,
         metrics,
         observer.clone(),
         liveness.clone(),
@@ -180,8 +194,8 @@ pub async fn run(
     ));
     let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
-        .watches_stream(deployment_events, move |d: Deployment| {
-            neighbours(d.namespace(), None)
+        .watches_stream(workload_events, move |w: Workload| {
+            neighbours(w.namespace(), None)
         })
         .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| {
             neighbours2(p.namespace(), p.metadata.name.clone())
@@ -219,8 +233,8 @@ pub(crate) async fn reconcile(
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let work = async {
-        // Bounded too: the Deployment cache fills from a watch of its own.
-        crate::ready::wait_ready(&ctx.deployments).await;
+        // Bounded too: the workload caches fill from watches of their own.
+        ctx.workloads.wait_ready().await;
         finalizer(&api, FINALIZER, policy.clone(), |event| async {
             match event {
                 Finalizer::Apply(p) => apply(&p, &ctx).await,
@@ -254,7 +268,7 @@ pub(crate) fn error_policy(
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
     {
         // Waiting, not failing: releases queue behind maxConcurrentRollouts.
-        info!(policy = %policy.name_any(), deployments = n, "waiting to hand hooks back");
+        info!(policy = %policy.name_any(), workloads = n, "waiting to hand hooks back");
         return Action::requeue(PENDING_RETRY);
     }
     if error.is_stale_read() {
@@ -279,9 +293,9 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
     let ((results, stale), invalid) =
         match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
             Ok(selector) => {
-                let deployments = cached_deployments(policy, ctx);
+                let workloads = ctx.workloads.in_namespace(policy.namespace());
                 (
-                    evaluate(policy, &selector, true, deployments, ctx).await,
+                    evaluate(policy, &selector, true, workloads, ctx).await,
                     None,
                 )
             }
@@ -336,10 +350,10 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     // Nothing matches a policy being deleted: every slot it holds is released.
     // The last look before the finalizer goes must not miss a hook: a cached
-    // Deployment may not show yet what this policy (or another replica of the
+    // workload may not show yet what this policy (or another replica of the
     // operator) applied a moment ago, so read them afresh.
-    let deployments = fresh_deployments(policy, ctx).await?;
-    let (results, stale) = evaluate(policy, &Selector::default(), false, deployments, ctx).await;
+    let workloads = fresh_workloads(policy, ctx).await?;
+    let (results, stale) = evaluate(policy, &Selector::default(), false, workloads, ctx).await;
     let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
     let failed = count(|d| matches!(d, Done::Failed(_)));
     if failed > 0 {
@@ -359,37 +373,53 @@ fn has_held(plan: &Plan) -> bool {
         .any(|o| matches!(o, plan::Outcome::HeldBy(_)))
 }
 
-/// Plans and (in Enforce mode) carries out the policy on every Deployment of
-/// its namespace that it matches or still holds slots on.
-fn cached_deployments(policy: &LifecyclePolicy, ctx: &Context) -> Vec<Arc<Deployment>> {
-    let ns = policy.namespace();
-    ctx.deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace() == ns)
-        .collect()
-}
+/// The workload caches, one per kind.
+#[derive(Clone)]
+pub struct Workloads(pub Vec<(WorkloadKind, Store<Workload>)>);
 
-/// The namespace's Deployments read from the API server (a quorum read), not the cache.
-async fn fresh_deployments(
-    policy: &LifecyclePolicy,
-    ctx: &Context,
-) -> Result<Vec<Arc<Deployment>>, Error> {
-    let ns = policy.namespace().unwrap_or_default();
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut out = Vec::new();
-    let mut params = kube::api::ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        out.extend(page.items.into_iter().map(|mut d| {
-            workload::trim(&mut d);
-            Arc::new(d)
-        }));
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(out),
+impl Workloads {
+    /// Every cached workload of the namespace, of every kind.
+    fn in_namespace(&self, ns: Option<String>) -> Vec<Arc<Workload>> {
+        self.0
+            .iter()
+            .flat_map(|(_, store)| store.state())
+            .filter(|w| w.namespace() == ns)
+            .collect()
+    }
+
+    async fn wait_ready(&self) {
+        for (_, store) in &self.0 {
+            crate::ready::wait_ready(store).await;
         }
     }
+}
+
+/// The namespace's workloads of every kind, read from the API server (a
+/// quorum read), not the caches. Every kind: the policy may hold slots on a
+/// kind it no longer selects.
+async fn fresh_workloads(
+    policy: &LifecyclePolicy,
+    ctx: &Context,
+) -> Result<Vec<Arc<Workload>>, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let mut out = Vec::new();
+    for (kind, _) in &ctx.workloads.0 {
+        let api: Api<Workload> = Api::namespaced_with(ctx.client.clone(), &ns, kind);
+        let mut params = kube::api::ListParams::default().limit(500);
+        loop {
+            let page = api.list(&params).await?;
+            out.extend(page.items.into_iter().map(|mut w| {
+                w.kind = *kind;
+                workload::trim(&mut w);
+                Arc::new(w)
+            }));
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Decides on every workload of the namespace that the policy matches or
@@ -398,9 +428,9 @@ async fn evaluate(
     policy: &LifecyclePolicy,
     selector: &Selector,
     active: bool,
-    deployments: Vec<Arc<Deployment>>,
+    workloads: Vec<Arc<Workload>>,
     ctx: &Context,
-) -> (Vec<DeploymentResult>, usize) {
+) -> (Vec<WorkloadResult>, usize) {
     let ns = policy.namespace();
     let neighbours: Vec<Arc<LifecyclePolicy>> = ctx
         .policies
@@ -415,7 +445,7 @@ async fn evaluate(
             active,
             neighbours: &neighbours,
         },
-        deployments,
+        workloads,
     );
     let executor = Executor {
         client: &ctx.client,
@@ -440,9 +470,12 @@ async fn evaluate(
                 (Intent::WaitForSlot, None) => Done::WaitingForRolloutSlot,
                 (_, None) => Done::UpToDate,
             };
-            DeploymentResult {
+            WorkloadResult {
                 name: d.name(),
                 integrity: d.integrity(),
+                kind: d.workload.kind,
+                staged: d.staged,
+                missing_containers: d.missing_containers,
                 matched: d.matched,
                 grace_too_short: d.grace_too_short,
                 plan: d.plan,

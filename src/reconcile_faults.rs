@@ -34,7 +34,7 @@ fn policy(selector: &str) -> LifecyclePolicy {
 
 /// A Deployment "d" labelled app=web; with `ledger`, it carries the policy's
 /// preStop and the ledger and managedFields that say so.
-fn deployment(ledger: bool) -> crate::decide::Deployment {
+fn deployment(ledger: bool) -> Workload {
     let mut d = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d", "namespace": "ns", "uid": "d1", "labels": {"app": "web"}},
@@ -58,30 +58,36 @@ fn deployment(ledger: bool) -> crate::decide::Deployment {
 }
 
 /// A context whose caches hold exactly `policy` and `deployment`, talking to a mock API server.
-async fn context(p: &LifecyclePolicy, d: crate::decide::Deployment) -> (Arc<Context>, ApiServer) {
+async fn context(p: &LifecyclePolicy, d: Workload) -> (Arc<Context>, ApiServer) {
     context_with(p, vec![d]).await
 }
 
-async fn context_with(
-    p: &LifecyclePolicy,
-    ds: Vec<crate::decide::Deployment>,
-) -> (Arc<Context>, ApiServer) {
+async fn context_with(p: &LifecyclePolicy, ds: Vec<Workload>) -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let (policies, mut pw) = reflector::store();
-    let (deployments, mut dw) = reflector::store();
+    let mut dw = reflector::store::Writer::new(WorkloadKind::Deployment);
+    let deployments = dw.as_reader();
     pw.apply_watcher_event(&watcher::Event::InitApply(p.clone()));
     pw.apply_watcher_event(&watcher::Event::InitDone);
     for d in ds {
         dw.apply_watcher_event(&watcher::Event::InitApply(d));
     }
     dw.apply_watcher_event(&watcher::Event::InitDone);
+    // The other kinds' caches: synced, empty.
+    let mut stores = vec![(WorkloadKind::Deployment, deployments)];
+    for kind in [WorkloadKind::StatefulSet, WorkloadKind::DaemonSet] {
+        let mut w = reflector::store::Writer::new(kind);
+        w.apply_watcher_event(&watcher::Event::Init);
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        stores.push((kind, w.as_reader()));
+    }
     let metrics = Arc::new(Metrics::default());
     let observer = Observer::new(client.clone(), policies.clone(), metrics.clone());
     let ctx = Context::new(
         client,
         policies,
-        deployments,
+        Workloads(stores),
         metrics,
         observer,
         Arc::new(Liveness::new(RECONCILE_TIMEOUT, RESYNC)),
@@ -187,7 +193,7 @@ async fn refused_write(response: fn() -> Response<Body>, first: u64) {
             condition(&s, "Applied"),
             ("False".into(), "PatchFailed".into())
         );
-        assert_eq!(s["status"]["deployments"][0]["state"], "Error");
+        assert_eq!(s["status"]["workloads"][0]["state"], "Error");
     }
 }
 
@@ -331,7 +337,7 @@ async fn a_garbage_ledger_is_reported_and_rebuilt() {
         condition(&status, "LedgerIntact"),
         ("False".into(), "LedgerDamaged".into())
     );
-    assert_eq!(status["status"]["deployments"][0]["state"], "LedgerDamaged");
+    assert_eq!(status["status"]["workloads"][0]["state"], "LedgerDamaged");
 }
 
 /// Releasing a slot whose original is unknown removes the hook, says so in
@@ -383,7 +389,7 @@ async fn an_unknown_original_is_removed_on_release() {
             && o["path"] == "/metadata/annotations/lifecycle-operator.io~1p")
     );
     assert_eq!(ev["reason"], "RestoreIncomplete");
-    let report = &status["status"]["deployments"][0];
+    let report = &status["status"]["workloads"][0];
     assert!(
         report["message"]
             .as_str()
@@ -455,6 +461,18 @@ async fn cleanup_reads_deployments_afresh_before_letting_go() {
         let fresh = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
                            "items": [serde_json::to_value(deployment(true)).unwrap()]});
         expect(&mut api, "GET", "/namespaces/ns/deployments", ok(fresh)).await;
+        // Every kind is read: the policy may hold slots on any.
+        for kind in ["statefulsets", "daemonsets"] {
+            let empty =
+                json!({"apiVersion": "apps/v1", "kind": "List", "metadata": {}, "items": []});
+            expect(
+                &mut api,
+                "GET",
+                &format!("/namespaces/ns/{kind}"),
+                ok(empty),
+            )
+            .await;
+        }
         let ops = expect(
             &mut api,
             "PATCH",
@@ -567,8 +585,8 @@ async fn writes_go_out_in_parallel_and_fail_one_by_one() {
         "{note}"
     );
     let status: Value = serde_json::from_str(&next[3]).unwrap();
-    assert_eq!(status["status"]["patchedDeployments"], 19, "{status}");
-    let failed: Vec<&Value> = status["status"]["deployments"]
+    assert_eq!(status["status"]["patchedWorkloads"], 19, "{status}");
+    let failed: Vec<&Value> = status["status"]["workloads"]
         .as_array()
         .unwrap()
         .iter()

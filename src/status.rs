@@ -4,12 +4,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::plan::{HookKind, Outcome, Plan, Slot};
-use crate::types::{DeploymentReport, HookReport, LifecyclePolicyStatus, Mode};
+use crate::types::{HookReport, LifecyclePolicyStatus, Mode, WorkloadKind, WorkloadReport};
 
-/// At most this many Deployments are listed on the status.
+/// At most this many workloads are listed on the status.
 pub const MAX_REPORTS: usize = 20;
 
-/// What happened to one Deployment in one reconcile.
+/// What happened to one workload in one reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Done {
     /// Nothing to write: the template already holds what the plan wants.
@@ -18,15 +18,16 @@ pub enum Done {
     Patched,
     /// DryRun: the plan would write.
     WouldPatch,
-    /// Enforce, but maxConcurrentRollouts Deployments are already rolling.
+    /// Enforce, but maxConcurrentRollouts workloads are already rolling.
     WaitingForRolloutSlot,
     /// The write failed.
     Failed(String),
 }
 
-/// One Deployment the policy matched or still holds slots on.
+/// One workload the policy matched or still holds slots on.
 #[derive(Clone, Debug)]
-pub struct DeploymentResult {
+pub struct WorkloadResult {
+    pub kind: WorkloadKind,
     pub name: String,
     pub matched: bool,
     pub plan: Plan,
@@ -35,10 +36,20 @@ pub struct DeploymentResult {
     pub grace_too_short: Option<String>,
     /// The policy's ledger here was damaged, or holds originals that are lost.
     pub integrity: Option<String>,
+    /// Why a template change restarts no pod (StatefulSet partition, OnDelete).
+    pub staged: Option<String>,
+    /// Named containers this template does not have.
+    pub missing_containers: Vec<String>,
 }
 
-impl DeploymentResult {
-    fn report(&self, mode: Mode) -> DeploymentReport {
+impl WorkloadResult {
+    fn report(&self, mode: Mode) -> WorkloadReport {
+        let missing = (!self.missing_containers.is_empty()).then(|| {
+            format!(
+                "not in this pod template: {}",
+                self.missing_containers.join(", ")
+            )
+        });
         let conflicts: Vec<String> = self.plan.conflicts().map(|(s, o)| describe(s, o)).collect();
         let held: Vec<String> = self
             .plan
@@ -61,12 +72,26 @@ impl DeploymentResult {
             Done::WouldPatch => ("WouldPatch", changes(&self.plan)),
             _ if self.matched && self.plan.outcomes.is_empty() => (
                 "NoContainers",
-                "no selected container in the pod template".to_string(),
+                match &missing {
+                    Some(m) => format!("no selected container in the pod template ({m})"),
+                    None => "no selected container in the pod template".to_string(),
+                },
             ),
-            _ if mode == Mode::DryRun => ("UpToDate", String::new()),
-            _ => ("Patched", String::new()),
+            _ if mode == Mode::DryRun => ("UpToDate", missing.unwrap_or_default()),
+            _ => match (&self.staged, missing) {
+                (Some(why), m) => (
+                    "Staged",
+                    [Some(why.clone()), m]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                (None, m) => ("Patched", m.unwrap_or_default()),
+            },
         };
-        DeploymentReport {
+        WorkloadReport {
+            kind: self.kind,
             name: self.name.clone(),
             state: state.to_string(),
             message,
@@ -123,7 +148,7 @@ fn changes(plan: &Plan) -> String {
 pub struct StatusInput<'a> {
     pub generation: Option<i64>,
     pub mode: Mode,
-    pub results: &'a [DeploymentResult],
+    pub results: &'a [WorkloadResult],
     /// Set when the policy cannot be evaluated at all (e.g. a bad selector).
     pub invalid: Option<String>,
     pub previous: Option<&'a LifecyclePolicyStatus>,
@@ -149,12 +174,16 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .flat_map(|r| {
             r.plan
                 .conflicts()
-                .map(move |(s, o)| format!("{}: {}", r.name, describe(s, o)))
+                .map(move |(s, o)| format!("{} {}: {}", r.kind, r.name, describe(s, o)))
         })
         .collect();
     let damaged: Vec<String> = results
         .iter()
-        .filter_map(|r| r.integrity.as_ref().map(|m| format!("{}: {m}", r.name)))
+        .filter_map(|r| {
+            r.integrity
+                .as_ref()
+                .map(|m| format!("{} {}: {m}", r.kind, r.name))
+        })
         .collect();
     let grace: Vec<&String> = results
         .iter()
@@ -168,7 +197,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             "Applied",
             false,
             "PatchFailed",
-            &format!("{failed} of {matched} Deployments could not be patched"),
+            &format!("{failed} of {matched} workloads could not be patched"),
         )
     } else if input.mode == Mode::DryRun {
         let would = results
@@ -179,7 +208,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             "Applied",
             false,
             "DryRun",
-            &format!("DryRun: {would} of {matched} Deployments would change; nothing was patched"),
+            &format!("DryRun: {would} of {matched} workloads would change; nothing was patched"),
         )
     } else if pending > 0 {
         cond(
@@ -187,7 +216,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             false,
             "Pending",
             &format!(
-                "{pending} of {matched} Deployments are waiting (rollout slots or another policy)"
+                "{pending} of {matched} workloads are waiting (rollout slots or another policy)"
             ),
         )
     } else {
@@ -195,7 +224,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             "Applied",
             true,
             "Applied",
-            &format!("{patched} of {matched} matched Deployments carry the policy's hooks"),
+            &format!("{patched} of {matched} matched workloads carry the policy's hooks"),
         )
     };
     let conflict = if conflicts.is_empty() {
@@ -257,7 +286,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         _ => cond("Ready", true, "Ready", &applied.message),
     };
 
-    let mut reports: Vec<(u8, DeploymentReport)> = results
+    let mut reports: Vec<(u8, WorkloadReport)> = results
         .iter()
         .filter(|r| r.matched || r.done != Done::UpToDate)
         .map(|r| {
@@ -273,7 +302,11 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             (rank, rep)
         })
         .collect();
-    reports.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    reports.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.kind.cmp(&b.1.kind))
+            .then_with(|| a.1.name.cmp(&b.1.name))
+    });
 
     let previous = input
         .previous
@@ -287,9 +320,9 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     LifecyclePolicyStatus {
         observed_generation: input.generation,
         conditions,
-        matched_deployments: matched as i32,
-        patched_deployments: patched as i32,
-        deployments: reports
+        matched_workloads: matched as i32,
+        patched_workloads: patched as i32,
+        workloads: reports
             .into_iter()
             .take(MAX_REPORTS)
             .map(|(_, r)| r)
@@ -404,8 +437,11 @@ mod tests {
     use super::*;
     use crate::plan::HookKind;
 
-    fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> DeploymentResult {
-        DeploymentResult {
+    fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> WorkloadResult {
+        WorkloadResult {
+            kind: WorkloadKind::Deployment,
+            staged: None,
+            missing_containers: Vec::new(),
             name: name.into(),
             matched: true,
             plan: Plan {
@@ -423,7 +459,7 @@ mod tests {
     }
 
     fn build_at(
-        results: &[DeploymentResult],
+        results: &[WorkloadResult],
         mode: Mode,
         previous: Option<&LifecyclePolicyStatus>,
         secs: i64,
@@ -451,11 +487,11 @@ mod tests {
             result("b", vec![(slot(), Outcome::AlreadySet)], Done::UpToDate),
         ];
         let s = build_at(&rs, Mode::Enforce, None, 100);
-        assert_eq!((s.matched_deployments, s.patched_deployments), (2, 2));
+        assert_eq!((s.matched_workloads, s.patched_workloads), (2, 2));
         assert_eq!(get(&s, "Ready").status, "True");
         assert_eq!(
             get(&s, "Applied").message,
-            "2 of 2 matched Deployments carry the policy's hooks"
+            "2 of 2 matched workloads carry the policy's hooks"
         );
         assert_eq!(get(&s, "Conflict").status, "False");
         assert_eq!(s.observed_generation, Some(2));
@@ -530,8 +566,34 @@ mod tests {
             let s = build_at(std::slice::from_ref(&r), mode, None, 100);
             assert_eq!(get(&s, "Ready").status, "False", "{r:?}");
             assert_eq!(get(&s, "Ready").reason, ready_reason, "{r:?}");
-            assert_eq!(s.deployments[0].state, state, "{r:?}");
+            assert_eq!(s.workloads[0].state, state, "{r:?}");
         }
+    }
+
+    #[test]
+    fn staged_workloads_and_missing_containers_are_reported() {
+        let mut staged = result("db", vec![(slot(), Outcome::Claimed)], Done::Patched);
+        staged.kind = WorkloadKind::StatefulSet;
+        staged.staged = Some("StatefulSet: updateStrategy OnDelete: ...".into());
+        let mut missing = result("web", vec![(slot(), Outcome::Claimed)], Done::UpToDate);
+        missing.missing_containers = vec!["envoy".into()];
+        let mut none = result("bare", vec![], Done::UpToDate);
+        none.missing_containers = vec!["envoy".into()];
+        let s = build_at(&[staged, missing, none], Mode::Enforce, None, 1);
+        let by_name = |n: &str| s.workloads.iter().find(|w| w.name == n).unwrap().clone();
+        assert_eq!(by_name("db").state, "Staged");
+        assert_eq!(by_name("db").kind, WorkloadKind::StatefulSet);
+        assert!(by_name("db").message.contains("OnDelete"));
+        assert_eq!(by_name("web").state, "Patched");
+        assert_eq!(by_name("web").message, "not in this pod template: envoy");
+        assert_eq!(by_name("bare").state, "NoContainers");
+        assert!(
+            by_name("bare").message.contains("envoy"),
+            "{:?}",
+            by_name("bare")
+        );
+        // Staged workloads carry the hooks: they count as patched.
+        assert_eq!(s.patched_workloads, 2);
     }
 
     #[test]
@@ -542,8 +604,8 @@ mod tests {
             None,
             1,
         );
-        assert_eq!(s.deployments[0].state, "NoContainers");
-        assert_eq!(s.patched_deployments, 0);
+        assert_eq!(s.workloads[0].state, "NoContainers");
+        assert_eq!(s.patched_workloads, 0);
     }
 
     #[test]
@@ -570,7 +632,7 @@ mod tests {
 
     #[test]
     fn the_list_is_bounded_and_problems_come_first() {
-        let mut rs: Vec<DeploymentResult> = (0..50)
+        let mut rs: Vec<WorkloadResult> = (0..50)
             .map(|i| {
                 result(
                     &format!("ok-{i:02}"),
@@ -585,9 +647,9 @@ mod tests {
             Done::Failed("denied".into()),
         ));
         let s = build_at(&rs, Mode::Enforce, None, 1);
-        assert_eq!(s.deployments.len(), MAX_REPORTS);
-        assert_eq!(s.deployments[0].name, "zz-broken");
-        assert_eq!(s.deployments[0].message, "denied");
-        assert_eq!(s.matched_deployments, 51);
+        assert_eq!(s.workloads.len(), MAX_REPORTS);
+        assert_eq!(s.workloads[0].name, "zz-broken");
+        assert_eq!(s.workloads[0].message, "denied");
+        assert_eq!(s.matched_workloads, 51);
     }
 }

@@ -33,7 +33,7 @@ pub const MAX_SECONDS: i64 = 3600;
     category = "lifecycle-operator",
     namespaced,
     status = "LifecyclePolicyStatus",
-    doc = "LifecyclePolicy puts container lifecycle hooks (postStart, preStop) on the pod templates of the Deployments it selects in its namespace, and reports what it changed.",
+    doc = "LifecyclePolicy puts container lifecycle hooks (postStart, preStop) on the pod templates of the workloads (Deployments, StatefulSets, DaemonSets) it selects in its namespace, and reports what it changed and whether the hooks ran.",
     printcolumn(
         name = "Mode",
         type_ = "string",
@@ -43,12 +43,14 @@ pub const MAX_SECONDS: i64 = 3600;
     printcolumn(
         name = "Matched",
         type_ = "integer",
-        json_path = ".status.matchedDeployments"
+        description = "Workloads the selector matches",
+        json_path = ".status.matchedWorkloads"
     ),
     printcolumn(
         name = "Patched",
         type_ = "integer",
-        json_path = ".status.patchedDeployments"
+        description = "Matched workloads carrying every hook this policy owns there",
+        json_path = ".status.patchedWorkloads"
     ),
     printcolumn(
         name = "PostStart",
@@ -82,13 +84,24 @@ pub const MAX_SECONDS: i64 = 3600;
 #[x_kube(validation = Rule::new("has(self.postStart) || has(self.preStop)").message("set at least one of postStart or preStop"))]
 #[serde(rename_all = "camelCase")]
 pub struct LifecyclePolicySpec {
-    /// Label selector over Deployments in this policy's namespace. Required and
-    /// must not be empty: a policy never selects every Deployment by accident.
+    /// Label selector over the workloads (of `kinds`) in this policy's
+    /// namespace. Required and must not be empty: a policy never selects every
+    /// workload by accident.
     #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("selector must not be empty: set matchLabels or matchExpressions"))]
     pub selector: PolicySelector,
 
+    /// The workload kinds the selector applies to: Deployment, StatefulSet,
+    /// DaemonSet. Default: [Deployment]. Jobs and CronJobs cannot be
+    /// selected: a container that completes on its own never runs preStop.
+    #[serde(default = "default_kinds")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("kinds must not repeat"))]
+    pub kinds: Vec<WorkloadKind>,
+
     /// Names of the containers to put hooks on. Default: every regular
-    /// container of the pod template (init containers never).
+    /// container of the pod template. A sidecar (an init container with
+    /// restartPolicy: Always) gets hooks only when named here; plain init
+    /// containers never (Kubernetes rejects lifecycle hooks on them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     #[x_kube(validation = Rule::new("self.all(c, c.size() > 0 && c.size() <= 63)").message("container names must be 1 to 63 characters"))]
@@ -117,7 +130,7 @@ pub struct LifecyclePolicySpec {
     #[serde(default)]
     pub on_conflict: OnConflict,
 
-    /// Enforce (default) patches Deployments; DryRun only reports, on the
+    /// Enforce (default) patches the selected workloads; DryRun only reports, on the
     /// status, what would change.
     #[serde(default)]
     pub mode: Mode,
@@ -130,8 +143,10 @@ pub struct LifecyclePolicySpec {
     #[serde(default)]
     pub verification: Verification,
 
-    /// At most this many of the policy's Deployments rolling out at once
-    /// because of it. 0 (default) means no limit.
+    /// At most this many of the policy's workloads rolling out at once
+    /// because of it, whatever their kind. A StatefulSet with a partition or
+    /// OnDelete updates, or an OnDelete DaemonSet, restarts no pod when its
+    /// template changes, so it never takes a slot. 0 (default) means no limit.
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub max_concurrent_rollouts: i32,
@@ -274,10 +289,66 @@ pub enum Verification {
     Disabled,
 }
 
-/// Whether the policy patches Deployments.
+/// A kind of workload a policy can put hooks on (group apps/v1).
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+)]
+pub enum WorkloadKind {
+    #[default]
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn default_kinds() -> Vec<WorkloadKind> {
+    vec![WorkloadKind::Deployment]
+}
+
+/// Whether the policy patches workloads.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// Patch the selected Deployments.
+    /// Patch the selected workloads.
     #[default]
     Enforce,
     /// Patch nothing; report on the status what would change.
@@ -295,15 +366,15 @@ pub struct LifecyclePolicyStatus {
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Deployments in the namespace that the selector matches.
+    /// Workloads (of `kinds`) in the namespace that the selector matches.
     #[serde(default)]
-    pub matched_deployments: i32,
-    /// Matched Deployments whose template carries every hook this policy owns there.
+    pub matched_workloads: i32,
+    /// Matched workloads whose template carries every hook this policy owns there.
     #[serde(default)]
-    pub patched_deployments: i32,
-    /// Per-Deployment detail, problems first, at most 20 entries.
+    pub patched_workloads: i32,
+    /// Per-workload detail, problems first, at most 20 entries.
     #[serde(default)]
-    pub deployments: Vec<DeploymentReport>,
+    pub workloads: Vec<WorkloadReport>,
     /// What the postStart hooks did in the selected pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_start: Option<HookReport>,
@@ -467,13 +538,16 @@ pub struct HookFailure {
     pub time: Time,
 }
 
-/// What the policy did, or would do, to one Deployment.
+/// What the policy did, or would do, to one workload.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct DeploymentReport {
-    /// Deployment name.
+pub struct WorkloadReport {
+    pub kind: WorkloadKind,
+    /// Workload name.
     pub name: String,
-    /// Patched, WouldPatch, Pending, Conflict, Skipped, NoContainers or Error.
+    /// Patched, Staged (the template carries the hooks but the workload's
+    /// update strategy restarts no pod for it), WouldPatch, Pending, Conflict,
+    /// NoContainers, LedgerDamaged or Error.
     pub state: String,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "String::is_empty")]

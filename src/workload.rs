@@ -2,17 +2,20 @@
 //! reads, deserialized straight from the API's JSON (everything else is
 //! skipped while parsing, never allocated). A k8s-openapi `Deployment` with
 //! one container takes about 6 KiB even trimmed; this takes well under 1 KiB
-//! until a policy hooks it.
+//! until a policy hooks it. One type serves every kind: the kind is kube's
+//! dynamic type, like `DynamicObject`'s `ApiResource`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::core::DynamicResourceScope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::types::WorkloadKind;
 
 /// Pod-template label on every template a policy has hooked, so that the hook
 /// observer watches only hooked pods. Restored (removed) with the last hook.
@@ -23,47 +26,36 @@ pub const HOOKED_VALUE: &str = "true";
 const DOMAIN_PREFIX: &str = "lifecycle-operator.io/";
 const MANAGER_PREFIX: &str = "lifecycle-operator/";
 
-/// A workload of kind `K` (a Deployment today) reduced to what planning reads.
-#[derive(Deserialize, Serialize, Debug)]
+/// A Deployment, StatefulSet or DaemonSet reduced to what planning reads.
+/// The kind is the watch's (kube's dynamic type), set when it is read.
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Workload<K> {
+pub struct Workload {
+    #[serde(skip)]
+    pub kind: WorkloadKind,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: WorkloadSpec,
     #[serde(default)]
     pub status: WorkloadStatus,
-    #[serde(skip)]
-    kind: PhantomData<fn() -> K>,
 }
 
-// Not derived: a derive would require `K: Clone`.
-impl<K> Clone for Workload<K> {
-    fn clone(&self) -> Self {
-        Workload {
-            metadata: self.metadata.clone(),
-            spec: self.spec.clone(),
-            status: self.status.clone(),
-            kind: PhantomData,
-        }
-    }
-}
+impl Resource for Workload {
+    type DynamicType = WorkloadKind;
+    type Scope = DynamicResourceScope;
 
-impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        K::kind(&())
+    fn kind(k: &WorkloadKind) -> Cow<'_, str> {
+        k.as_str().into()
     }
-    fn group(_: &()) -> Cow<'_, str> {
-        K::group(&())
+    fn group(_: &WorkloadKind) -> Cow<'_, str> {
+        "apps".into()
     }
-    fn version(_: &()) -> Cow<'_, str> {
-        K::version(&())
+    fn version(_: &WorkloadKind) -> Cow<'_, str> {
+        "v1".into()
     }
-    fn plural(_: &()) -> Cow<'_, str> {
-        K::plural(&())
+    fn plural(k: &WorkloadKind) -> Cow<'_, str> {
+        k.plural().into()
     }
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
@@ -79,6 +71,22 @@ pub struct WorkloadSpec {
     pub replicas: Option<i32>,
     #[serde(default)]
     pub template: Template,
+    /// StatefulSets and DaemonSets (a Deployment's is `strategy`, not read).
+    pub update_strategy: Option<UpdateStrategy>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct RollingUpdate {
+    /// StatefulSets: only pods with an ordinal at or above it are updated.
+    pub partition: Option<i32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -102,12 +110,18 @@ pub struct TemplateMeta {
 pub struct PodShape {
     #[serde(default)]
     pub containers: Vec<ContainerShape>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerShape>,
     pub termination_grace_period_seconds: Option<i64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ContainerShape {
     pub name: String,
+    /// `Always` on an init container makes it a sidecar, which runs hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
     /// The container's `lifecycle` as the API server returned it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Value>,
@@ -120,19 +134,74 @@ impl ContainerShape {
     }
 }
 
+/// Where a container sits in a pod spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Containers,
+    InitContainers,
+}
+
+impl Section {
+    /// The field's JSON name.
+    pub fn field(self) -> &'static str {
+        match self {
+            Section::Containers => "containers",
+            Section::InitContainers => "initContainers",
+        }
+    }
+}
+
+impl PodShape {
+    /// The containers that can carry hooks: regular ones, then sidecars.
+    pub fn hookable(&self) -> impl Iterator<Item = (Section, usize, &ContainerShape)> {
+        let regular = self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Section::Containers, i, c));
+        let sidecars = self
+            .init_containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_sidecar())
+            .map(|(i, c)| (Section::InitContainers, i, c));
+        regular.chain(sidecars)
+    }
+
+    /// A container that can carry hooks, by name.
+    pub fn find(&self, name: &str) -> Option<(Section, usize, &ContainerShape)> {
+        self.hookable().find(|(_, _, c)| c.name == name)
+    }
+}
+
+impl ContainerShape {
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy.as_deref() == Some("Always")
+    }
+}
+
+impl From<&k8s_openapi::api::core::v1::Container> for ContainerShape {
+    fn from(c: &k8s_openapi::api::core::v1::Container) -> Self {
+        ContainerShape {
+            name: c.name.clone(),
+            restart_policy: c.restart_policy.clone(),
+            lifecycle: c
+                .lifecycle
+                .as_ref()
+                .map(|l| serde_json::to_value(l).expect("lifecycle serializes")),
+        }
+    }
+}
+
 impl From<&PodSpec> for PodShape {
     fn from(pod: &PodSpec) -> Self {
         PodShape {
-            containers: pod
-                .containers
+            containers: pod.containers.iter().map(ContainerShape::from).collect(),
+            init_containers: pod
+                .init_containers
                 .iter()
-                .map(|c| ContainerShape {
-                    name: c.name.clone(),
-                    lifecycle: c
-                        .lifecycle
-                        .as_ref()
-                        .map(|l| serde_json::to_value(l).expect("lifecycle serializes")),
-                })
+                .flatten()
+                .map(ContainerShape::from)
                 .collect(),
             termination_grace_period_seconds: pod.termination_grace_period_seconds,
         }
@@ -148,9 +217,15 @@ pub struct WorkloadStatus {
     pub replicas: Option<i32>,
     pub updated_replicas: Option<i32>,
     pub available_replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+    pub desired_number_scheduled: Option<i32>,
+    pub updated_number_scheduled: Option<i32>,
+    pub number_available: Option<i32>,
 }
 
-impl<K> Workload<K> {
+impl Workload {
     pub fn pod(&self) -> &PodShape {
         &self.spec.template.spec
     }
@@ -164,23 +239,67 @@ impl<K> Workload<K> {
             .is_some_and(|v| v == HOOKED_VALUE)
     }
 
+    /// Why a template change restarts no pod here (the update strategy
+    /// leaves that to someone else); None when it rolls out.
+    pub fn staged(&self) -> Option<String> {
+        if self.kind == WorkloadKind::Deployment {
+            return None;
+        }
+        let strategy = self.spec.update_strategy.as_ref();
+        if strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {
+            return Some(format!(
+                "{}: updateStrategy OnDelete: each pod gets the new template when it is next deleted",
+                self.kind
+            ));
+        }
+        let partition = strategy
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0);
+        (self.kind == WorkloadKind::StatefulSet && partition > 0).then(|| {
+            format!("StatefulSet: partition {partition}: only pods with an ordinal of {partition} or more get the new template")
+        })
+    }
+
     /// Still rolling out: the controller has not caught up with the
-    /// template, or old pods remain.
+    /// template, or pods of an older template remain. A staged workload
+    /// never counts as rolling: its template changes restart nothing.
     pub fn is_rolling(&self) -> bool {
         let s = &self.status;
-        let want = self.spec.replicas.unwrap_or(1);
-        let updated = s.updated_replicas.unwrap_or(0);
-        s.observed_generation < self.metadata.generation
-            || updated < want
-            || s.replicas.unwrap_or(0) > updated
-            || s.available_replicas.unwrap_or(0) < updated
+        let behind = s.observed_generation < self.metadata.generation;
+        if self.staged().is_some() {
+            return false;
+        }
+        match self.kind {
+            WorkloadKind::Deployment => {
+                let want = self.spec.replicas.unwrap_or(1);
+                let updated = s.updated_replicas.unwrap_or(0);
+                behind
+                    || updated < want
+                    || s.replicas.unwrap_or(0) > updated
+                    || s.available_replicas.unwrap_or(0) < updated
+            }
+            WorkloadKind::StatefulSet => {
+                let want = self.spec.replicas.unwrap_or(1);
+                behind
+                    || s.updated_replicas.unwrap_or(0) < want
+                    || s.ready_replicas.unwrap_or(0) < want
+                    || s.current_revision != s.update_revision
+            }
+            WorkloadKind::DaemonSet => {
+                let want = s.desired_number_scheduled.unwrap_or(0);
+                behind
+                    || s.updated_number_scheduled.unwrap_or(0) < want
+                    || s.number_available.unwrap_or(0) < want
+            }
+        }
     }
 }
 
 /// Drops what planning never reads: annotations other than the ledgers,
 /// managedFields other than the policies' own applies (the ledgers' second
 /// record), template labels other than [`HOOKED_LABEL`].
-pub fn trim<K>(w: &mut Workload<K>) {
+pub fn trim(w: &mut Workload) {
     let m = &mut w.metadata;
     if let Some(a) = m.annotations.as_mut() {
         a.retain(|k, _| k.starts_with(DOMAIN_PREFIX));
@@ -213,11 +332,10 @@ pub fn trim<K>(w: &mut Workload<K>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::Deployment;
     use kube::ResourceExt;
     use serde_json::json;
 
-    type Slim = Workload<Deployment>;
+    type Slim = Workload;
 
     fn deploy(generation: i64, spec_replicas: i32, status: Value) -> Slim {
         serde_json::from_value(json!({
@@ -313,6 +431,121 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(&PodShape::from(&spec), pod);
+    }
+
+    fn of(kind: WorkloadKind, spec: Value, status: Value) -> Workload {
+        let mut w: Workload = serde_json::from_value(json!({
+            "metadata": {"name": "w", "namespace": "ns", "generation": 2},
+            "spec": spec, "status": status,
+        }))
+        .unwrap();
+        w.kind = kind;
+        w
+    }
+
+    #[test]
+    fn statefulsets_and_daemonsets_roll_by_their_own_status() {
+        use WorkloadKind::{DaemonSet, StatefulSet};
+        let sts = |status: Value| of(StatefulSet, json!({"replicas": 2}), status);
+        let done = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                          "currentRevision": "r2", "updateRevision": "r2"});
+        assert!(!sts(done.clone()).is_rolling());
+        for (k, v) in [
+            ("observedGeneration", json!(1)),
+            ("updatedReplicas", json!(1)),
+            ("readyReplicas", json!(1)),
+            ("currentRevision", json!("r1")),
+        ] {
+            let mut s = done.clone();
+            s[k] = v;
+            assert!(sts(s.clone()).is_rolling(), "{s}");
+        }
+        let ds = |status: Value| of(DaemonSet, json!({}), status);
+        let done = json!({"observedGeneration": 2, "desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 3});
+        assert!(!ds(done.clone()).is_rolling());
+        for (k, v) in [
+            ("observedGeneration", json!(1)),
+            ("updatedNumberScheduled", json!(2)),
+            ("numberAvailable", json!(2)),
+        ] {
+            let mut s = done.clone();
+            s[k] = v;
+            assert!(ds(s.clone()).is_rolling(), "{s}");
+        }
+    }
+
+    #[test]
+    fn partitions_and_on_delete_restart_no_pod_and_never_roll() {
+        use WorkloadKind::{DaemonSet, Deployment, StatefulSet};
+        let behind = json!({"observedGeneration": 1});
+        let cases = [
+            (
+                StatefulSet,
+                json!({"updateStrategy": {"type": "OnDelete"}}),
+                Some("OnDelete"),
+            ),
+            (
+                DaemonSet,
+                json!({"updateStrategy": {"type": "OnDelete"}}),
+                Some("OnDelete"),
+            ),
+            (
+                StatefulSet,
+                json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}),
+                Some("partition 2"),
+            ),
+            (
+                StatefulSet,
+                json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}),
+                None,
+            ),
+            (
+                DaemonSet,
+                json!({"updateStrategy": {"type": "RollingUpdate"}}),
+                None,
+            ),
+            // A Deployment has no such strategy: it always rolls.
+            (
+                Deployment,
+                json!({"updateStrategy": {"type": "OnDelete"}}),
+                None,
+            ),
+        ];
+        for (kind, spec, staged) in cases {
+            let w = of(kind, spec.clone(), behind.clone());
+            match staged {
+                Some(why) => {
+                    let got = w.staged().unwrap_or_default();
+                    assert!(got.contains(why), "{kind} {spec}: {got}");
+                    assert!(!w.is_rolling(), "{kind} {spec}");
+                }
+                None => {
+                    assert_eq!(w.staged(), None, "{kind} {spec}");
+                    assert!(w.is_rolling(), "{kind} {spec}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sidecars_are_hookable_and_plain_init_containers_are_not() {
+        let pod: PodShape = serde_json::from_value(json!({
+            "initContainers": [{"name": "init"}, {"name": "proxy", "restartPolicy": "Always"}],
+            "containers": [{"name": "app"}],
+        }))
+        .unwrap();
+        let found: Vec<_> = pod
+            .hookable()
+            .map(|(s, i, c)| (s, i, c.name.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Section::Containers, 0, "app"),
+                (Section::InitContainers, 1, "proxy")
+            ]
+        );
+        assert!(pod.find("init").is_none());
     }
 
     #[test]

@@ -184,6 +184,8 @@ check "pod is hardened (non-root, read-only root fs, no escalation, drop ALL, se
 echo "# RBAC of $sa:"
 can() { kubectl auth can-i "$@" --as="$sa" 2>/dev/null; }
 for want in "list deployments.apps" "watch deployments.apps" "patch deployments.apps" \
+  "list statefulsets.apps" "watch statefulsets.apps" "patch statefulsets.apps" \
+  "list daemonsets.apps" "watch daemonsets.apps" "patch daemonsets.apps" \
   "list lifecyclepolicies.lifecycle-operator.io" "watch lifecyclepolicies.lifecycle-operator.io" \
   "patch lifecyclepolicies.lifecycle-operator.io" "patch lifecyclepolicies.lifecycle-operator.io --subresource=status" \
   "create events.events.k8s.io" "patch events.events.k8s.io" "list pods" "watch pods" "get pods --subresource=log" \
@@ -193,6 +195,8 @@ for want in "list deployments.apps" "watch deployments.apps" "patch deployments.
 done
 for deny in "get secrets" "list secrets" "create pods" "patch pods" "delete pods" "update deployments.apps" \
   "delete deployments.apps" "create deployments.apps" "delete lifecyclepolicies.lifecycle-operator.io" \
+  "update statefulsets.apps" "delete statefulsets.apps" "update daemonsets.apps" "delete daemonsets.apps" \
+  "patch jobs.batch" "patch cronjobs.batch" \
   "create leases.coordination.k8s.io"; do
   # shellcheck disable=SC2086
   check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
@@ -268,6 +272,17 @@ has_hooks() {
     test "$(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.terminationGracePeriodSeconds}')" = 60
 }
 check "template carries the preStop and the grace period" has_hooks
+check "the edge DaemonSet rolled out with the hooks too" kubectl -n "$app_ns" rollout status ds/edge --timeout=180s
+ds_hooked() {
+  kubectl -n "$app_ns" get ds edge -o json |
+    jq -e '(.spec.template.spec.containers[0].lifecycle.preStop.exec.command[2] | contains("sleep 5")) and .spec.template.metadata.labels["lifecycle-operator.io/hooked"] == "true"'
+}
+check "the DaemonSet's template carries the preStop and the hooked-pods label" until_ok 60 ds_hooked
+workloads_listed() {
+  kubectl -n "$app_ns" get lcp nginx-graceful -o json |
+    jq -e '[.status.workloads[] | "\(.kind)/\(.name)=\(.state)"] | sort == ["DaemonSet/edge=Patched", "Deployment/frontend=Patched"]'
+}
+check "status lists both workloads by kind" until_ok 60 workloads_listed
 first_pod() { kubectl -n "$app_ns" get pods -l pod=frontend --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}'; }
 poststart_ran() { kubectl -n "$app_ns" exec "$(first_pod)" -c nginx -- cat /usr/share/message | grep -qx ready; }
 check "the postStart ran in a real container" until_ok 60 poststart_ran
@@ -362,8 +377,9 @@ leader_takeovers
 policy_hooked() { kubectl -n "$app_ns" get lcp nginx-graceful >/dev/null && [[ -n $(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle.preStop}') ]]; }
 check "before uninstall: the policy is there and its hooks are on frontend" policy_hooked
 hooked_workloads() {
-  kubectl get deploy -A -o json | jq -r '.items[] | select(any(.spec.template.spec.containers[]; .lifecycle != null)
-    or (.metadata.annotations // {} | keys | any(startswith("lifecycle-operator.io/")))) | "\(.metadata.namespace)/\(.metadata.name)"'
+  kubectl get deploy,sts,ds -A -o json | jq -r '.items[] | select(any(.spec.template.spec.containers[]; .lifecycle != null)
+    or (.spec.template.metadata.labels // {} | has("lifecycle-operator.io/hooked"))
+    or (.metadata.annotations // {} | keys | any(startswith("lifecycle-operator.io/")))) | "\(.kind)/\(.metadata.namespace)/\(.metadata.name)"'
 }
 echo "# hooked workloads before uninstall: $(hooked_workloads | tr '\n' ' ')"
 operator_logs >"$out/operator.log"

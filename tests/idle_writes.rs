@@ -11,7 +11,7 @@ use common::*;
 use serde_json::json;
 
 #[tokio::test]
-async fn fifty_matched_deployments_and_a_quiet_minute_cost_zero_writes() {
+async fn fifty_matched_workloads_and_a_quiet_minute_cost_zero_writes() {
     let ns = Ns::new("idle").await;
     for i in 0..50 {
         ns.deployment(&format!("web-{i:02}"), json!({"app": "web"}), 0, json!({}))
@@ -19,12 +19,10 @@ async fn fifty_matched_deployments_and_a_quiet_minute_cost_zero_writes() {
     }
     ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 1"), "postStart": sh("true")})).await;
     let p = wait_policy(&ns, "p", 120, |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| s.patched_deployments == 50)
+        p.status.as_ref().is_some_and(|s| s.patched_workloads == 50)
     })
     .await;
-    assert_eq!(p.status.unwrap().matched_deployments, 50);
+    assert_eq!(p.status.unwrap().matched_workloads, 50);
     // Let the Deployment controller's status updates and the events settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
 

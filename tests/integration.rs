@@ -107,7 +107,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
     })
     .await;
     let st = p.status.clone().unwrap();
-    assert_eq!((st.matched_deployments, st.patched_deployments), (2, 2));
+    assert_eq!((st.matched_workloads, st.patched_workloads), (2, 2));
     assert_eq!(condition(&p, "Applied").unwrap().status, "True");
     assert_eq!(condition(&p, "Conflict").unwrap().status, "False");
     assert!(
@@ -250,9 +250,7 @@ async fn a_deployment_that_stops_matching_gets_its_template_back() {
         "the ledger annotation is gone"
     );
     wait_policy(&ns, "p", 30, |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| s.matched_deployments == 0)
+        p.status.as_ref().is_some_and(|s| s.matched_workloads == 0)
     })
     .await;
     ns.delete().await;
@@ -315,13 +313,13 @@ async fn dry_run_reports_and_patches_nothing() {
     })
     .await;
     let st = p.status.unwrap();
-    assert_eq!(st.deployments[0].state, "WouldPatch");
+    assert_eq!(st.workloads[0].state, "WouldPatch");
     assert!(
-        st.deployments[0].message.contains("app/preStop"),
+        st.workloads[0].message.contains("app/preStop"),
         "{:?}",
-        st.deployments[0]
+        st.workloads[0]
     );
-    assert_eq!(st.patched_deployments, 0);
+    assert_eq!(st.patched_workloads, 0);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let d = ns.deployments().get("web").await.unwrap();
     assert_untouched(&before, &d);
@@ -400,13 +398,13 @@ async fn an_existing_hook_is_kept_and_reported_under_skip() {
     })
     .await;
     let st = p.status.clone().unwrap();
-    assert_eq!(st.deployments[0].state, "Conflict");
+    assert_eq!(st.workloads[0].state, "Conflict");
     assert!(
-        st.deployments[0]
+        st.workloads[0]
             .message
             .contains("app/preStop: kept the container's own hook"),
         "{:?}",
-        st.deployments
+        st.workloads
     );
     assert_untouched(&before, &ns.deployments().get("web").await.unwrap());
     ns.delete().await;
@@ -430,7 +428,7 @@ async fn a_policy_never_touches_another_namespace() {
         condition(p, "Ready").is_some_and(|c| c.status == "True")
     })
     .await;
-    assert_eq!(p.status.unwrap().matched_deployments, 1);
+    assert_eq!(p.status.unwrap().matched_workloads, 1);
     wait_deploy(&a, "web", "hook in A", |d| {
         hooks(d, "app")["preStop"] == sh("x")
     })
@@ -459,7 +457,7 @@ async fn max_concurrent_rollouts_paces_the_rollouts() {
     let pending = wait_policy(&ns, "p", 30, |p| {
         p.status
             .as_ref()
-            .is_some_and(|s| s.deployments.iter().any(|d| d.state == "Pending"))
+            .is_some_and(|s| s.workloads.iter().any(|d| d.state == "Pending"))
     })
     .await;
     assert_eq!(condition(&pending, "Applied").unwrap().reason, "Pending");
@@ -467,7 +465,7 @@ async fn max_concurrent_rollouts_paces_the_rollouts() {
         condition(p, "Ready").is_some_and(|c| c.status == "True")
     })
     .await;
-    assert_eq!(done.status.unwrap().patched_deployments, 3);
+    assert_eq!(done.status.unwrap().patched_workloads, 3);
     ns.delete().await;
 }
 
@@ -502,6 +500,21 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
             "no hook",
             json!({"selector": sel}),
             "set at least one of postStart or preStop",
+        ),
+        (
+            "a Job (preStop never runs when a container completes)",
+            json!({"selector": sel, "kinds": ["Job"], "preStop": sh("x")}),
+            "Unsupported value: \"Job\": supported values: \"Deployment\", \"StatefulSet\", \"DaemonSet\"",
+        ),
+        (
+            "a kind twice",
+            json!({"selector": sel, "kinds": ["DaemonSet", "DaemonSet"], "preStop": sh("x")}),
+            "kinds must not repeat",
+        ),
+        (
+            "no kind",
+            json!({"selector": sel, "kinds": [], "preStop": sh("x")}),
+            "spec.kinds: Invalid value",
         ),
         (
             "empty handler",

@@ -374,12 +374,11 @@ impl Index {
                 pod.metadata.deletion_grace_period_seconds.unwrap_or(30),
             )
         });
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        // Sidecars report under initContainerStatuses.
+        let statuses = pod.status.iter().flat_map(|s| {
+            let regular = s.container_statuses.iter().flatten();
+            regular.chain(s.init_container_statuses.iter().flatten())
+        });
         let mut logs = Vec::new();
         let mut touched = Vec::new();
         for cs in statuses {

@@ -287,8 +287,10 @@ impl Observer {
         let (Some(pod_uid), Some(path)) = (obj.uid.clone(), obj.field_path.as_deref()) else {
             return;
         };
-        let Some(container) = path
-            .strip_prefix("spec.containers{")
+        // Sidecars (restartable init containers) run hooks too.
+        let Some(container) = ["spec.containers{", "spec.initContainers{"]
+            .iter()
+            .find_map(|p| path.strip_prefix(p))
             .and_then(|s| s.strip_suffix('}'))
         else {
             return;
@@ -415,8 +417,12 @@ fn trim_pod(p: &mut Pod) {
     p.annotations_mut().clear();
     if let Some(spec) = p.spec.as_mut() {
         spec.volumes = None;
-        spec.init_containers = None;
-        for c in &mut spec.containers {
+        // Plain init containers never carry hooks; sidecars do.
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.retain(|c| c.restart_policy.as_deref() == Some("Always"));
+        }
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(init) {
             c.env = None;
             c.env_from = None;
             c.volume_mounts = None;
