@@ -1,4 +1,4 @@
-//! lifecycle-operator: puts postStart/preStop hooks on Deployments from a
+//! lifecycle-operator: puts postStart/preStop hooks on Deployments, StatefulSets and DaemonSets from a
 //! `LifecyclePolicy` and reports what it did.
 //!
 //! - `types`: the API.

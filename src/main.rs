@@ -28,7 +28,7 @@ use lifecycle_operator::types::LifecyclePolicy;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Puts postStart/preStop hooks on Deployments from LifecyclePolicy objects"
+    about = "Puts postStart/preStop hooks on Deployments, StatefulSets and DaemonSets from LifecyclePolicy objects"
 )]
 struct Args {
     /// Address for /healthz, /readyz and /metrics. `[::]` listens on IPv6
