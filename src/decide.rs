@@ -4,6 +4,7 @@
 //! written, so the executor can write in parallel and `maxConcurrentRollouts`
 //! still holds exactly.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -25,6 +26,9 @@ pub struct Scope<'a> {
     pub active: bool,
     /// Every policy of the namespace, this one included, in any order.
     pub neighbours: &'a [Arc<LifecyclePolicy>],
+    /// Workloads (Kind/name) the policy hands back although it selects
+    /// them: a halted rollout's reverted workloads.
+    pub revert: &'a BTreeSet<String>,
 }
 
 /// What to do with one workload.
@@ -36,6 +40,9 @@ pub enum Intent {
     WouldPatch,
     /// The template would change, but maxConcurrentRollouts workloads roll already.
     WaitForSlot,
+    /// The template would change, but the safe rollout holds it back (the
+    /// canary or a wave is not done, or the rollout halted): why.
+    Held(String),
     Write(Write),
 }
 
@@ -56,7 +63,10 @@ pub struct Write {
 #[derive(Debug)]
 pub struct Decision {
     pub workload: Arc<Workload>,
+    /// Selected and not reverted: the policy wants its hooks here.
     pub matched: bool,
+    /// Selected, but reverted by a halted rollout.
+    pub reverted: bool,
     /// Why a template change restarts no pod here; see [`Workload::staged`].
     pub staged: Option<String>,
     /// Named containers this template does not have.
@@ -72,6 +82,20 @@ pub struct Decision {
 impl Decision {
     pub fn name(&self) -> String {
         self.workload.name_any()
+    }
+
+    /// Kind/name: how the rollout and the status name a workload.
+    pub fn key(&self) -> String {
+        key(&self.workload)
+    }
+
+    /// The template still has to change (now, or once a slot frees up).
+    pub fn changes_template(&self) -> bool {
+        match &self.intent {
+            Intent::Write(w) => w.changes_template,
+            Intent::WaitForSlot | Intent::Held(_) => true,
+            Intent::UpToDate | Intent::WouldPatch => false,
+        }
     }
 
     /// What the status says about the ledger here: damage found now,
@@ -130,9 +154,11 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
             continue;
         }
         let pod = d.pod();
-        let matched = scope.active
+        let selected = scope.active
             && policy.spec.kinds.contains(&d.kind)
             && scope.selector.matches(d.labels());
+        let reverted = selected && scope.revert.contains(&key(&d));
+        let matched = selected && !reverted;
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
         // Ledgers of policies that no longer exist do not block anyone.
         ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
@@ -152,7 +178,7 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         if let Some(l) = &checked.ledger {
             ledgers.insert(name.clone(), l.clone());
         }
-        if !matched && checked.ledger.is_none() && checked.damage.is_none() {
+        if !selected && checked.ledger.is_none() && checked.damage.is_none() {
             continue;
         }
         let contenders = contenders(&rivals, &name, &d, pod);
@@ -202,6 +228,7 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
                 Vec::new()
             },
             staged,
+            reverted,
             grace_too_short: matched
                 .then(|| plan::grace_too_short(&policy.spec, pod))
                 .flatten(),
@@ -213,6 +240,11 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         });
     }
     out
+}
+
+/// Kind/name of a workload.
+pub fn key(w: &Workload) -> String {
+    format!("{}/{}", w.kind, w.name_any())
 }
 
 /// A policy of the namespace as contention needs it: rendered hooks and a
@@ -317,6 +349,7 @@ mod tests {
                 selector: &selector,
                 active: true,
                 neighbours,
+                revert: &BTreeSet::new(),
             },
             ds,
         )
@@ -329,6 +362,7 @@ mod tests {
                     Intent::UpToDate => "up-to-date",
                     Intent::WouldPatch => "would-patch",
                     Intent::WaitForSlot => "wait",
+                    Intent::Held(_) => "held",
                     Intent::Write(w) if w.rolls => "write+roll",
                     Intent::Write(_) => "write",
                 };

@@ -34,6 +34,7 @@ pub mod ready;
 pub mod reconcile;
 pub mod release;
 pub mod render;
+pub mod rollout;
 pub mod server;
 pub mod status;
 pub mod types;

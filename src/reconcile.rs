@@ -1,7 +1,7 @@
 //! The policy reconciler: the I/O around `decide` and `execute`. Reads workloads and
 //! policies from watch caches, writes only what differs, then the status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,15 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::decide::{self, Intent, Scope};
+use crate::decide::{self, Decision, Intent, Scope};
 use crate::execute::Executor;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::plan::{self, Plan};
+use crate::rollout;
 use crate::status::{self, Done, StatusInput, WorkloadResult};
-use crate::types::{LifecyclePolicy, Verification, WorkloadKind};
+use crate::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::workload::{self, Workload};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
@@ -290,17 +291,30 @@ pub(crate) fn error_policy(
 
 async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let ((results, stale), invalid) =
-        match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
-            Ok(selector) => {
-                let workloads = ctx.workloads.in_namespace(policy.namespace());
-                (
-                    evaluate(policy, &selector, true, workloads, ctx).await,
-                    None,
-                )
-            }
-            Err(e) => ((Vec::new(), 0), Some(format!("invalid selector: {e}"))),
-        };
+    let (
+        Evaluated {
+            results,
+            stale,
+            rollout,
+        },
+        invalid,
+    ) = match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
+        Ok(selector) => {
+            let workloads = ctx.workloads.in_namespace(policy.namespace());
+            (
+                evaluate(policy, &selector, true, workloads, ctx).await,
+                None,
+            )
+        }
+        Err(e) => (
+            Evaluated {
+                results: Vec::new(),
+                stale: 0,
+                rollout: None,
+            },
+            Some(format!("invalid selector: {e}")),
+        ),
+    };
     let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
         (None, None)
     } else {
@@ -313,6 +327,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         invalid,
         post_start,
         pre_stop,
+        rollout: rollout.clone(),
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
     });
@@ -339,7 +354,8 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
     }
     let waiting = results
         .iter()
-        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.plan));
+        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.plan))
+        || rollout.as_ref().is_some_and(|r| !r.waiting_on.is_empty());
     Ok(Action::requeue(if waiting {
         PENDING_RETRY
     } else {
@@ -353,7 +369,8 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
     // workload may not show yet what this policy (or another replica of the
     // operator) applied a moment ago, so read them afresh.
     let workloads = fresh_workloads(policy, ctx).await?;
-    let (results, stale) = evaluate(policy, &Selector::default(), false, workloads, ctx).await;
+    let Evaluated { results, stale, .. } =
+        evaluate(policy, &Selector::default(), false, workloads, ctx).await;
     let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
     let failed = count(|d| matches!(d, Done::Failed(_)));
     if failed > 0 {
@@ -430,7 +447,7 @@ async fn evaluate(
     active: bool,
     workloads: Vec<Arc<Workload>>,
     ctx: &Context,
-) -> (Vec<WorkloadResult>, usize) {
+) -> Evaluated {
     let ns = policy.namespace();
     let neighbours: Vec<Arc<LifecyclePolicy>> = ctx
         .policies
@@ -438,15 +455,29 @@ async fn evaluate(
         .into_iter()
         .filter(|p| p.namespace() == ns)
         .collect();
-    let decisions = decide::decide(
-        &Scope {
-            policy,
-            selector,
-            active,
-            neighbours: &neighbours,
-        },
-        workloads,
-    );
+    let decide_with = |revert: &BTreeSet<String>| {
+        decide::decide(
+            &Scope {
+                policy,
+                selector,
+                active,
+                neighbours: &neighbours,
+                revert,
+            },
+            workloads.clone(),
+        )
+    };
+    let mut decisions = decide_with(&BTreeSet::new());
+    // The safe rollout (Enforce only): a canary, then waves; halt and revert.
+    let mut rollout = None;
+    if active && policy.spec.mode == Mode::Enforce {
+        let step = rollout_step(policy, &decisions, ctx);
+        if !step.revert.is_empty() {
+            decisions = decide_with(&step.revert);
+        }
+        hold(&mut decisions, &step);
+        rollout = Some(step.status);
+    }
     let executor = Executor {
         client: &ctx.client,
         recorder: &ctx.recorder,
@@ -468,6 +499,7 @@ async fn evaluate(
                 }
                 (Intent::WouldPatch, None) => Done::WouldPatch,
                 (Intent::WaitForSlot, None) => Done::WaitingForRolloutSlot,
+                (Intent::Held(why), None) => Done::Held(why.clone()),
                 (_, None) => Done::UpToDate,
             };
             WorkloadResult {
@@ -476,6 +508,7 @@ async fn evaluate(
                 kind: d.workload.kind,
                 staged: d.staged,
                 missing_containers: d.missing_containers,
+                reverted: d.reverted,
                 matched: d.matched,
                 grace_too_short: d.grace_too_short,
                 plan: d.plan,
@@ -483,7 +516,87 @@ async fn evaluate(
             }
         })
         .collect();
-    (results, stale)
+    Evaluated {
+        results,
+        stale,
+        rollout,
+    }
+}
+
+/// What a reconcile saw and did.
+struct Evaluated {
+    results: Vec<WorkloadResult>,
+    stale: usize,
+    rollout: Option<RolloutStatus>,
+}
+
+/// The rollout step for the decisions as they stand: which matched
+/// workloads still need the hooks, which carry them and are healthy.
+fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context) -> rollout::Step {
+    let health = ctx.observer.workload_health(policy);
+    let generation = policy.metadata.generation.unwrap_or_default();
+    let previous = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .filter(|r| r.generation == generation);
+    // A wave just patched must show its new pods ran postStart, not just
+    // a finished rollout: a postStart failing after a second can let a pod
+    // look available for a moment.
+    let strong =
+        policy.spec.post_start.is_some() && policy.spec.verification != Verification::Disabled;
+    let candidates: Vec<rollout::Candidate> = decisions
+        .iter()
+        .filter(|d| d.matched && (d.plan.ledger.is_some() || d.changes_template()))
+        .map(|d| {
+            let key = d.key();
+            let carries = !d.changes_template();
+            let h = health.get(&key).cloned().unwrap_or_default();
+            let in_wave = previous.is_some_and(|p| p.waiting_on.contains(&key));
+            let verified =
+                !strong || !in_wave || h.post_start_ok as i64 >= expected_pods(&d.workload);
+            rollout::Candidate {
+                healthy: carries && !d.workload.is_rolling() && verified,
+                failure: h.failure.filter(|_| carries).map(|f| rollout::Failure {
+                    pod: f.pod,
+                    container: f.container,
+                    reason: f.reason,
+                    message: f.message,
+                }),
+                carries,
+                key,
+            }
+        })
+        .collect();
+    rollout::step(&rollout::Input {
+        spec: &policy.spec.rollout,
+        max_concurrent_rollouts: policy.spec.max_concurrent_rollouts,
+        generation,
+        previous,
+        candidates: &candidates,
+        now: Timestamp::now(),
+    })
+}
+
+/// Pods a workload runs once rolled out.
+fn expected_pods(w: &Workload) -> i64 {
+    match w.kind {
+        WorkloadKind::DaemonSet => w.status.desired_number_scheduled.unwrap_or(0) as i64,
+        _ => w.spec.replicas.unwrap_or(1) as i64,
+    }
+}
+
+/// Holds back the template changes the rollout step does not allow yet.
+fn hold(decisions: &mut [Decision], step: &rollout::Step) {
+    for d in decisions.iter_mut() {
+        if d.matched && d.changes_template() && !step.allow.contains(&d.key()) {
+            let why = step
+                .waiting_for
+                .clone()
+                .unwrap_or_else(|| "waiting for the rollout".to_string());
+            d.intent = Intent::Held(why);
+        }
+    }
 }
 
 #[cfg(test)]

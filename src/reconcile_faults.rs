@@ -510,7 +510,9 @@ async fn cleanup_reads_deployments_afresh_before_letting_go() {
 /// event names all the others.
 #[tokio::test(start_paused = true)]
 async fn writes_go_out_in_parallel_and_fail_one_by_one() {
-    let p = policy("web");
+    let mut p = policy("web");
+    // Everything at once (no canary): the executor's parallelism under test.
+    p.spec.rollout.strategy = crate::types::RolloutStrategy::Immediate;
     let ds = (0..20)
         .map(|i| {
             let mut d = deployment(false);

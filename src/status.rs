@@ -4,7 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::plan::{HookKind, Outcome, Plan, Slot};
-use crate::types::{HookReport, LifecyclePolicyStatus, Mode, WorkloadKind, WorkloadReport};
+use crate::types::{
+    HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadKind, WorkloadReport,
+};
 
 /// At most this many workloads are listed on the status.
 pub const MAX_REPORTS: usize = 20;
@@ -20,6 +22,8 @@ pub enum Done {
     WouldPatch,
     /// Enforce, but maxConcurrentRollouts workloads are already rolling.
     WaitingForRolloutSlot,
+    /// Held back by the safe rollout: why.
+    Held(String),
     /// The write failed.
     Failed(String),
 }
@@ -40,6 +44,8 @@ pub struct WorkloadResult {
     pub staged: Option<String>,
     /// Named containers this template does not have.
     pub missing_containers: Vec<String>,
+    /// Selected, but handed back by a halted rollout.
+    pub reverted: bool,
 }
 
 impl WorkloadResult {
@@ -64,10 +70,15 @@ impl WorkloadResult {
                 ("LedgerDamaged", self.integrity.clone().unwrap_or_default())
             }
             _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
+            _ if self.reverted => (
+                "Reverted",
+                "a hook failed here: the template from before the policy is back; the rollout is halted".to_string(),
+            ),
             Done::WaitingForRolloutSlot => (
                 "Pending",
                 "waiting for a rollout slot (maxConcurrentRollouts)".to_string(),
             ),
+            Done::Held(why) => ("Pending", why.clone()),
             _ if !held.is_empty() => ("Pending", held.join("; ")),
             Done::WouldPatch => ("WouldPatch", changes(&self.plan)),
             _ if self.matched && self.plan.outcomes.is_empty() => (
@@ -111,12 +122,14 @@ impl WorkloadResult {
     }
 
     fn pending(&self) -> bool {
-        matches!(self.done, Done::WaitingForRolloutSlot | Done::WouldPatch)
-            || self
-                .plan
-                .outcomes
-                .values()
-                .any(|o| matches!(o, Outcome::HeldBy(_)))
+        matches!(
+            self.done,
+            Done::WaitingForRolloutSlot | Done::WouldPatch | Done::Held(_)
+        ) || self
+            .plan
+            .outcomes
+            .values()
+            .any(|o| matches!(o, Outcome::HeldBy(_)))
     }
 }
 
@@ -156,13 +169,15 @@ pub struct StatusInput<'a> {
     /// What the observer saw of each hook (None: not configured or not observed).
     pub post_start: Option<HookReport>,
     pub pre_stop: Option<HookReport>,
+    /// The rollout step taken (None: no rollout to speak of, e.g. DryRun).
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// The status to write. Conditions keep their lastTransitionTime when their
 /// status does not change, so an unchanged world yields an identical status.
 pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let results = input.results;
-    let matched = results.iter().filter(|r| r.matched).count();
+    let matched = results.iter().filter(|r| r.matched || r.reverted).count();
     let patched = results.iter().filter(|r| r.patched()).count();
     let failed = results
         .iter()
@@ -216,7 +231,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             false,
             "Pending",
             &format!(
-                "{pending} of {matched} workloads are waiting (rollout slots or another policy)"
+                "{pending} of {matched} workloads are waiting (the canary or a wave, rollout slots, or another policy)"
             ),
         )
     } else {
@@ -279,7 +294,24 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     .filter_map(|(t, k, r)| r.map(|r| verified_condition(t, k, r)))
     .collect();
     let hook_problem = verified.iter().find(|c| c.status == "False");
+    let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
+    let halt_cond = match halted {
+        None => cond("RolloutHalted", false, "NotHalted", ""),
+        Some(h) => {
+            let mut msg = h.workload.clone();
+            if !h.pod.is_empty() {
+                msg.push_str(&format!(" pod {} container {}", h.pod, h.container));
+            }
+            msg.push_str(&format!(": {}", h.message));
+            if !h.reverted.is_empty() {
+                msg.push_str(&format!("; reverted {}", h.reverted.join(", ")));
+            }
+            msg.push_str("; no other workload is patched until the policy's spec changes");
+            cond("RolloutHalted", true, &h.reason, &msg)
+        }
+    };
     let ready = match (&applied, &conflict, hook_problem) {
+        _ if halted.is_some() => cond("Ready", false, "RolloutHalted", &halt_cond.message),
         (a, _, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
         (_, c, _) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
         (_, _, Some(h)) => cond("Ready", false, &h.reason, &h.message),
@@ -288,11 +320,11 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
 
     let mut reports: Vec<(u8, WorkloadReport)> = results
         .iter()
-        .filter(|r| r.matched || r.done != Done::UpToDate)
+        .filter(|r| r.matched || r.reverted || r.done != Done::UpToDate)
         .map(|r| {
             let rep = r.report(input.mode);
             let rank = match rep.state.as_str() {
-                "Error" => 0,
+                "Error" | "Reverted" => 0,
                 "Conflict" | "LedgerDamaged" => 1,
                 "Pending" => 2,
                 "NoContainers" => 3,
@@ -312,7 +344,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
-    let conditions = [ready, applied, conflict, grace_cond, ledger_cond]
+    let conditions = [ready, applied, conflict, grace_cond, ledger_cond, halt_cond]
         .into_iter()
         .chain(verified)
         .map(|c| stamp(c, previous, input.generation, input.now))
@@ -329,6 +361,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             .collect(),
         post_start: input.post_start.clone(),
         pre_stop: input.pre_stop.clone(),
+        rollout: input.rollout.clone(),
     }
 }
 
@@ -442,6 +475,7 @@ mod tests {
             kind: WorkloadKind::Deployment,
             staged: None,
             missing_containers: Vec::new(),
+            reverted: false,
             name: name.into(),
             matched: true,
             plan: Plan {
@@ -473,6 +507,7 @@ mod tests {
             now: Timestamp::from_second(secs).unwrap(),
             post_start: None,
             pre_stop: None,
+            rollout: None,
         })
     }
 

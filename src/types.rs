@@ -65,6 +65,12 @@ pub const MAX_SECONDS: i64 = 3600;
         json_path = ".status.preStop.summary"
     ),
     printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        description = "Canary, Waves, Complete or Halted",
+        json_path = ".status.rollout.phase"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -150,6 +156,72 @@ pub struct LifecyclePolicySpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub max_concurrent_rollouts: i32,
+
+    /// How a change of the hooks spreads: a canary first, then waves, and a
+    /// halt (with revert) when a hook fails on a workload just rolled.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// How a new or changed policy reaches its workloads.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Canary (default): patch one workload first and wait until its new
+    /// pods ran the new hooks (postStart ran, or implied, in every new pod;
+    /// the rollout complete); then the rest in waves, each waiting for the
+    /// one before. Immediate: every workload at once (maxConcurrentRollouts
+    /// still applies), with no halt: the behaviour before canaries.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Workloads per wave after the canary. 0 (default): maxConcurrentRollouts
+    /// when set, else every remaining workload in one wave.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub wave_size: i32,
+    /// When a hook fails on a workload of the canary or a wave (or it is not
+    /// done by the deadline): Revert (default) gives the failing workloads
+    /// their template from before this policy back, through the ledger, and
+    /// halts; Halt only stops. Either way no other workload is patched until
+    /// the policy's spec changes.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// A canary or wave not done within this many seconds halts the rollout
+    /// (default 600).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: i64,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            strategy: RolloutStrategy::default(),
+            wave_size: 0,
+            on_failure: OnFailure::default(),
+            progress_deadline_seconds: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_progress_deadline() -> i64 {
+    600
+}
+
+/// See `RolloutSpec.strategy`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutStrategy {
+    #[default]
+    Canary,
+    Immediate,
+}
+
+/// See `RolloutSpec.onFailure`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    #[default]
+    Revert,
+    Halt,
 }
 
 /// A label selector (same JSON as metav1.LabelSelector).
@@ -381,6 +453,57 @@ pub struct LifecyclePolicyStatus {
     /// What the preStop hooks did when the selected pods' containers were stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_stop: Option<HookReport>,
+    /// Progress of the current generation's canary and waves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where the rollout of the policy's current generation stands. The
+/// status is its durable record: a restarted operator carries on from it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The policy generation this rollout is for.
+    pub generation: i64,
+    /// Canary, Waves, Complete or Halted.
+    pub phase: String,
+    /// Matched workloads carrying the current hooks, their new pods verified.
+    pub rolled_out: i32,
+    /// Matched workloads not patched yet.
+    pub pending: i32,
+    /// Patched workloads being verified now (the canary, or the current
+    /// wave), as Kind/name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_on: Vec<String>,
+    /// Waves started so far, the canary included.
+    #[serde(default)]
+    pub waves: i32,
+    /// When the latest wave was patched (its deadline runs from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<Time>,
+    /// Why the rollout stopped; it stays stopped until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<RolloutHalt>,
+}
+
+/// A halted rollout: which workload, pod and container failed, and how.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutHalt {
+    /// Kind/name of the workload.
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// FailedPostStartHook, ExitCode, TimedOut, FailedPreStopHook or ProgressDeadlineExceeded.
+    pub reason: String,
+    /// The kubelet's message, or what the operator saw.
+    pub message: String,
+    /// Workloads given their template from before this policy back (Kind/name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverted: Vec<String>,
+    pub time: Time,
 }
 
 /// metav1.Condition as upstream APIs validate it (the `+kubebuilder`

@@ -167,6 +167,8 @@ struct HookState {
 struct Instance {
     namespace: String,
     pod: String,
+    /// The owning workload (Kind/name), when known.
+    workload: Option<String>,
     first_seen: Timestamp,
     started_at: Option<Timestamp>,
     /// [postStart, preStop]; None when no policy owns that hook here.
@@ -276,6 +278,48 @@ struct Tally {
     uid: Option<String>,
     generation: Option<i64>,
     hooks: [HookTally; 2],
+    /// Per workload (Kind/name), for the safe rollout: this generation's
+    /// successful postStarts and latest hook failure.
+    workloads: HashMap<String, WorkloadHealth>,
+}
+
+/// What this generation's hooks did in one workload's pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadHealth {
+    /// postStarts that ran (or are implied), counted instances only. Those
+    /// counted before a restart count too: had one failed, the halt would
+    /// have been written with its count.
+    pub post_start_ok: u32,
+    pub failure: Option<WorkloadFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadFailure {
+    pub pod: String,
+    pub container: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The workload (Kind/name) that owns a pod: a Deployment through its
+/// ReplicaSet (named `<deployment>-<pod-template-hash>`), a StatefulSet or
+/// DaemonSet directly.
+pub fn workload_of(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))?;
+    match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = pod.labels().get("pod-template-hash")?;
+            let name = owner.name.strip_suffix(&format!("-{hash}"))?;
+            Some(format!("Deployment/{name}"))
+        }
+        "StatefulSet" | "DaemonSet" => Some(format!("{}/{}", owner.kind, owner.name)),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -328,6 +372,7 @@ impl Index {
                     uid,
                     generation: p.generation,
                     hooks: Default::default(),
+                    workloads: HashMap::new(),
                 };
                 for h in &mut t.hooks {
                     h.inherited.before = before;
@@ -349,6 +394,7 @@ impl Index {
                             seed(status.and_then(|s| s.post_start.as_ref())),
                             seed(status.and_then(|s| s.pre_stop.as_ref())),
                         ],
+                        workloads: HashMap::new(),
                     },
                 );
             }
@@ -421,6 +467,7 @@ impl Index {
                 .or_insert_with(|| Instance {
                     namespace: pod.namespace().unwrap_or_default(),
                     pod: pod.name_any(),
+                    workload: workload_of(pod),
                     first_seen: now,
                     started_at: None,
                     hooks: [None, None],
@@ -428,7 +475,7 @@ impl Index {
                     gone: false,
                 });
             observe_container(inst, cs, &mine, deletion.as_ref(), deleted);
-            skip_recorded(&self.tallies, inst, &key);
+            skip_recorded(&mut self.tallies, inst, &key);
             logs.extend(log_requests(inst, &key, deletion.as_ref(), deleted, now));
             touched.push(key);
         }
@@ -556,6 +603,21 @@ impl Index {
         std::mem::take(&mut self.counted)
     }
 
+    /// This generation's hook results per workload of the policy.
+    /// Empty while the index has not seen this generation yet: results of
+    /// an older generation say nothing about the new hooks.
+    pub fn workload_health(
+        &self,
+        policy: &str,
+        generation: Option<i64>,
+    ) -> HashMap<String, WorkloadHealth> {
+        self.tallies
+            .get(policy)
+            .filter(|t| t.generation == generation)
+            .map(|t| t.workloads.clone())
+            .unwrap_or_default()
+    }
+
     /// Forgets the tallies of policies that no longer exist.
     pub fn retain_policies(&mut self, exists: impl Fn(&str) -> bool) {
         self.tallies.retain(|k, _| exists(k));
@@ -638,6 +700,7 @@ impl Index {
                 .map(floor_second)
                 .unwrap_or(floor_second(now));
             let record = Counting {
+                workload: inst.workload.clone(),
                 policy: h.policy.clone(),
                 kind,
                 id: short_id(&key.container_id),
@@ -755,6 +818,32 @@ impl Index {
                 ));
             }
         }
+        if let Some(w) = &r.workload {
+            let health = tally.workloads.entry(w.clone()).or_default();
+            match (&o, r.kind) {
+                (Outcome::Ran { .. } | Outcome::Implied, HookKind::PostStart) => {
+                    health.post_start_ok += 1
+                }
+                (Outcome::Failed { reason, message }, _) => {
+                    health.failure = Some(WorkloadFailure {
+                        pod: r.pod.clone(),
+                        container: r.container.clone(),
+                        reason: reason.clone(),
+                        message: message.clone(),
+                    })
+                }
+                (Outcome::TimedOut, _) => {
+                    health.failure = Some(WorkloadFailure {
+                        pod: r.pod.clone(),
+                        container: r.container.clone(),
+                        reason: "TimedOut".into(),
+                        message: "the grace period ran out before the preStop hook finished".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let t = &mut tally.hooks[i];
         // The record: this instance, then move the watermark as far as is safe.
         let rec = &mut t.record;
         if rec.before.is_none_or(|b| r.at >= b) {
@@ -786,6 +875,7 @@ impl Index {
 
 /// What `count` needs about the instance being counted.
 struct Counting {
+    workload: Option<String>,
     policy: String,
     kind: HookKind,
     id: String,
@@ -877,7 +967,7 @@ fn observe_container(
 
 /// Marks done the hooks the policy's status already counts (a restarted
 /// operator re-lists the pods its predecessor saw): no log read, no count.
-fn skip_recorded(tallies: &HashMap<String, Tally>, inst: &mut Instance, key: &InstanceKey) {
+fn skip_recorded(tallies: &mut HashMap<String, Tally>, inst: &mut Instance, key: &InstanceKey) {
     let id = short_id(&key.container_id);
     for kind in HookKind::ALL {
         let Some(at) = inst.hook_time(kind).map(floor_second) else {
@@ -886,12 +976,16 @@ fn skip_recorded(tallies: &HashMap<String, Tally>, inst: &mut Instance, key: &In
         let Some(h) = inst.hooks[idx(kind)].as_mut() else {
             continue;
         };
-        if !h.done
-            && tallies
-                .get(&h.policy)
-                .is_some_and(|t| t.hooks[idx(kind)].holds(&id, at))
-        {
+        let Some(t) = tallies.get_mut(&h.policy) else {
+            continue;
+        };
+        if !h.done && t.hooks[idx(kind)].holds(&id, at) {
             h.done = true;
+            if kind == HookKind::PostStart
+                && let Some(w) = &inst.workload
+            {
+                t.workloads.entry(w.clone()).or_default().post_start_ok += 1;
+            }
         }
     }
 }

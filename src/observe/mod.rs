@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::plan::{self, contains};
 use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
+pub use index::WorkloadHealth;
 use index::{
     EndMarker, FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner,
     PolicyRecord,
@@ -166,6 +167,14 @@ impl Observer {
             Timestamp::now(),
         );
         (post, pre)
+    }
+
+    /// This generation's hook results per workload (Kind/name) of the policy.
+    pub fn workload_health(&self, policy: &LifecyclePolicy) -> HashMap<String, WorkloadHealth> {
+        self.index
+            .lock()
+            .unwrap()
+            .workload_health(&policy.reference(), policy.metadata.generation)
     }
 
     /// Dirty policies, after recording the outcomes counted since last time.
