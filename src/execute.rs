@@ -153,6 +153,17 @@ impl Executor<'_> {
             .await;
     }
 
+    /// An event on the policy about the policy itself (a rollout's waves and halts).
+    pub async fn note(
+        &self,
+        policy: &LifecyclePolicy,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish(policy, None, type_, reason, note).await;
+    }
+
     /// An event on the policy; failing to publish is logged only.
     async fn publish(
         &self,

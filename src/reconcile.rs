@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -476,6 +476,7 @@ async fn evaluate(
             decisions = decide_with(&step.revert);
         }
         hold(&mut decisions, &step);
+        rollout_events(policy, &step, ctx).await;
         rollout = Some(step.status);
     }
     let executor = Executor {
@@ -576,6 +577,45 @@ fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context)
         candidates: &candidates,
         now: Timestamp::now(),
     })
+}
+
+/// An event when a wave (the canary first) starts, and when the rollout halts.
+async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Context) {
+    let executor = Executor {
+        client: &ctx.client,
+        recorder: &ctx.recorder,
+        metrics: &ctx.metrics,
+    };
+    let previous = policy.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let was_halted =
+        previous.is_some_and(|p| p.generation == step.status.generation && p.halted.is_some());
+    if let Some(h) = &step.status.halted
+        && !was_halted
+    {
+        let mut note = format!("{}: {} ({})", h.workload, h.message, h.reason);
+        if !h.reverted.is_empty() {
+            note.push_str(&format!("; reverting {}", h.reverted.join(", ")));
+        }
+        note.truncate(1000);
+        warn!(policy = %policy.name_any(), %note, "rollout halted");
+        executor
+            .note(policy, EventType::Warning, "RolloutHalted", note)
+            .await;
+    } else if step.new_wave {
+        let what = if step.status.waves == 1 {
+            "canary".to_string()
+        } else {
+            format!("wave {}", step.status.waves)
+        };
+        let mut note = format!(
+            "{what}: {}",
+            step.allow.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        note.truncate(1000);
+        executor
+            .note(policy, EventType::Normal, "RolloutWave", note)
+            .await;
+    }
 }
 
 /// Pods a workload runs once rolled out.

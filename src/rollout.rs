@@ -52,6 +52,8 @@ pub struct Step {
     pub revert: BTreeSet<String>,
     /// What to say about the step (waiting for what, or why halted).
     pub waiting_for: Option<String>,
+    /// A wave (the canary first) starts now: worth an event.
+    pub new_wave: bool,
     pub status: RolloutStatus,
 }
 
@@ -75,6 +77,7 @@ pub fn step(input: &Input) -> Step {
         allow: BTreeSet::new(),
         revert: BTreeSet::new(),
         waiting_for: None,
+        new_wave: false,
         status: status.clone(),
     };
     if input.spec.strategy == RolloutStrategy::Immediate {
@@ -180,9 +183,14 @@ pub fn step(input: &Input) -> Step {
         status.phase = "Complete".into();
     } else {
         status.phase = if rolled_out == 0 { "Canary" } else { "Waves" }.into();
-        status.waves += 1;
-        status.wave_started_at = Some(Time(input.now));
-        status.waiting_on = step.allow.iter().cloned().collect();
+        let waiting_on: Vec<String> = step.allow.iter().cloned().collect();
+        // The same wave still waiting to be written (rollout slots): not a new one.
+        if previous.is_none_or(|p| p.waiting_on != waiting_on) {
+            status.waves += 1;
+            status.wave_started_at = Some(Time(input.now));
+            step.new_wave = true;
+        }
+        status.waiting_on = waiting_on;
         step.waiting_for = Some(if rolled_out == 0 {
             "waiting for the canary".to_string()
         } else {
@@ -452,6 +460,21 @@ mod tests {
         assert_eq!(s.status.waiting_on, ["Deployment/d1", "Deployment/d3"]);
         assert_eq!(s.status.wave_started_at, Some(Time(at(0))));
         assert_eq!(s.status.phase, "Waves");
+    }
+
+    #[test]
+    fn a_wave_waiting_for_rollout_slots_is_still_the_same_wave() {
+        let world = [
+            c("Deployment/d1", true, true),
+            c("Deployment/d2", false, false),
+        ];
+        let first = run(&spec(), 0, None, &world, 0);
+        assert!(first.new_wave);
+        assert_eq!(first.status.waves, 1);
+        // Not written yet (no slot): the same wave, the same start.
+        let again = run(&spec(), 0, Some(&first.status), &world, 30);
+        assert!(!again.new_wave);
+        assert_eq!(again.status, first.status);
     }
 
     #[test]

@@ -225,10 +225,12 @@ spec:
       - {key: e2e-none2, operator: NotIn, values: [x2]}
       - {key: e2e-none3, operator: Exists}
       - {key: e2e-none4, operator: DoesNotExist}
+  kinds: [Deployment, StatefulSet, DaemonSet]
   postStart: {httpGet: {port: 80, scheme: HTTP}}
   onConflict: Skip
   mode: Enforce
   verification: Markers
+  rollout: {strategy: Canary, onFailure: Revert}
 ---
 apiVersion: lifecycle-operator.io/v1alpha1
 kind: LifecyclePolicy
@@ -239,6 +241,7 @@ spec:
   onConflict: Override
   mode: DryRun
   verification: Events
+  rollout: {strategy: Immediate, onFailure: Halt}
 ---
 apiVersion: lifecycle-operator.io/v1alpha1
 kind: LifecyclePolicy

@@ -350,3 +350,70 @@ async fn hooks_report_how_long_they_ran() {
     finish(ns, "timed").await;
     drop(op);
 }
+
+/// Safe rollout (issue "Safe rollout"): an operator killed mid-wave
+/// resumes where it was: every Deployment ends patched, none twice.
+#[tokio::test]
+async fn a_rollout_killed_mid_wave_resumes_without_patching_twice() {
+    let op = Operator::start().await;
+    let ns = Ns::new("midwave").await;
+    let names: Vec<String> = (1..=5).map(|i| format!("mid-{i}")).collect();
+    let sleeper = json!({"containers": [{"name": "app", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}]});
+    for n in &names {
+        ns.deployment(n, json!({"app": "mid"}), 1, sleeper.clone())
+            .await;
+    }
+    let generations = || async {
+        let mut out = Vec::new();
+        for n in &names {
+            let d = ns.deployments().get(n).await.unwrap();
+            let settled = d.status.as_ref().and_then(|s| s.observed_generation)
+                == d.metadata.generation
+                && d.status.as_ref().and_then(|s| s.available_replicas) == Some(1);
+            out.push((d.metadata.generation.unwrap_or(0), settled));
+        }
+        out
+    };
+    let before = eventually("five settled", 120, || async {
+        let g = generations().await;
+        if g.iter().all(|(_, s)| *s) {
+            Ok(g)
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
+    ns.policy(
+        "waves",
+        json!({"selector": {"matchLabels": {"app": "mid"}}, "rollout": {"waveSize": 1},
+               "postStart": sh("sleep 1")}),
+    )
+    .await;
+    let waves = |p: &LifecyclePolicy| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| (r.waves, r.phase.clone()))
+            .unwrap_or_default()
+    };
+    let p = wait_policy(&ns, "waves", 120, |p| waves(p).0 >= 3).await;
+    println!("killed at wave {:?}", waves(&p));
+    let took = op.stop("-KILL").await;
+    println!("SIGKILL: exited in {took:?}");
+    let op = Operator::start().await;
+    let p = wait_policy(&ns, "waves", 180, |p| waves(p).1 == "Complete").await;
+    println!(
+        "after the restart: {:?}",
+        p.status.as_ref().unwrap().rollout
+    );
+    let after = generations().await;
+    for ((n, (b, _)), (a, _)) in names.iter().zip(&before).zip(&after) {
+        assert_eq!(*a, b + 1, "{n}: patched exactly once");
+    }
+    let r = p.status.unwrap().rollout.unwrap();
+    assert_eq!((r.rolled_out, r.pending), (5, 0));
+    assert_eq!(r.waves, 5, "a canary and four waves of one");
+    drop(op);
+    ns.delete().await;
+}

@@ -735,3 +735,98 @@ fn short_ids_drop_the_runtime_prefix() {
     );
     assert_eq!(short_id("abc"), "abc");
 }
+
+/// `pod` owned by `kind`/`owner` (a ReplicaSet for a Deployment).
+fn owned(mut p: Pod, kind: &str, owner: &str) -> Pod {
+    p.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "o", "controller": true}))
+            .unwrap(),
+    ]);
+    p.metadata.labels = Some([("pod-template-hash".to_string(), "7d9f8c".to_string())].into());
+    p
+}
+
+#[test]
+fn pods_are_attributed_to_their_workload() {
+    let p = pod("p1", running("aaa", "00:01"), None);
+    assert_eq!(
+        workload_of(&owned(p.clone(), "ReplicaSet", "web-7d9f8c")).as_deref(),
+        Some("Deployment/web")
+    );
+    assert_eq!(
+        workload_of(&owned(p.clone(), "StatefulSet", "db")).as_deref(),
+        Some("StatefulSet/db")
+    );
+    assert_eq!(
+        workload_of(&owned(p.clone(), "DaemonSet", "edge")).as_deref(),
+        Some("DaemonSet/edge")
+    );
+    // A ReplicaSet of no Deployment (no hash suffix), a Job, a bare pod: none.
+    assert_eq!(
+        workload_of(&owned(p.clone(), "ReplicaSet", "standalone")),
+        None
+    );
+    assert_eq!(workload_of(&owned(p.clone(), "Job", "j")), None);
+    assert_eq!(workload_of(&p), None);
+}
+
+#[test]
+fn each_workload_gets_its_successes_and_its_latest_failure() {
+    let mut op = Operator::new();
+    let web = |p: Pod| owned(p, "ReplicaSet", "web-7d9f8c");
+    let db = |p: Pod| owned(p, "StatefulSet", "db");
+    op.pod(
+        &web(pod("p1", running("aaa", "00:01"), None)),
+        Evidence::Events,
+        "00:05",
+    );
+    op.pod(
+        &web(pod("p2", running("bbb", "00:01"), None)),
+        Evidence::Events,
+        "00:05",
+    );
+    op.pod(
+        &db(pod(
+            "p3",
+            waiting_after_failure("ccc", "exec: exit 1"),
+            None,
+        )),
+        Evidence::Events,
+        "00:05",
+    );
+    op.index.event(
+        failure("e1", "p3", HookKind::PostStart, 1, "00:04"),
+        t("00:05"),
+    );
+    op.pod(
+        &db(pod(
+            "p3",
+            waiting_after_failure("ccc", "exec: exit 1"),
+            None,
+        )),
+        Evidence::Events,
+        "00:06",
+    );
+    let h = op.index.workload_health(POLICY, Some(1));
+    assert_eq!(h["Deployment/web"].post_start_ok, 2);
+    assert_eq!(h["Deployment/web"].failure, None);
+    let f = h["StatefulSet/db"].failure.clone().expect("a failure");
+    assert_eq!((f.pod.as_str(), f.container.as_str()), ("web-p3", "nginx"));
+    assert_eq!(f.reason, "FailedPostStartHook");
+    // Results of another generation say nothing about this one.
+    assert!(op.index.workload_health(POLICY, Some(2)).is_empty());
+
+    // A restarted operator: instances the status holds count as successes
+    // (had one failed, the halt would have been written with its count).
+    op.write_status("00:40");
+    let mut next = op.restarted();
+    next.pod(
+        &web(pod("p1", running("aaa", "00:01"), None)),
+        Evidence::Events,
+        "01:00",
+    );
+    assert_eq!(
+        next.index.workload_health(POLICY, Some(1))["Deployment/web"].post_start_ok,
+        1
+    );
+}
