@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, stream};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -98,8 +99,14 @@ impl Executor<'_> {
             let note =
                 format!("{kind} {name}: {damage}; the ledger was rebuilt from managedFields");
             warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %damage, "damaged ledger");
-            self.publish(policy, Some(d), EventType::Warning, "LedgerDamaged", note)
-                .await;
+            self.publish(
+                policy,
+                Some(d.workload.object_ref(&d.workload.kind)),
+                EventType::Warning,
+                "LedgerDamaged",
+                note,
+            )
+            .await;
         }
         if let Some(ops) = &w.release {
             let ops: json_patch::Patch =
@@ -120,7 +127,7 @@ impl Executor<'_> {
                 );
                 self.publish(
                     policy,
-                    Some(d),
+                    Some(d.workload.object_ref(&d.workload.kind)),
                     EventType::Warning,
                     "RestoreIncomplete",
                     note,
@@ -139,16 +146,29 @@ impl Executor<'_> {
     /// One `DeploymentPatched` event per change and per 1 KiB of names:
     /// every rolled workload is named, at a few requests per thousand.
     async fn announce(&self, policy: &LifecyclePolicy, rolled: BTreeMap<Change, Vec<String>>) {
-        let notes: Vec<String> = rolled
+        let ns = policy.namespace();
+        let notes: Vec<(ObjectReference, String)> = rolled
             .into_iter()
             .flat_map(|(change, mut names)| {
                 names.sort();
+                let kind = change.kind;
                 summaries(&change, &names)
+                    .into_iter()
+                    .map(|(first, note)| (reference(kind, &first, ns.clone()), note))
+                    .collect::<Vec<_>>()
             })
             .collect();
+        // Each names its first workload as `related`: kube's recorder folds
+        // events of the same reason and objects into one series, note and all.
         stream::iter(notes)
-            .for_each_concurrent(CONCURRENCY, |note| {
-                self.publish(policy, None, EventType::Normal, "DeploymentPatched", note)
+            .for_each_concurrent(CONCURRENCY, |(related, note)| {
+                self.publish(
+                    policy,
+                    Some(related),
+                    EventType::Normal,
+                    "DeploymentPatched",
+                    note,
+                )
             })
             .await;
     }
@@ -157,18 +177,19 @@ impl Executor<'_> {
     pub async fn note(
         &self,
         policy: &LifecyclePolicy,
+        related: Option<ObjectReference>,
         type_: EventType,
         reason: &str,
         note: String,
     ) {
-        self.publish(policy, None, type_, reason, note).await;
+        self.publish(policy, related, type_, reason, note).await;
     }
 
     /// An event on the policy; failing to publish is logged only.
     async fn publish(
         &self,
         policy: &LifecyclePolicy,
-        about: Option<&Decision>,
+        related: Option<ObjectReference>,
         type_: EventType,
         reason: &str,
         note: String,
@@ -178,7 +199,7 @@ impl Executor<'_> {
             reason: reason.into(),
             note: Some(note),
             action: "PatchDeployment".into(),
-            secondary: about.map(|d| d.workload.object_ref(&d.workload.kind)),
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &policy.object_ref(&())).await {
             warn!(error = %e, "publishing event failed");
@@ -214,8 +235,20 @@ struct Change {
     rolls: bool,
 }
 
-/// Event notes naming `names`, each within `NOTE_BYTES`.
-fn summaries(change: &Change, names: &[String]) -> Vec<String> {
+/// A workload's object reference, for an event's `related`.
+pub fn reference(kind: WorkloadKind, name: &str, namespace: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some(kind.as_str().into()),
+        name: Some(name.into()),
+        namespace,
+        ..Default::default()
+    }
+}
+
+/// Event notes naming `names`, each within `NOTE_BYTES`, with the first
+/// name of each.
+fn summaries(change: &Change, names: &[String]) -> Vec<(String, String)> {
     let head = |n: usize| {
         let why = match (n == 1, change.rolls) {
             (true, true) => "the pod template changed, so it rolls out",
@@ -235,7 +268,10 @@ fn summaries(change: &Change, names: &[String]) -> Vec<String> {
         // The head's count has at most as many digits as names.len().
         let budget = NOTE_BYTES - head(names.len()).len();
         if !chunk.is_empty() && len + 2 + name.len() > budget {
-            out.push(format!("{}{}", head(chunk.len()), chunk.join(", ")));
+            out.push((
+                chunk[0].to_string(),
+                format!("{}{}", head(chunk.len()), chunk.join(", ")),
+            ));
             chunk.clear();
             len = 0;
         }
@@ -243,7 +279,10 @@ fn summaries(change: &Change, names: &[String]) -> Vec<String> {
         chunk.push(name);
     }
     if !chunk.is_empty() {
-        out.push(format!("{}{}", head(chunk.len()), chunk.join(", ")));
+        out.push((
+            chunk[0].to_string(),
+            format!("{}{}", head(chunk.len()), chunk.join(", ")),
+        ));
     }
     out
 }
@@ -263,7 +302,10 @@ mod tests {
     #[test]
     fn summaries_name_everyone_within_the_note_limit() {
         let names: Vec<String> = (0..1000).map(|i| format!("web-{i:04}")).collect();
-        let notes = summaries(&change("set nginx/preStop"), &names);
+        let notes: Vec<String> = summaries(&change("set nginx/preStop"), &names)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
         assert!(notes.len() > 1 && notes.len() < 30, "{}", notes.len());
         let mut seen = Vec::new();
         for n in &notes {
@@ -283,7 +325,11 @@ mod tests {
         assert_eq!(seen, names);
         assert_eq!(
             summaries(&change("set a/preStop"), &["web".to_string()]),
-            ["set a/preStop on 1 Deployment (the pod template changed, so it rolls out): web"]
+            [(
+                "web".to_string(),
+                "set a/preStop on 1 Deployment (the pod template changed, so it rolls out): web"
+                    .to_string()
+            )]
         );
         let staged = Change {
             kind: WorkloadKind::StatefulSet,
@@ -291,10 +337,8 @@ mod tests {
             rolls: false,
         };
         assert_eq!(
-            summaries(&staged, &["cache".to_string(), "db".to_string()]),
-            [
-                "set a/preStop on 2 StatefulSets (their pod templates changed; their update strategy restarts no pod for it): cache, db"
-            ]
+            summaries(&staged, &["cache".to_string(), "db".to_string()])[0].1,
+            "set a/preStop on 2 StatefulSets (their pod templates changed; their update strategy restarts no pod for it): cache, db"
         );
         assert!(summaries(&change("x"), &[]).is_empty());
     }
@@ -303,7 +347,10 @@ mod tests {
     fn a_name_longer_than_a_note_gets_a_note_of_its_own() {
         let long = "x".repeat(253);
         let names = vec![long.clone(); 5];
-        let notes = summaries(&change("set a/preStop"), &names);
+        let notes: Vec<String> = summaries(&change("set a/preStop"), &names)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
         assert!(notes.iter().all(|n| n.len() <= NOTE_BYTES));
         assert_eq!(
             notes

@@ -598,8 +598,9 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
         }
         note.truncate(1000);
         warn!(policy = %policy.name_any(), %note, "rollout halted");
+        let related = workload_ref(policy, &h.workload);
         executor
-            .note(policy, EventType::Warning, "RolloutHalted", note)
+            .note(policy, related, EventType::Warning, "RolloutHalted", note)
             .await;
     } else if step.new_wave {
         let what = if step.status.waves == 1 {
@@ -612,10 +613,27 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
             step.allow.iter().cloned().collect::<Vec<_>>().join(", ")
         );
         note.truncate(1000);
+        // Each wave names its first workload as `related`, so that kube's
+        // recorder does not fold it into the previous wave's event.
+        let related = step
+            .allow
+            .iter()
+            .next()
+            .and_then(|k| workload_ref(policy, k));
         executor
-            .note(policy, EventType::Normal, "RolloutWave", note)
+            .note(policy, related, EventType::Normal, "RolloutWave", note)
             .await;
     }
+}
+
+/// The object reference of a workload named Kind/name in the policy's namespace.
+fn workload_ref(
+    policy: &LifecyclePolicy,
+    key: &str,
+) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+    let (kind, name) = key.split_once('/')?;
+    let kind = WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+    Some(crate::execute::reference(kind, name, policy.namespace()))
 }
 
 /// Pods a workload runs once rolled out.

@@ -27,7 +27,9 @@ fn policy(selector: &str) -> LifecyclePolicy {
         "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "generation": 1,
                      "resourceVersion": "1", "finalizers": [FINALIZER],
                      "creationTimestamp": "2025-01-01T00:00:00Z"},
-        "spec": {"selector": {"matchLabels": {"app": selector}}, "preStop": {"sleep": {"seconds": 1}}},
+        // Immediate: these scenarios are about the write path, not the canary.
+        "spec": {"selector": {"matchLabels": {"app": selector}}, "preStop": {"sleep": {"seconds": 1}},
+                 "rollout": {"strategy": "Immediate"}},
     }))
     .unwrap()
 }
@@ -510,9 +512,7 @@ async fn cleanup_reads_deployments_afresh_before_letting_go() {
 /// event names all the others.
 #[tokio::test(start_paused = true)]
 async fn writes_go_out_in_parallel_and_fail_one_by_one() {
-    let mut p = policy("web");
-    // Everything at once (no canary): the executor's parallelism under test.
-    p.spec.rollout.strategy = crate::types::RolloutStrategy::Immediate;
+    let p = policy("web");
     let ds = (0..20)
         .map(|i| {
             let mut d = deployment(false);
@@ -596,4 +596,70 @@ async fn writes_go_out_in_parallel_and_fail_one_by_one() {
         .collect();
     assert_eq!(failed.len(), 1, "{status}");
     assert_eq!(failed[0]["name"], "d03");
+}
+
+/// The default rollout: of three matched Deployments only the canary is
+/// written; a RolloutWave event names it and the status says who waits.
+#[tokio::test(start_paused = true)]
+async fn a_new_policy_patches_only_its_canary() {
+    let mut p = policy("web");
+    p.spec.rollout = Default::default();
+    let ds = (0..3)
+        .map(|i| {
+            let mut d = deployment(false);
+            d.metadata.name = Some(format!("d{i}"));
+            d
+        })
+        .collect();
+    let (ctx, mut api) = context_with(&p, ds).await;
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
+        {
+            let path = req.uri().path().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            send.send_response(if path.contains("/events") {
+                ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                    "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}))
+            } else if path.contains("/lifecyclepolicies/") {
+                ok(serde_json::to_value(policy("web")).unwrap())
+            } else {
+                ok(serde_json::to_value(deployment(false)).unwrap())
+            });
+            seen.push((path, body));
+        }
+        seen
+    });
+    reconcile(Arc::new(p), ctx).await.unwrap();
+    let seen = server.await.unwrap();
+    let writes: Vec<&str> = seen
+        .iter()
+        .filter(|(p, _)| p.contains("/deployments/"))
+        .map(|(p, _)| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(writes, ["d0"], "only the canary");
+    let wave = seen
+        .iter()
+        .find(|(_, b)| b["reason"] == "RolloutWave")
+        .expect("a RolloutWave event");
+    assert_eq!(wave.1["note"], "canary: Deployment/d0");
+    assert_eq!(wave.1["related"]["name"], "d0");
+    let (_, status) = seen.last().unwrap();
+    let r = &status["status"]["rollout"];
+    assert_eq!(r["phase"], "Canary", "{status}");
+    assert_eq!(r["waitingOn"], json!(["Deployment/d0"]));
+    assert_eq!(
+        (r["pending"].as_i64(), r["waves"].as_i64()),
+        (Some(3), Some(1))
+    );
+    let held: Vec<&Value> = status["status"]["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "Pending")
+        .collect();
+    assert_eq!(held.len(), 2, "{status}");
+    assert_eq!(held[0]["message"], "waiting for the canary");
 }
