@@ -1,7 +1,7 @@
 //! The hook observer: the I/O around [`index::Index`]. Owns the pod and
 //! kubelet-event watches and the log readers, feeds what they see into the
 //! index, and hands the policies whose reports changed to reconcile, which
-//! writes them on the status (coalesced to about once per second per policy).
+//! writes them on the status (coalesced to at most twice a second per policy).
 
 pub mod index;
 
@@ -32,14 +32,16 @@ use index::{
     PolicyRecord,
 };
 
-/// At most this many container logs read or followed at once.
-const LOG_STREAMS: usize = 64;
+/// At most this many container logs read or followed at once: enough for a
+/// few hundred pods stopping together, each a long-lived streaming request.
+const LOG_STREAMS: usize = 256;
 /// Bytes read from the start of a log to find postStart markers.
 const POSTSTART_LOG_BYTES: i64 = 64 * 1024;
 /// Bytes read from a terminating container's log to find preStop markers.
 const PRESTOP_LOG_BYTES: i64 = 1024 * 1024;
-/// How often dirty policies are handed to reconcile.
-const FLUSH: Duration = Duration::from_secs(1);
+/// How often dirty policies are handed to reconcile: a hook is on the status
+/// within about a second of running, at two status writes a second per busy policy.
+const FLUSH: Duration = Duration::from_millis(500);
 /// A log follow never outlives this (the grace period is capped at an hour).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
 
