@@ -29,6 +29,15 @@ pub struct Scope<'a> {
     /// Workloads (Kind/name) the policy hands back although it selects
     /// them: a halted rollout's reverted workloads.
     pub revert: &'a BTreeSet<String>,
+    /// The safe rollout's gate: only these may get a template change now.
+    pub hold: Option<&'a Hold>,
+}
+
+/// Template changes the safe rollout allows now; the rest are held, and
+/// take no rollout slot.
+pub struct Hold {
+    pub allow: BTreeSet<String>,
+    pub why: String,
 }
 
 /// What to do with one workload.
@@ -195,10 +204,15 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         let staged = d.staged();
         let changes_template = plan.changes_template(pod);
         let rolls = changes_template && staged.is_none();
+        let held = scope
+            .hold
+            .filter(|h| matched && changes_template && !h.allow.contains(&key(&d)));
         let intent = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
             Intent::UpToDate
         } else if policy.spec.mode == Mode::DryRun {
             Intent::WouldPatch
+        } else if let Some(h) = held {
+            Intent::Held(h.why.clone())
         } else if rolls && limit > 0 && rolling >= limit {
             Intent::WaitForSlot
         } else {
@@ -350,6 +364,7 @@ mod tests {
                 active: true,
                 neighbours,
                 revert: &BTreeSet::new(),
+                hold: None,
             },
             ds,
         )
@@ -500,6 +515,35 @@ mod tests {
         };
         assert!(w.changes_template && !w.rolls);
         assert_eq!(w.apply.as_ref().unwrap()["kind"], "StatefulSet");
+    }
+
+    #[test]
+    fn held_workloads_take_no_rollout_slot() {
+        let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 1}), false);
+        let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
+        let hold = Hold {
+            allow: ["Deployment/b".to_string()].into(),
+            why: "waiting for the canary".into(),
+        };
+        let out = decide(
+            &Scope {
+                policy: &p,
+                selector: &selector,
+                active: true,
+                neighbours: std::slice::from_ref(&p),
+                revert: &BTreeSet::new(),
+                hold: Some(&hold),
+            },
+            vec![settled("a"), settled("b"), settled("c")],
+        );
+        assert_eq!(
+            kinds(&out),
+            [
+                ("a".into(), "held"),
+                ("b".into(), "write+roll"),
+                ("c".into(), "held")
+            ]
+        );
     }
 
     #[test]

@@ -455,7 +455,7 @@ async fn evaluate(
         .into_iter()
         .filter(|p| p.namespace() == ns)
         .collect();
-    let decide_with = |revert: &BTreeSet<String>| {
+    let decide_with = |revert: &BTreeSet<String>, hold: Option<&decide::Hold>| {
         decide::decide(
             &Scope {
                 policy,
@@ -463,19 +463,26 @@ async fn evaluate(
                 active,
                 neighbours: &neighbours,
                 revert,
+                hold,
             },
             workloads.clone(),
         )
     };
-    let mut decisions = decide_with(&BTreeSet::new());
-    // The safe rollout (Enforce only): a canary, then waves; halt and revert.
+    let mut decisions = decide_with(&BTreeSet::new(), None);
+    // The safe rollout (Enforce only): a canary, then waves; halt and
+    // revert. Decided again with the step's gate, so that held workloads
+    // take no rollout slot.
     let mut rollout = None;
     if active && policy.spec.mode == Mode::Enforce {
         let step = rollout_step(policy, &decisions, ctx);
-        if !step.revert.is_empty() {
-            decisions = decide_with(&step.revert);
-        }
-        hold(&mut decisions, &step);
+        let hold = decide::Hold {
+            allow: step.allow.clone(),
+            why: step
+                .waiting_for
+                .clone()
+                .unwrap_or_else(|| "waiting for the rollout".to_string()),
+        };
+        decisions = decide_with(&step.revert, Some(&hold));
         rollout_events(policy, &step, ctx).await;
         rollout = Some(step.status);
     }
@@ -564,6 +571,7 @@ fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context)
                     reason: f.reason,
                     message: f.message,
                 }),
+                has_pods: expected_pods(&d.workload) > 0,
                 carries,
                 key,
             }
@@ -641,19 +649,6 @@ fn expected_pods(w: &Workload) -> i64 {
     match w.kind {
         WorkloadKind::DaemonSet => w.status.desired_number_scheduled.unwrap_or(0) as i64,
         _ => w.spec.replicas.unwrap_or(1) as i64,
-    }
-}
-
-/// Holds back the template changes the rollout step does not allow yet.
-fn hold(decisions: &mut [Decision], step: &rollout::Step) {
-    for d in decisions.iter_mut() {
-        if d.matched && d.changes_template() && !step.allow.contains(&d.key()) {
-            let why = step
-                .waiting_for
-                .clone()
-                .unwrap_or_else(|| "waiting for the rollout".to_string());
-            d.intent = Intent::Held(why);
-        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Candidate {
     pub healthy: bool,
     /// A hook failure in its pods, for the current generation.
     pub failure: Option<Failure>,
+    /// It runs pods: a canary without any would prove nothing.
+    pub has_pods: bool,
 }
 
 pub struct Input<'a> {
@@ -173,12 +175,12 @@ pub fn step(input: &Input) -> Step {
     } else {
         usize::MAX
     };
-    step.allow = cs
-        .iter()
-        .filter(|c| !c.carries)
-        .take(size)
-        .map(|c| c.key.clone())
-        .collect();
+    let mut next: Vec<&Candidate> = cs.iter().filter(|c| !c.carries).collect();
+    if rolled_out == 0 {
+        // The canary: the first that runs pods, if any does.
+        next.sort_by_key(|c| !c.has_pods);
+    }
+    step.allow = next.iter().take(size).map(|c| c.key.clone()).collect();
     if step.allow.is_empty() {
         status.phase = "Complete".into();
     } else {
@@ -228,6 +230,7 @@ mod tests {
             carries,
             healthy,
             failure: None,
+            has_pods: true,
         }
     }
 
@@ -475,6 +478,32 @@ mod tests {
         let again = run(&spec(), 0, Some(&first.status), &world, 30);
         assert!(!again.new_wave);
         assert_eq!(again.status, first.status);
+    }
+
+    #[test]
+    fn the_canary_is_a_workload_that_runs_pods() {
+        let idle = Candidate {
+            has_pods: false,
+            ..c("Deployment/a-scaled-to-zero", false, false)
+        };
+        let world = [
+            idle.clone(),
+            c("Deployment/b", false, false),
+            c("Deployment/c", false, false),
+        ];
+        assert_eq!(allowed(&run(&spec(), 0, None, &world, 0)), ["Deployment/b"]);
+        // None runs pods: the first one.
+        let none = [
+            idle,
+            Candidate {
+                has_pods: false,
+                ..c("Deployment/b", false, false)
+            },
+        ];
+        assert_eq!(
+            allowed(&run(&spec(), 0, None, &none, 0)),
+            ["Deployment/a-scaled-to-zero"]
+        );
     }
 
     #[test]
