@@ -97,6 +97,10 @@ pub struct Context {
     pub liveness: Arc<Liveness>,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
+    /// The rollout status last written, by policy uid: the policy cache can
+    /// lag this process's own status writes, and the rollout must never step
+    /// from an older record of itself (a halt, a wave) than it wrote.
+    written_rollouts: Mutex<HashMap<String, RolloutStatus>>,
 }
 
 impl Context {
@@ -124,6 +128,7 @@ impl Context {
             observer,
             liveness,
             failures: Mutex::default(),
+            written_rollouts: Mutex::default(),
         }
     }
 }
@@ -344,6 +349,12 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         )
         .await?;
     }
+    if let (Some(uid), Some(r)) = (&policy.metadata.uid, &new.rollout) {
+        ctx.written_rollouts
+            .lock()
+            .unwrap()
+            .insert(uid.clone(), r.clone());
+    }
     let failed = results
         .iter()
         .filter(|r| matches!(r.done, Done::Failed(_)))
@@ -379,6 +390,9 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
     let waiting = count(|d| *d == Done::WaitingForRolloutSlot);
     if waiting > 0 {
         return Err(Error::CleanupPending(waiting));
+    }
+    if let Some(uid) = &policy.metadata.uid {
+        ctx.written_rollouts.lock().unwrap().remove(uid);
     }
     info!(policy = %policy.name_any(), "released every hook; removing finalizer");
     Ok(Action::await_change())
@@ -543,10 +557,14 @@ struct Evaluated {
 fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context) -> rollout::Step {
     let health = ctx.observer.workload_health(policy);
     let generation = policy.metadata.generation.unwrap_or_default();
-    let previous = policy
-        .status
+    let written = policy
+        .metadata
+        .uid
         .as_ref()
-        .and_then(|s| s.rollout.as_ref())
+        .and_then(|uid| ctx.written_rollouts.lock().unwrap().get(uid).cloned());
+    let previous = written
+        .as_ref()
+        .or_else(|| policy.status.as_ref().and_then(|s| s.rollout.as_ref()))
         .filter(|r| r.generation == generation);
     // A wave just patched must show its new pods ran postStart, not just
     // a finished rollout: a postStart failing after a second can let a pod
