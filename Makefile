@@ -38,11 +38,11 @@ test-e2e:
 chaos: cluster-up
 	bash tests/chaos.sh
 
-## bench: operator vs a raw server-side-apply loop, writes, CPU, memory per object (kwok pods), hook-to-status latency; prints one table (target/bench/table.md). Sizes: BENCH_* (tests/bench.sh)
+## bench: the operator vs a raw server-side-apply loop, writes, CPU, RSS per object (kwok pods), hook-to-status latency: one table, also in target/bench/table.md (README: Performance)
 bench: cluster-up
 	bash tests/bench.sh
 
-## bench-ci: the same at a small size (part of make test), so the benchmark cannot rot
+## bench-ci: the same at a small size, last in make test, so that the benchmark cannot rot
 bench-ci: cluster-up
 	bash tests/bench.sh ci
 

@@ -245,7 +245,7 @@ trap 'exit 130' INT TERM
   echo "machine.cpus $(nproc)"
   echo "machine.cpu $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
   echo "machine.memory $(awk '/^MemTotal:/{printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-  commit=$(git rev-parse --short HEAD)
+  commit="$(git rev-parse --short HEAD) (src/ last changed in $(git log -1 --format=%h -- src Cargo.toml Cargo.lock))"
   [[ -z $(git status --porcelain -- src Cargo.toml Cargo.lock) ]] || commit+=" with uncommitted changes to src/"
   echo "operator.commit $commit"
   echo "run.date $(date -u '+%Y-%m-%d %H:%M UTC'), tests/bench.sh $mode"
