@@ -1004,11 +1004,12 @@ fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
     }
     let _ = writeln!(
         out,
-        "\nMachine: {} CPUs ({}), {} memory. Operator: commit {}, release build. {}.",
+        "\nMachine: {} CPUs ({}), {} memory. Operator: commit {}, {} build. {}.",
         text("machine.cpus"),
         text("machine.cpu"),
         text("machine.memory"),
         text("operator.commit"),
+        text("operator.profile"),
         text("run.date")
     );
     Ok(out)
