@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench` (full size) and `make bench-ci` (`tests/bench.sh ci`: small
-# size, part of `make test`): the operator against the local cluster, release
-# build, one fresh process per measurement, and one table of figures at the end
+# size, part of `make test`): the operator against the local cluster (release
+# build; ci: debug), a fresh process per measurement, one table of figures at the end
 # (stdout and $out/table.md; the README's Performance section says what each
 # row means). Prints figures, asserts no timing.
 #
