@@ -1,10 +1,10 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test deps lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos image cluster-up cluster-down demo demo-down crds build
+.PHONY: test deps lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
 
-## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster
-test: deps lint unit cluster-up test-cluster chaos
+## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster, chaos, and the small benchmark
+test: deps lint unit cluster-up test-cluster chaos bench-ci
 
 ## deps: the Debian packages the tests need (busybox for the marker tests, the cluster's own); a no-op when present
 deps:
@@ -37,6 +37,14 @@ test-e2e:
 ## chaos: shutdowns, kills, control-plane restarts and two operators on the local cluster
 chaos: cluster-up
 	bash tests/chaos.sh
+
+## bench: the operator vs a raw server-side-apply loop, writes, CPU, RSS per object (kwok pods), hook-to-status latency: one table, also in target/bench/table.md (README: Performance)
+bench: cluster-up
+	bash tests/bench.sh
+
+## bench-ci: the same at a small size, last in make test, so that the benchmark cannot rot
+bench-ci: cluster-up
+	bash tests/bench.sh ci
 
 ## image: the operator image (static binary, no Docker) pushed to the local registry
 image:
