@@ -509,7 +509,10 @@ async fn speed(
         "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy",
         "metadata": {"name": policy_name, "namespace": ns},
         "spec": {"selector": {"matchLabels": {SPEED_LABEL.0: SPEED_LABEL.1}},
-                 "preStop": {"sleep": {"seconds": 1}}, "maxConcurrentRollouts": 0}
+                 "preStop": {"sleep": {"seconds": 1}}, "maxConcurrentRollouts": 0,
+                 // The write path's speed: a canary would add the wait for
+                 // its rollout, which the deployment controller paces.
+                 "rollout": {"strategy": "Immediate"}}
     }))?;
     let writes0 = probe.writes().await?;
     let cpu0 = probe.cpu_seconds()?;
