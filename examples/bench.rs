@@ -594,16 +594,19 @@ async fn create_pods(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     ensure!(!nodes.is_empty(), "no kwok nodes given");
+    // The template's labels too: the operator's hooked-pods label is how
+    // its observer finds hooked pods.
+    let mut labels = serde_json::Map::new();
     let spec = match template_from {
         Some(d) => {
             let d = Api::<Deployment>::namespaced(client.clone(), ns)
                 .get(d)
                 .await?;
-            let spec = d
-                .spec
-                .and_then(|s| s.template.spec)
-                .context("no pod spec")?;
-            serde_json::to_value(spec)?
+            let template = d.spec.map(|s| s.template).context("no template")?;
+            for (k, v) in template.metadata.and_then(|m| m.labels).unwrap_or_default() {
+                labels.insert(k, Value::String(v));
+            }
+            serde_json::to_value(template.spec.context("no pod spec")?)?
         }
         None => {
             let (selector, tolerations) = kwok_placement();
@@ -611,11 +614,12 @@ async fn create_pods(
                    "nodeSelector": selector, "tolerations": tolerations})
         }
     };
+    labels.insert("bench-pod".into(), Value::String(name.to_string()));
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
     stream::iter(0..count)
         .map(|i| {
-            let (api, mut spec) = (api.clone(), spec.clone());
+            let (api, mut spec, labels) = (api.clone(), spec.clone(), labels.clone());
             // Bound directly: the scheduler (and the ReplicaSet controller,
             // at kube-controller-manager's 20 requests/s) would take longer
             // than everything else here together.
@@ -623,7 +627,7 @@ async fn create_pods(
             async move {
                 let pod: Pod = serde_json::from_value(json!({
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": format!("{name}-{i:06}"), "labels": {"bench-pod": name}},
+                    "metadata": {"name": format!("{name}-{i:06}"), "labels": labels},
                     "spec": spec
                 }))?;
                 api.create(&PostParams::default(), &pod).await?;
