@@ -13,7 +13,12 @@ phase() { log "$* (+$((SECONDS - T0))s)"; }
 # Kernel settings up.sh or the kubelet change; down.sh restores the values
 # recorded on the first run.
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables kernel.panic kernel.panic_on_oops
-  vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+  vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes
+  fs.inotify.max_user_instances)
+# Every followed container log costs the kubelet an inotify instance; at the
+# usual default of 128, follows beyond that fail ("failed to create fsnotify
+# watcher"), e.g. when a hundred hooked pods stop at once.
+INOTIFY_INSTANCES=8192
 
 # Drop pid files of processes that are gone (crash, reboot, kill -9).
 clear_stale() {
@@ -37,6 +42,9 @@ setup_host() {
     sysctl -e "${SYSCTLS[@]}" >"$RUN_DIR/sysctl.orig" 2>/dev/null || true
   fi
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+  if (($(sysctl -n fs.inotify.max_user_instances) < INOTIFY_INSTANCES)); then
+    sysctl -qw fs.inotify.max_user_instances=$INOTIFY_INSTANCES
+  fi
 
   # The node's network: a bridge we own; 10.244.0.1 is the node IP. Nothing
   # routes from it to the outside (no masquerade, egress guard below).
