@@ -99,14 +99,7 @@ impl Executor<'_> {
             let note =
                 format!("{kind} {name}: {damage}; the ledger was rebuilt from managedFields");
             warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %damage, "damaged ledger");
-            self.publish(
-                policy,
-                Some(d.workload.object_ref(&d.workload.kind)),
-                EventType::Warning,
-                "LedgerDamaged",
-                note,
-            )
-            .await;
+            self.warn_about(policy, d, "LedgerDamaged", note).await;
         }
         if let Some(ops) = &w.release {
             let ops: json_patch::Patch =
@@ -125,14 +118,7 @@ impl Executor<'_> {
                     d.workload.kind,
                     list(d.plan.unrestorable.iter())
                 );
-                self.publish(
-                    policy,
-                    Some(d.workload.object_ref(&d.workload.kind)),
-                    EventType::Warning,
-                    "RestoreIncomplete",
-                    note,
-                )
-                .await;
+                self.warn_about(policy, d, "RestoreIncomplete", note).await;
             }
         }
         if let Some(body) = &w.apply {
@@ -183,6 +169,13 @@ impl Executor<'_> {
         note: String,
     ) {
         self.publish(policy, related, type_, reason, note).await;
+    }
+
+    /// A Warning event on the policy about one workload.
+    async fn warn_about(&self, policy: &LifecyclePolicy, d: &Decision, reason: &str, note: String) {
+        let related = d.workload.object_ref(&d.workload.kind);
+        self.publish(policy, Some(related), EventType::Warning, reason, note)
+            .await;
     }
 
     /// An event on the policy; failing to publish is logged only.

@@ -76,15 +76,7 @@ driver() { "$driver_bin" "$@"; }
 # Built once per version with `go install` into the shared cache, like the
 # cluster's own components (tests/cluster/build.sh) and the linters.
 install_kwok() {
-  [[ -x $KWOK_BIN ]] && return 0
-  command -v go >/dev/null || die "go is required to build kwok"
-  log "building kwok $KWOK_VERSION (go install)"
-  local tmp
-  tmp=$(mktemp -d)
-  CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  mkdir -p "${KWOK_BIN%/*}"
-  mv "$tmp/kwok" "$KWOK_BIN"
-  rmdir "$tmp"
+  go_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "$KWOK_BIN"
 }
 
 kwok_nodes() {

@@ -64,6 +64,21 @@ kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 helm() { "$CLUSTER_BIN/helm" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 # Linters and helm-docs, built by tests/tools/install-lint-tools.sh.
 TOOLS_BIN="$CACHE_ROOT/tools/bin"
+
+# go_tool NAME MODULE/CMD VERSION [DEST]: builds a Go command once per version
+# with `go install` into DEST (default TOOLS_BIN/NAME-VERSION).
+go_tool() {
+  local name=$1 pkg=$2 version=$3 dest=${4:-$TOOLS_BIN/$1-$3}
+  [[ -x $dest ]] && return 0
+  command -v go >/dev/null || die "go is required to build $name"
+  log "building $name $version (go install)"
+  local tmp
+  tmp=$(mktemp -d)
+  CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$pkg@$version"
+  mkdir -p "${dest%/*}"
+  mv "$tmp/$name" "$dest"
+  rmdir "$tmp"
+}
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # pid_alive NAME: true when run/NAME.pid names a live process running the

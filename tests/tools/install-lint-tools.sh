@@ -22,19 +22,6 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# go_tool NAME MODULE/CMD VERSION: builds once per version into TOOLS_BIN/NAME-VERSION.
-go_tool() {
-  local name=$1 pkg=$2 version=$3 dest="$TOOLS_BIN/$1-$3"
-  [[ -x $dest ]] && return 0
-  command -v go >/dev/null || die "go is required to build $name"
-  log "building $name $version (go install)"
-  local tmp
-  tmp=$(mktemp -d)
-  CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$pkg@$version"
-  mkdir -p "$TOOLS_BIN"
-  mv "$tmp/$name" "$dest"
-  rmdir "$tmp"
-}
 go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"
 go_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
 # Stable names for the Makefile and scripts.
