@@ -581,15 +581,18 @@ fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context)
             let in_wave = previous.is_some_and(|p| p.waiting_on.contains(&key));
             let verified =
                 !strong || !in_wave || h.post_start_ok as i64 >= expected_pods(&d.workload);
+            // A workload without pods has nothing to prove or disprove: done
+            // once patched (its controller's status may lag for seconds).
+            let pods = expected_pods(&d.workload);
             rollout::Candidate {
-                healthy: carries && !d.workload.is_rolling() && verified,
+                healthy: carries && (pods == 0 || (!d.workload.is_rolling() && verified)),
                 failure: h.failure.filter(|_| carries).map(|f| rollout::Failure {
                     pod: f.pod,
                     container: f.container,
                     reason: f.reason,
                     message: f.message,
                 }),
-                has_pods: expected_pods(&d.workload) > 0,
+                has_pods: pods > 0,
                 carries,
                 key,
             }
