@@ -156,6 +156,11 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         })
         .count() as i32;
 
+    let deleting: BTreeSet<&str> = neighbours
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
     let mut out = Vec::new();
     for d in workloads {
         // A workload on its way out needs nothing restored.
@@ -198,6 +203,11 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
             active: matched,
             pod,
             labelled: d.hooked_label(),
+            others_hold_hooks: ledgers.iter().any(|(p, l)| {
+                *p != name
+                    && !deleting.contains(p.as_str())
+                    && l.owned.keys().any(|s| matches!(s, plan::Slot::Hook { .. }))
+            }),
             ledgers: &ledgers,
             winners: &winners,
         });

@@ -187,6 +187,9 @@ pub struct Input<'a> {
     pub pod: &'a PodShape,
     /// The template carries the hooked-pods label.
     pub labelled: bool,
+    /// Another policy, not being deleted, holds a hook here: the label
+    /// stays. (Policies deleted together must not each keep it for the other.)
+    pub others_hold_hooks: bool,
     /// Ledgers on the Deployment, by policy name, of policies that still exist.
     pub ledgers: &'a BTreeMap<String, Ledger>,
     /// Winner of each slot among the contending policies.
@@ -249,11 +252,7 @@ pub fn plan(input: &Input) -> Plan {
             }
         }
     }
-    let hooks_held = owned.keys().any(is_hook)
-        || input
-            .ledgers
-            .iter()
-            .any(|(name, l)| name != input.policy && l.owned.keys().any(is_hook));
+    let hooks_held = owned.keys().any(is_hook) || input.others_hold_hooks;
     p.label_missing = owned.keys().any(is_hook) && !input.labelled;
     p.label_removed = mine.is_some() && input.labelled && !hooks_held;
     if !owned.is_empty() {

@@ -60,6 +60,9 @@ fn run_labelled(
         active,
         pod,
         labelled,
+        others_hold_hooks: ledgers.iter().any(|(name, l)| {
+            name != policy && l.owned.keys().any(|s| matches!(s, Slot::Hook { .. }))
+        }),
         ledgers,
         winners: &winners,
     })
@@ -375,6 +378,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         active: true,
         pod: &nginx(),
         labelled: false,
+        others_hold_hooks: false,
         ledgers: &none,
         winners: &winners,
     });
@@ -396,6 +400,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         active: true,
         pod: &nginx(),
         labelled: false,
+        others_hold_hooks: false,
         ledgers: &held,
         winners: &winners,
     });
@@ -407,6 +412,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         active: true,
         pod: &nginx(),
         labelled: false,
+        others_hold_hooks: false,
         ledgers: &held,
         winners: &winners,
     });
