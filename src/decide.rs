@@ -557,6 +557,62 @@ mod tests {
     }
 
     #[test]
+    fn policies_deleted_together_do_not_keep_the_label_for_each_other() {
+        let mut w: Workload = (*settled("a")).clone();
+        w.spec.template.metadata.labels = [(HOOKED_LABEL.to_string(), "true".to_string())].into();
+        w.spec.template.spec = serde_json::from_value(json!({"containers": [
+            {"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}, "postStart": {"sleep": {"seconds": 2}}}}
+        ]}))
+        .unwrap();
+        w.metadata.annotations = Some(
+            [
+                (
+                    ledger_key("p"),
+                    r#"{"policy":"p","owned":{"c/preStop":null}}"#.to_string(),
+                ),
+                (
+                    ledger_key("q"),
+                    r#"{"policy":"q","owned":{"c/postStart":null}}"#.to_string(),
+                ),
+            ]
+            .into(),
+        );
+        w.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
+                    "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {
+                        ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
+            }))
+            .unwrap(),
+        ]);
+        let release = |q_deleting: bool| {
+            let p = policy("p", 100, "Enforce", true);
+            let q = policy("q", 200, "Enforce", q_deleting);
+            let out = decide(
+                &Scope {
+                    policy: &p,
+                    selector: &Selector::default(),
+                    active: false,
+                    neighbours: &[p.clone(), q],
+                    revert: &BTreeSet::new(),
+                    hold: None,
+                },
+                vec![Arc::new(w.clone())],
+            );
+            let Intent::Write(write) = &out[0].intent else {
+                panic!("{:?}", out[0].intent)
+            };
+            write.release.clone().unwrap().to_string()
+        };
+        // q stays: the label stays for its hook.
+        assert!(!release(false).contains("hooked"));
+        // q goes too: p takes the label with its hook (q's release, planned
+        // with the label, then fails its `test` and is planned again).
+        assert!(release(true).contains("lifecycle-operator.io~1hooked"));
+    }
+
+    #[test]
     fn dry_run_and_unmatched_workloads_write_nothing() {
         let p = policy("p", 100, "DryRun", false);
         let ds = vec![
