@@ -8,6 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -23,6 +25,26 @@ async fn fifty_matched_workloads_and_a_quiet_minute_cost_zero_writes() {
     })
     .await;
     assert_eq!(p.status.unwrap().matched_workloads, 50);
+    // The suites before this one delete their namespaces as they end; the
+    // operator's cleanup of their policies would write during the minute.
+    let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+    eventually("the other test namespaces gone", 180, || async {
+        let left: Vec<String> = namespaces
+            .list(&ListParams::default().labels("lifecycle-operator.io/test=true"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| *n != ns.name)
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
     // Let the Deployment controller's status updates and the events settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
