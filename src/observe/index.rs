@@ -28,7 +28,8 @@
 //! behind it). What cannot be recovered: a pod deleted and gone entirely
 //! while no operator ran leaves nothing to observe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -56,9 +57,9 @@ const ID_LEN: usize = 16;
 /// One container instance.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceKey {
-    pub pod_uid: String,
-    pub container: String,
-    pub container_id: String,
+    pub pod_uid: Box<str>,
+    pub container: Arc<str>,
+    pub container_id: Box<str>,
 }
 
 /// A policy owns a hook of a container: the hook on the pod is its rendered one.
@@ -150,33 +151,81 @@ pub struct Counted {
     pub duration_seconds: Option<f64>,
 }
 
+/// What is known of a hook still to be counted.
 #[derive(Clone, Debug, Default)]
 struct HookState {
-    policy: String,
+    policy: Arc<str>,
     evidence: Evidence,
     obs: Observation,
     marker_ended_at: Option<Timestamp>,
     failure_time: Option<Timestamp>,
-    done: bool,
     /// A log read or follow was started.
     reading: bool,
     read_done: bool,
 }
 
+/// One hook of one instance. Counted hooks keep nothing: every running
+/// hooked pod holds one, so what it holds is what the index costs.
+#[derive(Clone, Debug, Default)]
+enum Hook {
+    /// No policy owns this hook here.
+    #[default]
+    Unowned,
+    Open(Box<HookState>),
+    Counted,
+}
+
+impl Hook {
+    fn open(&self) -> Option<&HookState> {
+        match self {
+            Hook::Open(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    fn open_mut(&mut self) -> Option<&mut HookState> {
+        match self {
+            Hook::Open(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Instance {
-    namespace: String,
-    pod: String,
+    namespace: Arc<str>,
+    pod: Box<str>,
     /// The owning workload (Kind/name), when known.
-    workload: Option<String>,
+    workload: Option<Arc<str>>,
     first_seen: Timestamp,
     started_at: Option<Timestamp>,
-    /// [postStart, preStop]; None when no policy owns that hook here.
-    hooks: [Option<HookState>; 2],
+    /// [postStart, preStop].
+    hooks: [Hook; 2],
     /// The latest waiting message (PostStartHookError carries the kubelet's detail).
-    waiting_message: Option<String>,
+    waiting_message: Option<Box<str>>,
     /// The pod object is gone; forget the instance once its hooks are settled.
     gone: bool,
+}
+
+/// Shared copies of the strings many instances repeat (namespaces, policy
+/// keys, workloads, container names): one allocation each, not one per pod.
+#[derive(Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        self.0.insert(a.clone());
+        a
+    }
+
+    /// Drops the names nothing else holds any more.
+    fn prune(&mut self) {
+        self.0.retain(|a| Arc::strong_count(a) > 1);
+    }
 }
 
 impl Instance {
@@ -186,7 +235,7 @@ impl Instance {
         match kind {
             HookKind::PostStart => Some(self.started_at.unwrap_or(self.first_seen)),
             HookKind::PreStop => {
-                let obs = &self.hooks[1].as_ref()?.obs;
+                let obs = &self.hooks[1].open()?.obs;
                 obs.deletion
                     .as_ref()
                     .map(|d| d.requested_at)
@@ -197,7 +246,7 @@ impl Instance {
     }
 
     fn settled(&self) -> bool {
-        self.hooks.iter().flatten().all(|h| h.done)
+        !self.hooks.iter().any(|h| matches!(h, Hook::Open(_)))
     }
 }
 
@@ -331,6 +380,7 @@ pub struct Index {
     unclaimed: Vec<Unclaimed>,
     dirty: BTreeSet<String>,
     counted: Vec<Counted>,
+    names: Names,
 }
 
 fn idx(kind: HookKind) -> usize {
@@ -413,7 +463,7 @@ impl Index {
         if owners.is_empty() {
             return Vec::new();
         }
-        let uid = pod.uid().unwrap_or_default();
+        let uid: Box<str> = pod.uid().unwrap_or_default().into();
         let deletion = pod.metadata.deletion_timestamp.as_ref().and_then(|t| {
             Deletion::from_pod(
                 t.0,
@@ -432,49 +482,51 @@ impl Index {
             if mine.is_empty() {
                 continue;
             }
+            let container = self.names.get(&cs.name);
             // The previous instance's end, as the kubelet reports it after a restart.
             if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
                 && let Some(id) = &t.container_id
             {
                 let key = InstanceKey {
                     pod_uid: uid.clone(),
-                    container: cs.name.clone(),
-                    container_id: id.clone(),
+                    container: container.clone(),
+                    container_id: id.as_str().into(),
                 };
                 if let Some(inst) = self.instances.get_mut(&key) {
                     let term = terminated(t);
                     inst.started_at = inst.started_at.or(t.started_at.as_ref().map(|s| s.0));
-                    for h in inst.hooks.iter_mut().flatten() {
+                    for h in inst.hooks.iter_mut().filter_map(Hook::open_mut) {
                         h.obs.terminated.get_or_insert(term.clone());
                     }
                     touched.push(key);
                 }
             }
-            let Some(id) = cs.container_id.clone() else {
+            let Some(id) = cs.container_id.as_deref() else {
                 continue;
             };
             let key = InstanceKey {
                 pod_uid: uid.clone(),
-                container: cs.name.clone(),
-                container_id: id,
+                container,
+                container_id: id.into(),
             };
             if deleted && !self.instances.contains_key(&key) {
                 continue; // Forgotten already, or never seen: nothing to settle.
             }
+            let names = &mut self.names;
             let inst = self
                 .instances
                 .entry(key.clone())
                 .or_insert_with(|| Instance {
-                    namespace: pod.namespace().unwrap_or_default(),
-                    pod: pod.name_any(),
-                    workload: workload_of(pod),
+                    namespace: names.get(pod.namespace().as_deref().unwrap_or_default()),
+                    pod: pod.name_any().into(),
+                    workload: workload_of(pod).map(|w| names.get(&w)),
                     first_seen: now,
                     started_at: None,
-                    hooks: [None, None],
+                    hooks: Default::default(),
                     waiting_message: None,
                     gone: false,
                 });
-            observe_container(inst, cs, &mine, deletion.as_ref(), deleted);
+            observe_container(inst, cs, &mine, names, deletion.as_ref(), deleted);
             skip_recorded(&mut self.tallies, inst, &key);
             logs.extend(log_requests(inst, &key, deletion.as_ref(), deleted, now));
             touched.push(key);
@@ -523,7 +575,7 @@ impl Index {
         if let Some(h) = self
             .instances
             .get_mut(key)
-            .and_then(|i| i.hooks[idx(kind)].as_mut())
+            .and_then(|i| i.hooks[idx(kind)].open_mut())
         {
             h.read_done = true;
             if found.started.is_some() {
@@ -541,11 +593,11 @@ impl Index {
     /// Where a log read for this hook goes, and whose markers it looks for.
     pub fn log_target(&self, key: &InstanceKey, kind: HookKind) -> Option<LogTarget> {
         let inst = self.instances.get(key)?;
-        let h = inst.hooks[idx(kind)].as_ref()?;
+        let h = inst.hooks[idx(kind)].open()?;
         Some(LogTarget {
-            namespace: inst.namespace.clone(),
-            pod: inst.pod.clone(),
-            policy: h.policy.clone(),
+            namespace: inst.namespace.to_string(),
+            pod: inst.pod.to_string(),
+            policy: h.policy.to_string(),
         })
     }
 
@@ -621,6 +673,7 @@ impl Index {
     /// Forgets the tallies of policies that no longer exist.
     pub fn retain_policies(&mut self, exists: impl Fn(&str) -> bool) {
         self.tallies.retain(|k, _| exists(k));
+        self.names.prune();
     }
 
     /// Instances held in memory.
@@ -636,9 +689,9 @@ impl Index {
         self.instances
             .iter()
             .filter(|(k, i)| {
-                k.pod_uid == pod_uid
-                    && k.container == container
-                    && i.hooks[idx(kind)].as_ref().is_some_and(|h| !h.done)
+                &*k.pod_uid == pod_uid
+                    && &*k.container == container
+                    && i.hooks[idx(kind)].open().is_some()
             })
             // The newest: the one the kubelet is working on.
             .max_by_key(|(_, i)| (i.started_at, i.first_seen))
@@ -650,13 +703,15 @@ impl Index {
             return;
         };
         let waiting = inst.waiting_message.clone();
-        let Some(h) = inst.hooks[idx(ev.kind)].as_mut() else {
+        let Some(h) = inst.hooks[idx(ev.kind)].open_mut() else {
             return;
         };
         h.obs.failure_event = true;
         h.failure_time = ev.time;
         h.obs.failure_message = match ev.kind {
-            HookKind::PostStart => waiting.or_else(|| Some(ev.message.clone())),
+            HookKind::PostStart => waiting
+                .map(String::from)
+                .or_else(|| Some(ev.message.clone())),
             HookKind::PreStop => Some(ev.message.clone()),
         };
     }
@@ -666,7 +721,7 @@ impl Index {
         for kind in HookKind::ALL {
             let pos = self.unclaimed.iter().position(|u| {
                 let ev = &u.event;
-                ev.pod_uid == key.pod_uid && ev.container == key.container && ev.kind == kind
+                *ev.pod_uid == *key.pod_uid && *ev.container == *key.container && ev.kind == kind
             });
             let Some(pos) = pos else { continue };
             if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key) {
@@ -682,12 +737,9 @@ impl Index {
             let Some(inst) = self.instances.get(key) else {
                 return;
             };
-            let Some(h) = inst.hooks[idx(kind)].as_ref() else {
+            let Some(h) = inst.hooks[idx(kind)].open() else {
                 continue;
             };
-            if h.done {
-                continue;
-            }
             let o = match kind {
                 HookKind::PostStart => outcome::post_start(&h.obs),
                 HookKind::PreStop => outcome::pre_stop(&h.obs),
@@ -712,7 +764,7 @@ impl Index {
                 failure_time: h.failure_time,
             };
             let inst = self.instances.get_mut(key).expect("instance just read");
-            inst.hooks[idx(kind)].as_mut().expect("hook just read").done = true;
+            inst.hooks[idx(kind)] = Hook::Counted;
             self.count(record, o, now);
         }
         // Forget instances once the pod is gone and both hooks are settled;
@@ -727,7 +779,7 @@ impl Index {
     }
 
     fn count(&mut self, r: Counting, o: Outcome, now: Timestamp) {
-        let Some(tally) = self.tallies.get_mut(&r.policy) else {
+        let Some(tally) = self.tallies.get_mut(&*r.policy) else {
             return; // The policy is gone.
         };
         let i = idx(r.kind);
@@ -740,8 +792,8 @@ impl Index {
             .instances
             .values()
             .filter_map(|inst| {
-                let h = inst.hooks[i].as_ref()?;
-                (h.policy == r.policy && !h.done)
+                let h = inst.hooks[i].open()?;
+                (h.policy == r.policy)
                     .then(|| inst.hook_time(r.kind))
                     .flatten()
             })
@@ -774,8 +826,8 @@ impl Index {
             Outcome::Failed { reason, message } => {
                 report.failed += 1;
                 report.last_failure = Some(HookFailure {
-                    pod: r.pod.clone(),
-                    container: r.container.clone(),
+                    pod: r.pod.to_string(),
+                    container: r.container.to_string(),
                     reason: reason.clone(),
                     message: message.clone(),
                     time: Time(r.failure_time.unwrap_or(now)),
@@ -785,8 +837,8 @@ impl Index {
             Outcome::TimedOut => {
                 report.timed_out += 1;
                 report.last_failure = Some(HookFailure {
-                    pod: r.pod.clone(),
-                    container: r.container.clone(),
+                    pod: r.pod.to_string(),
+                    container: r.container.to_string(),
                     reason: "TimedOut".into(),
                     message: "the grace period ran out before the preStop hook finished".into(),
                     time,
@@ -819,23 +871,23 @@ impl Index {
             }
         }
         if let Some(w) = &r.workload {
-            let health = tally.workloads.entry(w.clone()).or_default();
+            let health = tally.workloads.entry(w.to_string()).or_default();
             match (&o, r.kind) {
                 (Outcome::Ran { .. } | Outcome::Implied, HookKind::PostStart) => {
                     health.post_start_ok += 1
                 }
                 (Outcome::Failed { reason, message }, _) => {
                     health.failure = Some(WorkloadFailure {
-                        pod: r.pod.clone(),
-                        container: r.container.clone(),
+                        pod: r.pod.to_string(),
+                        container: r.container.to_string(),
                         reason: reason.clone(),
                         message: message.clone(),
                     })
                 }
                 (Outcome::TimedOut, _) => {
                     health.failure = Some(WorkloadFailure {
-                        pod: r.pod.clone(),
-                        container: r.container.clone(),
+                        pod: r.pod.to_string(),
+                        container: r.container.to_string(),
                         reason: "TimedOut".into(),
                         message: "the grace period ran out before the preStop hook finished".into(),
                     })
@@ -869,19 +921,19 @@ impl Index {
             outcome: label,
             duration_seconds: r.duration.map(seconds),
         });
-        self.dirty.insert(r.policy);
+        self.dirty.insert(r.policy.to_string());
     }
 }
 
 /// What `count` needs about the instance being counted.
 struct Counting {
-    workload: Option<String>,
-    policy: String,
+    workload: Option<Arc<str>>,
+    policy: Arc<str>,
     kind: HookKind,
     id: String,
     at: Timestamp,
-    pod: String,
-    container: String,
+    pod: Box<str>,
+    container: Arc<str>,
     duration: Option<SignedDuration>,
     grace_seconds: Option<i64>,
     failure_time: Option<Timestamp>,
@@ -918,18 +970,30 @@ fn observe_container(
     inst: &mut Instance,
     cs: &ContainerStatus,
     owners: &[&Owner],
+    names: &mut Names,
     deletion: Option<&Deletion>,
     deleted: bool,
 ) {
     for o in owners {
-        let h = inst.hooks[idx(o.kind)].get_or_insert_with(HookState::default);
-        h.policy = o.policy.clone();
-        h.evidence = o.evidence;
-        h.obs.evidence = o.evidence;
+        let slot = &mut inst.hooks[idx(o.kind)];
+        if let Hook::Unowned = slot {
+            *slot = Hook::Open(Box::default());
+        }
+        if let Hook::Open(h) = slot {
+            if *h.policy != *o.policy {
+                h.policy = names.get(&o.policy);
+            }
+            h.evidence = o.evidence;
+            h.obs.evidence = o.evidence;
+        }
     }
     let state = cs.state.clone().unwrap_or_default();
     if let Some(w) = &state.waiting {
-        inst.waiting_message = w.message.clone().or(inst.waiting_message.take());
+        inst.waiting_message = w
+            .message
+            .as_deref()
+            .map(Box::from)
+            .or(inst.waiting_message.take());
     }
     let started = state
         .running
@@ -939,7 +1003,7 @@ fn observe_container(
     inst.started_at = inst.started_at.or(started.map(|s| s.0));
     let running = state.running.is_some();
     let term = state.terminated.as_ref().map(terminated);
-    for h in inst.hooks.iter_mut().flatten() {
+    for h in inst.hooks.iter_mut().filter_map(Hook::open_mut) {
         h.obs.running |= running;
         if term.is_some() {
             h.obs.terminated = term.clone();
@@ -952,7 +1016,7 @@ fn observe_container(
     }
     if deleted {
         inst.gone = true;
-        for h in inst.hooks.iter_mut().flatten() {
+        for h in inst.hooks.iter_mut().filter_map(Hook::open_mut) {
             // Gone before we saw it stop: it stopped by now, when is unknown.
             h.obs.terminated.get_or_insert(Terminated {
                 exit_code: 0,
@@ -973,18 +1037,18 @@ fn skip_recorded(tallies: &mut HashMap<String, Tally>, inst: &mut Instance, key:
         let Some(at) = inst.hook_time(kind).map(floor_second) else {
             continue;
         };
-        let Some(h) = inst.hooks[idx(kind)].as_mut() else {
+        let Some(h) = inst.hooks[idx(kind)].open() else {
             continue;
         };
-        let Some(t) = tallies.get_mut(&h.policy) else {
+        let Some(t) = tallies.get_mut(&*h.policy) else {
             continue;
         };
-        if !h.done && t.hooks[idx(kind)].holds(&id, at) {
-            h.done = true;
+        if t.hooks[idx(kind)].holds(&id, at) {
+            inst.hooks[idx(kind)] = Hook::Counted;
             if kind == HookKind::PostStart
                 && let Some(w) = &inst.workload
             {
-                t.workloads.entry(w.clone()).or_default().post_start_ok += 1;
+                t.workloads.entry(w.to_string()).or_default().post_start_ok += 1;
             }
         }
     }
@@ -1000,21 +1064,19 @@ fn log_requests(
     now: Timestamp,
 ) -> Vec<LogRequest> {
     let mut out = Vec::new();
-    if let Some(h) = inst.hooks[0].as_mut()
+    if let Some(h) = inst.hooks[0].open_mut()
         && h.evidence == Evidence::Marker
         && h.obs.running
         && !h.reading
-        && !h.done
         && !deleted
     {
         h.reading = true;
         out.push(LogRequest::Read(key.clone()));
     }
     if let Some(d) = deletion
-        && let Some(h) = inst.hooks[1].as_mut()
+        && let Some(h) = inst.hooks[1].open_mut()
         && h.evidence == Evidence::Marker
         && !h.reading
-        && !h.done
         && !deleted
     {
         h.reading = true;

@@ -61,7 +61,7 @@ fn key(pod_uid: &str, id: &str) -> InstanceKey {
     InstanceKey {
         pod_uid: pod_uid.into(),
         container: "nginx".into(),
-        container_id: format!("containerd://{id}"),
+        container_id: format!("containerd://{id}").into(),
     }
 }
 

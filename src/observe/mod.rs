@@ -365,7 +365,7 @@ impl Observer {
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let params = LogParams {
-            container: Some(key.container.clone()),
+            container: Some(key.container.to_string()),
             follow: follow_since.is_some(),
             since_seconds: follow_since,
             timestamps: true,
