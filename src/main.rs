@@ -81,6 +81,21 @@ enum LogFormat {
     Json,
 }
 
+// jemalloc, not glibc's malloc: the pod and workload lists arrive as bursts
+// of short-lived allocations on several threads, and glibc kept what they
+// freed in its per-thread arenas (10,000 hooked pods: 63 MiB of RSS with
+// glibc, 24 MiB with jemalloc, of which the index holds about 8).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options (its `malloc_conf`, a C string). A background thread
+/// returns freed pages to the system: without it, pages are only returned
+/// while the process keeps allocating, and an idle operator would sit on the
+/// peak of its last list.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 23] = b"background_thread:true\0";
+
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
