@@ -83,7 +83,7 @@ enum LogFormat {
 
 // jemalloc, not glibc's malloc: the pod and workload lists arrive as bursts
 // of short-lived allocations on several threads, and glibc kept what they
-// freed in its per-thread arenas (10,000 hooked pods: 63 MiB of RSS with
+// freed in its per-thread arenas (10,000 hooked pods: 61.5 MiB of RSS with
 // glibc, 24 MiB with jemalloc, of which the index holds about 8).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
