@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::decide::{Decision, Intent, Write};
 use crate::metrics::Metrics;
@@ -194,10 +194,28 @@ impl Executor<'_> {
             action: "PatchDeployment".into(),
             secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&event, &policy.object_ref(&())).await {
-            warn!(error = %e, "publishing event failed");
+        match self.recorder.publish(&event, &policy.object_ref(&())).await {
+            Ok(()) => {}
+            // The policy's namespace is going away, and the event with it.
+            Err(e) if is_namespace_terminating(&e) => {
+                debug!(reason, "event dropped: its namespace is being deleted");
+            }
+            Err(e) => warn!(error = %e, "publishing event failed"),
         }
     }
+}
+
+/// The API server refuses new objects in a namespace being deleted with a 403
+/// whose cause is `NamespaceTerminating`: not a permission error.
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    let kube::Error::Api(status) = e else {
+        return false;
+    };
+    status.code == 403
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
 }
 
 fn list<'a>(slots: impl Iterator<Item = &'a Slot>) -> String {
@@ -352,5 +370,41 @@ mod tests {
                 .sum::<usize>(),
             5
         );
+    }
+
+    fn api_error(code: u16, cause: Option<&str>) -> kube::Error {
+        let details = cause.map(|reason| kube::core::response::StatusDetails {
+            name: "e".into(),
+            group: String::new(),
+            kind: "events".into(),
+            uid: String::new(),
+            causes: vec![kube::core::response::StatusCause {
+                reason: reason.into(),
+                message: String::new(),
+                field: "metadata.namespace".into(),
+            }],
+            retry_after_seconds: 0,
+        });
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: "Forbidden".into(),
+            details,
+            ..kube::core::Status::failure("refused", "Forbidden")
+        }))
+    }
+
+    #[test]
+    fn only_a_terminating_namespace_is_an_expected_refusal() {
+        assert!(is_namespace_terminating(&api_error(
+            403,
+            Some("NamespaceTerminating")
+        )));
+        // RBAC refusals carry no such cause: they stay warnings.
+        assert!(!is_namespace_terminating(&api_error(403, None)));
+        assert!(!is_namespace_terminating(&api_error(403, Some("Other"))));
+        assert!(!is_namespace_terminating(&api_error(
+            409,
+            Some("NamespaceTerminating")
+        )));
     }
 }
