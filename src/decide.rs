@@ -13,7 +13,9 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::ledger::{self, Damage};
-use crate::patch::{Target, apply_body, field_manager, ledger_key, read_ledgers, release_patch};
+use crate::patch::{
+    Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
+};
 use crate::plan::{self, Contender, Input, Plan};
 use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
 use crate::workload::{PodShape, Workload};
@@ -66,6 +68,12 @@ pub struct Write {
     pub changes_template: bool,
     /// ... and pods restart for it: the workload rolls out (not staged).
     pub rolls: bool,
+    /// The cached resourceVersion when the plan records originals read from
+    /// it (see [`Plan::records_originals`]): the release patch tests it, and
+    /// the apply carries it (or the version the release made) as a
+    /// precondition, so a stale cache gets a 409/422 and a new plan instead
+    /// of a wrong ledger.
+    pub guard: Option<String>,
 }
 
 /// One workload the policy matches or still holds slots on.
@@ -235,14 +243,23 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
                 name: &workload,
                 namespace: &ns,
             };
+            let guard = plan
+                .records_originals(stored.as_ref())
+                .then(|| d.metadata.resource_version.clone())
+                .flatten();
+            let mut release = release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan);
+            if let (Some(ops), Some(version)) = (release.as_mut(), guard.as_deref()) {
+                guard_release(ops, version);
+            }
             Intent::Write(Write {
-                release: release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan),
+                release,
                 apply: plan
                     .ledger
                     .is_some()
                     .then(|| apply_body(&target, pod, &plan)),
                 changes_template,
                 rolls,
+                guard,
             })
         };
         out.push(Decision {
@@ -610,6 +627,83 @@ mod tests {
         // q goes too: p takes the label with its hook (q's release, planned
         // with the label, then fails its `test` and is planned again).
         assert!(release(true).contains("lifecycle-operator.io~1hooked"));
+    }
+
+    /// The cache shows a Deployment as another policy (`gone`, already
+    /// deleted) left it a moment before its release landed: grace 42 and
+    /// its ledger. A claim made from that copy records 42 as the original,
+    /// so it must only land on that very version.
+    #[test]
+    fn claims_recording_originals_land_only_on_the_version_they_were_read_from() {
+        let mut w: Workload = (*settled("a")).clone();
+        w.metadata.resource_version = Some("7".into());
+        w.spec.template.spec.termination_grace_period_seconds = Some(42);
+        w.metadata.annotations = Some(
+            [(
+                ledger_key("gone"),
+                r#"{"policy":"gone","owned":{"terminationGracePeriodSeconds":30}}"#.to_string(),
+            )]
+            .into(),
+        );
+        let p = policy_with(
+            "p",
+            100,
+            json!({"terminationGracePeriodSeconds": 50}),
+            false,
+        );
+        let write = |w: Workload| {
+            let out = run(&p, std::slice::from_ref(&p), vec![Arc::new(w)]);
+            match &out[0].intent {
+                Intent::Write(write) => (write.guard.clone(), write.release.clone()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (guard, release) = write(w.clone());
+        assert_eq!(guard.as_deref(), Some("7"));
+        assert!(release.is_none());
+
+        // Once p's ledger is stored, re-asserting a drifted hook records
+        // nothing new: no precondition, nothing to conflict on.
+        let mut mine = w.clone();
+        mine.metadata.annotations = Some(
+            [(
+                ledger_key("p"),
+                r#"{"policy":"p","owned":{"c/preStop":null,"terminationGracePeriodSeconds":42}}"#
+                    .to_string(),
+            )]
+            .into(),
+        );
+        mine.spec.template.spec.termination_grace_period_seconds = Some(50);
+        mine.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
+                    "f:spec": {"f:template": {"f:spec": {"f:terminationGracePeriodSeconds": {}, "f:containers": {"k:{\"name\":\"c\"}": {
+                        ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
+            }))
+            .unwrap(),
+        ]);
+        let (guard, _) = write(mine.clone());
+        assert_eq!(guard, None);
+
+        // A new claim together with a release: the release tests the version
+        // first, and the apply follows on what the release made.
+        let p2 = policy_with(
+            "p",
+            100,
+            json!({"terminationGracePeriodSeconds": 50, "preStop": null, "postStart": {"sleep": {"seconds": 1}}}),
+            false,
+        );
+        let out = run(&p2, std::slice::from_ref(&p2), vec![Arc::new(mine)]);
+        let Intent::Write(write) = &out[0].intent else {
+            panic!("{:?}", out[0].intent)
+        };
+        assert_eq!(write.guard.as_deref(), Some("7"));
+        let ops = write.release.as_ref().expect("preStop is handed back");
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::decide::{Decision, Intent, Write};
 use crate::metrics::Metrics;
-use crate::patch::{RESTORE_MANAGER, field_manager};
+use crate::patch::{RESTORE_MANAGER, at_version, field_manager};
 use crate::plan::Slot;
 use crate::types::{LifecyclePolicy, WorkloadKind};
 use crate::workload::Workload;
@@ -94,6 +94,7 @@ impl Executor<'_> {
         let ns = d.workload.namespace().unwrap_or_default();
         let api: Api<Workload> = Api::namespaced_with(self.client.clone(), &ns, &d.workload.kind);
         let name = d.name();
+        let mut version = w.guard.clone();
         if let Some(damage) = &d.damage {
             let kind = d.workload.kind;
             let note =
@@ -110,8 +111,13 @@ impl Executor<'_> {
                 field_manager: Some(RESTORE_MANAGER.to_string()),
                 ..Default::default()
             };
-            api.patch(&name, &params, &Patch::Json::<()>(ops)).await?;
+            let released = api.patch(&name, &params, &Patch::Json::<()>(ops)).await?;
             self.metrics.deployments_released.inc();
+            // The release was tested against the guarded version: the apply
+            // may land only on what the release made of it.
+            if version.is_some() {
+                version = released.metadata.resource_version;
+            }
             if !d.plan.unrestorable.is_empty() {
                 let note = format!(
                     "{} {name}: the original of {} could not be restored (its ledger was damaged): the hook was removed",
@@ -123,7 +129,11 @@ impl Executor<'_> {
         }
         if let Some(body) = &w.apply {
             let params = PatchParams::apply(&field_manager(&policy_name)).force();
-            api.patch(&name, &params, &Patch::Apply(body)).await?;
+            let body = match &version {
+                Some(v) => at_version(body, v),
+                None => body.clone(),
+            };
+            api.patch(&name, &params, &Patch::Apply(&body)).await?;
             self.metrics.deployments_patched.inc();
         }
         Ok(())

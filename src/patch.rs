@@ -202,6 +202,24 @@ pub fn release_patch(
     Some(Value::Array(ops))
 }
 
+/// Makes a release patch fail (422) unless the workload is still at `version`.
+pub fn guard_release(ops: &mut Value, version: &str) {
+    if let Value::Array(ops) = ops {
+        ops.insert(
+            0,
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": version}),
+        );
+    }
+}
+
+/// The apply configuration with `version` as its precondition: the API
+/// server answers 409 if the workload changed since.
+pub fn at_version(body: &Value, version: &str) -> Value {
+    let mut body = body.clone();
+    body["metadata"]["resourceVersion"] = Value::from(version);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,6 +310,19 @@ impl Plan {
         self.changes_template(pod) || self.ledger.as_ref() != stored
     }
 
+    /// Whether the plan's ledger records an original value that the stored
+    /// ledger does not: a value read from the cached template, so the write
+    /// is only right on the very version it was read from. (A stale copy
+    /// would record what a policy released a moment ago as the original,
+    /// and a later release would put that policy's value back.)
+    pub fn records_originals(&self, stored: Option<&Ledger>) -> bool {
+        self.ledger.as_ref().is_some_and(|l| {
+            l.owned
+                .iter()
+                .any(|(slot, original)| stored.and_then(|s| s.owned.get(slot)) != Some(original))
+        })
+    }
+
     /// Whether the apply puts the hooked-pods label on the template: while
     /// this policy holds a hook there.
     pub fn labels_pods(&self) -> bool {

@@ -254,6 +254,7 @@ pub(crate) async fn reconcile(
         .await
         .unwrap_or(Err(Error::Timeout));
     let label = if result.is_ok() { "ok" } else { "error" };
+    debug!(policy = %policy.name_any(), elapsed = ?started.elapsed(), result = label, "reconciled");
     ctx.metrics.observe_reconcile(label, started.elapsed());
     if result.is_ok() {
         ctx.failures

@@ -205,6 +205,42 @@ async fn conflict_409_backs_off_and_reports_the_failure() {
     refused_write(|| status(409, "Conflict", &[]), 1).await;
 }
 
+/// A first claim records originals read from the cache: its apply carries
+/// the cached resourceVersion, and the API server's 409 (the Deployment
+/// changed since) means a new plan soon, from the newer copy.
+#[tokio::test]
+async fn a_first_claim_is_applied_only_on_the_version_it_was_planned_from() {
+    let p = policy("web");
+    let mut d = deployment(false);
+    d.metadata.resource_version = Some("41".into());
+    let (ctx, mut api) = context(&p, d).await;
+    let server = tokio::spawn(async move {
+        let body = expect(
+            &mut api,
+            "PATCH",
+            "/deployments/d",
+            status(409, "Conflict", &[]),
+        )
+        .await;
+        expect(
+            &mut api,
+            "PATCH",
+            "/lifecyclepolicies/p/status",
+            ok(serde_json::to_value(policy("web")).unwrap()),
+        )
+        .await;
+        body
+    });
+    let p = Arc::new(p);
+    let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+    let body = server.await.unwrap();
+    assert_eq!(body["metadata"]["resourceVersion"], "41", "{body}");
+    assert_eq!(
+        error_policy(p, &err, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
+}
+
 #[tokio::test]
 async fn server_error_500_backs_off_and_reports_the_failure() {
     refused_write(|| status(500, "InternalError", &[]), 5).await;
