@@ -14,6 +14,7 @@
 //! - `observe`: watches pods, kubelet events and logs for those outcomes.
 //! - `reconcile`: the controller, the I/O around the above.
 //! - `client`: the API client, every call bounded in time.
+//! - `watches`: how every watch recovers from API-server outages.
 //! - `liveness`: whether the controller loop still makes progress (`/healthz`).
 //! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
 //! - `release`: `lifecycle-operator release-all`, run by the chart before uninstall.
@@ -38,6 +39,7 @@ pub mod rollout;
 pub mod server;
 pub mod status;
 pub mod types;
+pub mod watches;
 pub mod workload;
 
 /// The CRD as committed in `crds/`. Optional fields are not marked nullable:

@@ -28,6 +28,7 @@ use crate::plan::{self, Plan};
 use crate::rollout;
 use crate::status::{self, Done, StatusInput, WorkloadResult};
 use crate::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
+use crate::watches;
 use crate::workload::{self, Workload};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
@@ -145,16 +146,16 @@ pub async fn run(
     let policies = Api::<LifecyclePolicy>::all(client.clone());
     // One cache per kind, fed by a watch of its own.
     let mut stores = Vec::new();
-    let mut watches = Vec::new();
+    let mut streams = Vec::new();
     for kind in WorkloadKind::ALL {
         let writer = reflector::store::Writer::new(kind);
         stores.push((kind, writer.as_reader()));
-        watches.push(
+        streams.push(
             watcher(
                 Api::<Workload>::all_with(client.clone(), &kind),
                 watcher::Config::default().any_semantic(),
             )
-            .default_backoff()
+            .backoff(watches::backoff())
             .modify(move |w| {
                 w.kind = kind;
                 workload::trim(w);
@@ -165,16 +166,26 @@ pub async fn run(
         );
     }
     let workloads = Workloads(stores);
-    let workload_events = futures::stream::select_all(watches);
+    let workload_events = watches::errors_logged(futures::stream::select_all(streams), "workload");
     // Any policy's spec change can change who wins a contested hook in its
     // namespace, so it re-triggers its neighbours too.
-    let policy_spec_changes = watcher(policies.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(predicates::generation, Default::default());
-
-    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let policy_spec_changes = watches::errors_logged(
+        watcher(policies.clone(), watcher::Config::default().any_semantic())
+            .backoff(watches::backoff())
+            .touched_objects()
+            .predicate_filter(predicates::generation, Default::default()),
+        "policy spec",
+    );
+    // The policies' own watch, with the same backoff of its own (see `watches`).
+    let (store, writer) = reflector::store();
+    let policy_watch = watches::errors_logged(
+        watcher(policies, watcher::Config::default().any_semantic())
+            .backoff(watches::backoff())
+            .reflect(writer)
+            .applied_objects(),
+        "policy",
+    );
+    let controller = Controller::for_stream(policy_watch, store.clone());
     let neighbours = {
         let store = store.clone();
         move |ns: Option<String>, except: Option<String>| {

@@ -40,7 +40,9 @@ declare -A pids=()
 start_operator() {
   local name=$1 p=${2:-$port}
   shift 2 2>/dev/null || shift
-  "$operator_bin" --http-addr "127.0.0.1:$p" "$@" >>"$out/operator-$name.log" 2>&1 &
+  # Each reconcile's start reason and length are logged: a slow cycle can be read off the log.
+  LCO_LOG=${CHAOS_LOG:-info,kube=warn,lifecycle_operator::reconcile=debug} \
+    "$operator_bin" --http-addr "127.0.0.1:$p" "$@" >>"$out/operator-$name.log" 2>&1 &
   pids[$name]=$!
   local i
   for i in $(seq 150); do
@@ -187,6 +189,7 @@ deployments "$ns" "$count"
 templates "$ns" >"$out/before.json"
 selectors=('{"app": "chaos"}' '{"tier": "t0"}' '{"tier": "t1"}' '{"app": "chaos", "tier": "t1"}')
 worst_conv=0 worst_cp=0 sigterms=0 sigkills=0 restarts=0 created=0
+: >"$out/cycles.log"
 start_operator chaos || exit 1
 for c in $(seq 1 "$cycles"); do
   live=$(kubectl -n "$ns" get lcp -o name | wc -l)
@@ -198,17 +201,18 @@ for c in $(seq 1 "$cycles"); do
     kubectl -n "$ns" delete "$(kubectl -n "$ns" get lcp -o name | shuf -n1)" --wait=false >/dev/null
   fi
   sleep "0.$((RANDOM % 9 + 1))"
-  disrupted=operator
+  disrupted=operator what=none
   case $((c % 6)) in
-    0 | 3) sigterm chaos; sigterms=$((sigterms + 1))
+    0 | 3) sigterm chaos; sigterms=$((sigterms + 1)) what=SIGTERM
       ((exit_ms > worst_exit)) && worst_exit=$exit_ms
       ((exit_ms > 5000)) && fail "cycle $c: SIGTERM exit took ${exit_ms} ms" ;;
-    1 | 4) sigkill chaos; sigkills=$((sigkills + 1)) ;;
-    2) restart kube-apiserver; restarts=$((restarts + 1)); disrupted=control-plane ;;
-    5) ((c % 12 == 5)) && { restart etcd; restarts=$((restarts + 1)); disrupted=control-plane; } ;;
+    1 | 4) sigkill chaos; sigkills=$((sigkills + 1)) what=SIGKILL ;;
+    2) restart kube-apiserver; restarts=$((restarts + 1)); disrupted=control-plane what=kube-apiserver ;;
+    5) ((c % 12 == 5)) && { restart etcd; restarts=$((restarts + 1)); disrupted=control-plane what=etcd; } ;;
   esac
   [[ -n ${pids[chaos]:-} ]] || start_operator chaos || break
   wait_converged "$ns"
+  echo "cycle $c $(date +%T.%3N): $what, converged in ${conv_ms} ms" >>"$out/cycles.log"
   if [[ $disrupted == control-plane ]]; then
     # The operator stayed up through the restart: its watches and calls
     # recover with backoff, so this one is reported, and bounded at 60 s.

@@ -97,7 +97,7 @@ impl Observer {
                 .labels(&format!("{HOOKED_LABEL}={HOOKED_VALUE}"))
                 .any_semantic(),
         )
-        .default_backoff()
+        .backoff(crate::watches::backoff())
         .modify(trim_pod);
         // Only the two reasons that matter, filtered by the API server.
         let failed_hooks = |reason: &str| {
@@ -105,7 +105,7 @@ impl Observer {
                 Api::<Event>::all(self.client.clone()),
                 watcher::Config::default().fields(&format!("type=Warning,reason={reason}")),
             )
-            .default_backoff()
+            .backoff(crate::watches::backoff())
             .touched_objects()
         };
         let events = futures::stream::select(
