@@ -28,7 +28,8 @@ out=target/chaos
 ns=chaos
 sig_ns=chaos-sigterm
 port=18190
-operator_bin=target/debug/lifecycle-operator
+# The image's binary (see build_image_binary), or CHAOS_OPERATOR_BIN.
+operator_bin=${CHAOS_OPERATOR_BIN:-}
 mkdir -p "$out"
 rm -f "$out"/operator-*.log
 failures=0
@@ -159,7 +160,7 @@ restart() {
 
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
-cargo build --quiet --bin lifecycle-operator || exit 1
+[[ -n $operator_bin ]] || operator_bin=$(build_image_binary) || exit 1
 for n in "$ns" "$sig_ns"; do
   kubectl delete ns "$n" --ignore-not-found --wait=false >/dev/null 2>&1
 done

@@ -2,15 +2,11 @@
 # Builds the operator image without Docker: a statically linked binary alone in
 # a root filesystem, turned into an OCI image and pushed to the local registry
 # by the harness's oci-image.sh. Prints the pushed reference.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
 tag=${1:-$(awk -F'"' '/^appVersion:/{print $2}' charts/lifecycle-operator/Chart.yaml)}
-target=x86_64-unknown-linux-gnu
-# glibc's static libraries come with libc6-dev; the rustup musl target is not
-# reachable from here, and a static glibc binary needs no DNS (it dials the
-# API server's IP from KUBERNETES_SERVICE_HOST).
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --locked --target $target --bin lifecycle-operator >&2
-bin=target/$target/release/lifecycle-operator
+bin=$(build_image_binary)
 if ldd "$bin" 2>&1 | grep -q '=>'; then
   echo "image: $bin is not statically linked" >&2
   exit 1

@@ -232,3 +232,16 @@ adopt_crd() {
   kubectl label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
   kubectl annotate crd "$crd" meta.helm.sh/release-name="$1" meta.helm.sh/release-namespace="$2" --overwrite >/dev/null
 }
+
+# The operator binary as the image ships it: static, release, jemalloc inside.
+# Prints its path. tests/image.sh packs it; chaos runs it, so that its timing
+# limits hold for the product, not for a debug build.
+IMAGE_TARGET=x86_64-unknown-linux-gnu
+build_image_binary() {
+  # glibc's static libraries come with libc6-dev; the rustup musl target is
+  # not reachable from here, and a static glibc binary needs no DNS (it dials
+  # the API server's IP from KUBERNETES_SERVICE_HOST).
+  (cd "$REPO_ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --quiet --release --locked --target "$IMAGE_TARGET" --bin lifecycle-operator) >&2
+  echo "$REPO_ROOT/target/$IMAGE_TARGET/release/lifecycle-operator"
+}
