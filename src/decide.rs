@@ -69,10 +69,10 @@ pub struct Write {
     /// ... and pods restart for it: the workload rolls out (not staged).
     pub rolls: bool,
     /// The cached resourceVersion when the plan records originals read from
-    /// it (see [`Plan::records_originals`]): the release patch tests it, and
-    /// the apply carries it (or the version the release made) as a
-    /// precondition, so a stale cache gets a 409/422 and a new plan instead
-    /// of a wrong ledger.
+    /// a copy that shows a gone policy's ledger (see [`Plan::records_originals`]):
+    /// the release patch tests it, and the apply carries it (or the version
+    /// the release made) as a precondition, so a stale copy gets a 409/422
+    /// and a new plan instead of a wrong ledger.
     pub guard: Option<String>,
 }
 
@@ -182,8 +182,11 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         let reverted = selected && scope.revert.contains(&key(&d));
         let matched = selected && !reverted;
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
-        // Ledgers of policies that no longer exist do not block anyone.
+        // Ledgers of policies that no longer exist do not block anyone. But
+        // the copy may just lag their release: see `guard` below.
+        let before = ledgers.len();
         ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
+        let gone_ledgers = ledgers.len() < before;
         // This policy's own ledger, checked against its field manager's
         // managedFields: a damaged ledger is rebuilt, never trusted blindly.
         let stored = ledgers.remove(&name);
@@ -243,8 +246,12 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
                 name: &workload,
                 namespace: &ns,
             };
-            let guard = plan
-                .records_originals(stored.as_ref())
+            // A gone policy's ledger in the cached copy means its release
+            // may have landed since: an original read from this copy could
+            // be that policy's value, so the write must land on this very
+            // version. (Only then: a copy that merely lags this policy's own
+            // last write would just repeat it, harmlessly.)
+            let guard = (gone_ledgers && plan.records_originals(stored.as_ref()))
                 .then(|| d.metadata.resource_version.clone())
                 .flatten();
             let mut release = release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan);
@@ -630,76 +637,70 @@ mod tests {
     }
 
     /// The cache shows a Deployment as another policy (`gone`, already
-    /// deleted) left it a moment before its release landed: grace 42 and
-    /// its ledger. A claim made from that copy records 42 as the original,
-    /// so it must only land on that very version.
+    /// deleted) left it, perhaps a moment before its release landed: grace
+    /// 42 and its ledger. A claim made from that copy records 42 as the
+    /// original, so it must only land on that very version.
     #[test]
     fn claims_recording_originals_land_only_on_the_version_they_were_read_from() {
-        let mut w: Workload = (*settled("a")).clone();
-        w.metadata.resource_version = Some("7".into());
-        w.spec.template.spec.termination_grace_period_seconds = Some(42);
-        w.metadata.annotations = Some(
-            [(
-                ledger_key("gone"),
-                r#"{"policy":"gone","owned":{"terminationGracePeriodSeconds":30}}"#.to_string(),
-            )]
-            .into(),
-        );
-        let p = policy_with(
-            "p",
-            100,
-            json!({"terminationGracePeriodSeconds": 50}),
-            false,
-        );
-        let write = |w: Workload| {
-            let out = run(&p, std::slice::from_ref(&p), vec![Arc::new(w)]);
+        const GONE: &str = r#"{"policy":"gone","owned":{"terminationGracePeriodSeconds":30}}"#;
+        const MINE: &str =
+            r#"{"policy":"p","owned":{"c/preStop":null,"terminationGracePeriodSeconds":42}}"#;
+        let workload = |ledgers: &[(&str, &str)], grace: i64| {
+            let mut w: Workload = (*settled("a")).clone();
+            w.metadata.resource_version = Some("7".into());
+            w.spec.template.spec.termination_grace_period_seconds = Some(grace);
+            w.metadata.annotations = Some(
+                ledgers
+                    .iter()
+                    .map(|(p, l)| (ledger_key(p), l.to_string()))
+                    .collect(),
+            );
+            if ledgers.iter().any(|(p, _)| *p == "p") {
+                w.metadata.managed_fields = Some(vec![
+                    serde_json::from_value(json!({
+                        "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
+                            "f:spec": {"f:template": {"f:spec": {"f:terminationGracePeriodSeconds": {}, "f:containers": {"k:{\"name\":\"c\"}": {
+                                ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
+                    }))
+                    .unwrap(),
+                ]);
+            }
+            Arc::new(w)
+        };
+        let write = |spec: Value, w: Arc<Workload>| {
+            let p = policy_with("p", 100, spec, false);
+            let out = run(&p, std::slice::from_ref(&p), vec![w]);
             match &out[0].intent {
                 Intent::Write(write) => (write.guard.clone(), write.release.clone()),
                 other => panic!("{other:?}"),
             }
         };
-        let (guard, release) = write(w.clone());
+        let grace = json!({"terminationGracePeriodSeconds": 50});
+
+        // A gone policy's ledger, a new claim: guarded.
+        let (guard, release) = write(grace.clone(), workload(&[("gone", GONE)], 42));
         assert_eq!(guard.as_deref(), Some("7"));
         assert!(release.is_none());
 
-        // Once p's ledger is stored, re-asserting a drifted hook records
-        // nothing new: no precondition, nothing to conflict on.
-        let mut mine = w.clone();
-        mine.metadata.annotations = Some(
-            [(
-                ledger_key("p"),
-                r#"{"policy":"p","owned":{"c/preStop":null,"terminationGracePeriodSeconds":42}}"#
-                    .to_string(),
-            )]
-            .into(),
-        );
-        mine.spec.template.spec.termination_grace_period_seconds = Some(50);
-        mine.metadata.managed_fields = Some(vec![
-            serde_json::from_value(json!({
-                "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
-                    "f:spec": {"f:template": {"f:spec": {"f:terminationGracePeriodSeconds": {}, "f:containers": {"k:{\"name\":\"c\"}": {
-                        ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
-            }))
-            .unwrap(),
-        ]);
-        let (guard, _) = write(mine.clone());
+        // No gone policy's ledger: at worst the copy lags this policy's own
+        // write, which the claim repeats unchanged. Not guarded.
+        let (guard, _) = write(grace.clone(), workload(&[], 30));
+        assert_eq!(guard, None);
+
+        // This policy's ledger stored already: re-asserting a drifted hook
+        // records nothing new, whatever else is on the copy.
+        let (guard, _) = write(grace.clone(), workload(&[("gone", GONE), ("p", MINE)], 50));
         assert_eq!(guard, None);
 
         // A new claim together with a release: the release tests the version
         // first, and the apply follows on what the release made.
-        let p2 = policy_with(
-            "p",
-            100,
+        let (guard, release) = write(
             json!({"terminationGracePeriodSeconds": 50, "preStop": null, "postStart": {"sleep": {"seconds": 1}}}),
-            false,
+            workload(&[("gone", GONE), ("p", MINE)], 50),
         );
-        let out = run(&p2, std::slice::from_ref(&p2), vec![Arc::new(mine)]);
-        let Intent::Write(write) = &out[0].intent else {
-            panic!("{:?}", out[0].intent)
-        };
-        assert_eq!(write.guard.as_deref(), Some("7"));
-        let ops = write.release.as_ref().expect("preStop is handed back");
+        assert_eq!(guard.as_deref(), Some("7"));
+        let ops = release.expect("preStop is handed back");
         assert_eq!(
             ops[0],
             json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})

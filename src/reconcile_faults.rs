@@ -205,14 +205,22 @@ async fn conflict_409_backs_off_and_reports_the_failure() {
     refused_write(|| status(409, "Conflict", &[]), 1).await;
 }
 
-/// A first claim records originals read from the cache: its apply carries
-/// the cached resourceVersion, and the API server's 409 (the Deployment
-/// changed since) means a new plan soon, from the newer copy.
+/// A first claim on a copy that still shows a deleted policy's ledger (its
+/// release may have landed since) records originals read from that copy:
+/// its apply carries the cached resourceVersion, and the API server's 409
+/// (the Deployment changed since) means a new plan soon, from the newer copy.
 #[tokio::test]
 async fn a_first_claim_is_applied_only_on_the_version_it_was_planned_from() {
     let p = policy("web");
     let mut d = deployment(false);
     d.metadata.resource_version = Some("41".into());
+    d.metadata.annotations = Some(
+        [(
+            "lifecycle-operator.io/gone".to_string(),
+            r#"{"policy":"gone","owned":{"terminationGracePeriodSeconds":30}}"#.to_string(),
+        )]
+        .into(),
+    );
     let (ctx, mut api) = context(&p, d).await;
     let server = tokio::spawn(async move {
         let body = expect(
