@@ -2,6 +2,7 @@
 //! one result per workload, and events that name every workload that rolled
 //! without costing a request each.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
@@ -130,10 +131,10 @@ impl Executor<'_> {
         if let Some(body) = &w.apply {
             let params = PatchParams::apply(&field_manager(&policy_name)).force();
             let body = match &version {
-                Some(v) => at_version(body, v),
-                None => body.clone(),
+                Some(v) => Cow::Owned(at_version(body, v)),
+                None => Cow::Borrowed(body),
             };
-            api.patch(&name, &params, &Patch::Apply(&body)).await?;
+            api.patch(&name, &params, &Patch::Apply(&*body)).await?;
             self.metrics.deployments_patched.inc();
         }
         Ok(())
