@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
@@ -16,8 +18,8 @@ use crate::ledger::{self, Damage};
 use crate::patch::{
     Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
 };
-use crate::plan::{self, Contender, Input, Plan};
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode};
+use crate::plan::{self, Contender, Fights, Input, Plan};
+use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
 use crate::workload::{PodShape, Workload};
 
 /// The policy being reconciled and what it competes with.
@@ -33,6 +35,8 @@ pub struct Scope<'a> {
     pub revert: &'a BTreeSet<String>,
     /// The safe rollout's gate: only these may get a template change now.
     pub hold: Option<&'a Hold>,
+    /// When this is decided: takeovers by other managers are timed with it.
+    pub now: Timestamp,
 }
 
 /// Template changes the safe rollout allows now; the rest are held, and
@@ -206,8 +210,15 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         if !selected && checked.ledger.is_none() && checked.damage.is_none() {
             continue;
         }
+        let fights = fights(scope, &d, stored.as_ref(), &checked.damage);
+        // A slot another manager took back is a contest, not a damaged ledger.
+        let damage = checked
+            .damage
+            .clone()
+            .filter(|dmg| !is_takeover(dmg, &fights));
         let contenders = contenders(&rivals, &name, &d, pod);
         let winners = plan::winners(&contenders);
+        let dry_run = policy.spec.mode == Mode::DryRun;
         let plan = plan::plan(&Input {
             policy: &name,
             spec: &rendered,
@@ -221,6 +232,8 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
             }),
             ledgers: &ledgers,
             winners: &winners,
+            dry_run: dry_run && matched,
+            fights: &fights,
         });
         let staged = d.staged();
         let changes_template = plan.changes_template(pod);
@@ -228,10 +241,14 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         let held = scope
             .hold
             .filter(|h| matched && changes_template && !h.allow.contains(&key(&d)));
+        // DryRun withholds new changes in the plan itself: what is left to
+        // write hands slots back or repairs the ledger, and goes ahead.
         let intent = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
-            Intent::UpToDate
-        } else if policy.spec.mode == Mode::DryRun {
-            Intent::WouldPatch
+            if plan.withheld.is_empty() {
+                Intent::UpToDate
+            } else {
+                Intent::WouldPatch
+            }
         } else if let Some(h) = held {
             Intent::Held(h.why.clone())
         } else if rolls && limit > 0 && rolling >= limit {
@@ -283,11 +300,47 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
             workload: d,
             matched,
             plan,
-            damage: checked.damage,
+            damage,
             intent,
         });
     }
     out
+}
+
+/// The tug-of-war with other field managers on one workload: under
+/// `onConflict: Override` only (Skip leaves another manager's hook alone).
+fn fights(
+    scope: &Scope,
+    d: &Workload,
+    stored: Option<&plan::Ledger>,
+    damage: &Option<Damage>,
+) -> Fights {
+    let policy = scope.policy;
+    if policy.spec.on_conflict != OnConflict::Override {
+        return Fights::default();
+    }
+    let owners = ledger::foreign_owners(d.managed_fields());
+    let taken = match damage {
+        Some(Damage::Inconsistent { not_owned, .. }) => not_owned
+            .iter()
+            .filter_map(|s| Some((s.clone(), owners.get(s)?.clone())))
+            .collect(),
+        _ => Default::default(),
+    };
+    Fights {
+        previous: stored.and_then(|l| l.contest.clone()),
+        taken,
+        owners,
+        now: Some(Time(scope.now)),
+        generation: policy.metadata.generation.unwrap_or_default(),
+    }
+}
+
+/// The damage is only slots that named managers took back.
+fn is_takeover(damage: &Damage, fights: &Fights) -> bool {
+    matches!(damage, Damage::Inconsistent { not_owned, unrecorded }
+        if unrecorded.is_empty() && !not_owned.is_empty()
+            && not_owned.iter().all(|s| fights.taken.contains_key(s)))
 }
 
 /// Kind/name of a workload.
@@ -399,6 +452,7 @@ mod tests {
                 neighbours,
                 revert: &BTreeSet::new(),
                 hold: None,
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
             },
             ds,
         )
@@ -567,6 +621,7 @@ mod tests {
                 neighbours: std::slice::from_ref(&p),
                 revert: &BTreeSet::new(),
                 hold: Some(&hold),
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
             },
             vec![settled("a"), settled("b"), settled("c")],
         );
@@ -621,6 +676,7 @@ mod tests {
                     neighbours: &[p.clone(), q],
                     revert: &BTreeSet::new(),
                     hold: None,
+                    now: Timestamp::from_second(1_800_000_000).unwrap(),
                 },
                 vec![Arc::new(w.clone())],
             );
@@ -656,6 +712,8 @@ mod tests {
                     .collect(),
             );
             if ledgers.iter().any(|(p, _)| *p == "p") {
+                w.spec.template.spec.containers[0].lifecycle =
+                    Some(json!({"preStop": {"sleep": {"seconds": 1}}}));
                 w.metadata.managed_fields = Some(vec![
                     serde_json::from_value(json!({
                         "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
@@ -716,5 +774,53 @@ mod tests {
         ];
         let out = run(&p, std::slice::from_ref(&p), ds);
         assert_eq!(kinds(&out), [("a".into(), "would-patch")]);
+    }
+
+    #[test]
+    fn a_dry_run_policy_being_deleted_still_hands_its_hooks_back() {
+        const MINE: &str = r#"{"policy":"p","owned":{"c/preStop":null}}"#;
+        let mut w: Workload = (*settled("a")).clone();
+        w.spec.template.spec.containers[0].lifecycle =
+            Some(json!({"preStop": {"sleep": {"seconds": 1}}}));
+        w.metadata.annotations = Some([(ledger_key("p"), MINE.to_string())].into());
+        w.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
+                    "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {
+                        "f:lifecycle": {"f:preStop": {"f:sleep": {"f:seconds": {}}}}}}}}}},
+            }))
+            .unwrap(),
+        ]);
+        let w = Arc::new(w);
+        // DryRun and selected: what it set stays, nothing is written.
+        let p = policy("p", 100, "DryRun", false);
+        let out = run(&p, std::slice::from_ref(&p), vec![w.clone()]);
+        assert_eq!(kinds(&out), [("a".into(), "up-to-date")]);
+        // DryRun and being deleted: the hook goes back.
+        let gone = policy("p", 100, "DryRun", true);
+        let out = decide(
+            &Scope {
+                policy: &gone,
+                selector: &Selector::default(),
+                active: false,
+                neighbours: std::slice::from_ref(&gone),
+                revert: &BTreeSet::new(),
+                hold: None,
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
+            },
+            vec![w],
+        );
+        let Intent::Write(write) = &out[0].intent else {
+            panic!("{:?}", out[0].intent)
+        };
+        let ops = write.release.as_ref().expect("a release").to_string();
+        assert!(
+            ops.contains(
+                r#""op":"remove","path":"/spec/template/spec/containers/0/lifecycle/preStop""#
+            ),
+            "{ops}"
+        );
+        assert!(write.apply.is_none());
     }
 }

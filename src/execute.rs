@@ -103,6 +103,14 @@ impl Executor<'_> {
             warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %damage, "damaged ledger");
             self.warn_about(policy, d, "LedgerDamaged", note).await;
         }
+        if let Some(manager) = d.plan.contested() {
+            let note = format!(
+                "{} {name}: field manager {manager} keeps taking the policy's hooks back; the policy stopped re-claiming them (see the policy's status)",
+                d.workload.kind
+            );
+            warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %manager, "contested");
+            self.warn_about(policy, d, "Contested", note).await;
+        }
         if let Some(ops) = &w.release {
             let ops: json_patch::Patch =
                 serde_json::from_value(ops.clone()).expect("release patch is a JSON patch");
@@ -201,7 +209,8 @@ impl Executor<'_> {
         let event = KubeEvent {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            // Every note passes here: the Events API takes at most 1 KiB.
+            note: Some(crate::text::bounded(&note, crate::text::EVENT_NOTE)),
             action: "PatchDeployment".into(),
             secondary: related,
         };

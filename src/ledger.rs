@@ -44,31 +44,7 @@ pub fn owned_by(entries: &[ManagedFieldsEntry], manager: &str, policy: &str) -> 
         {
             out.annotation = true;
         }
-        let Some(pod) = f.pointer("/f:spec/f:template/f:spec") else {
-            continue;
-        };
-        if pod.get("f:terminationGracePeriodSeconds").is_some() {
-            out.slots.insert(Slot::GracePeriod);
-        }
-        // Sidecars (restartable init containers) carry hooks too.
-        let containers = ["f:containers", "f:initContainers"]
-            .into_iter()
-            .filter_map(|f| pod.get(f).and_then(Value::as_object))
-            .flatten();
-        for (key, fields) in containers {
-            let Some(name) = container_name(key) else {
-                continue;
-            };
-            for kind in [HookKind::PostStart, HookKind::PreStop] {
-                let field = format!("f:{}", kind.field());
-                if fields
-                    .get("f:lifecycle")
-                    .is_some_and(|l| l.get(&field).is_some())
-                {
-                    out.slots.insert(Slot::hook(&name, kind));
-                }
-            }
-        }
+        out.slots.extend(slots_in(f));
     }
     out
 }
@@ -159,7 +135,7 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
             let unrecorded: BTreeSet<Slot> = owned.slots.difference(&listed).cloned().collect();
             if not_owned.is_empty() && unrecorded.is_empty() {
                 return Checked {
-                    ledger: (!l.owned.is_empty()).then_some(l),
+                    ledger: (!l.owned.is_empty() || l.contest.is_some()).then_some(l),
                     damage: None,
                 };
             }
@@ -176,6 +152,8 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
         policy: policy.to_string(),
         owned: BTreeMap::new(),
         unknown: BTreeSet::new(),
+        empty_lifecycle: recorded.empty_lifecycle.clone(),
+        contest: recorded.contest.clone(),
     };
     for slot in &owned.slots {
         match recorded.owned.get(slot) {
@@ -192,9 +170,60 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
         }
     }
     Checked {
-        ledger: (!ledger.owned.is_empty()).then_some(ledger),
+        ledger: (!ledger.owned.is_empty() || ledger.contest.is_some()).then_some(ledger),
         damage,
     }
+}
+
+/// For each slot, a field manager outside the operator that owns it (any
+/// operation: an apply, `kubectl edit`, a client-side apply): who took a
+/// slot back, or holds it now.
+pub fn foreign_owners(entries: &[ManagedFieldsEntry]) -> BTreeMap<Slot, String> {
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let Some(manager) = e.manager.as_deref() else {
+            continue;
+        };
+        if manager.starts_with("lifecycle-operator") {
+            continue;
+        }
+        if let Some(f) = e.fields_v1.as_ref() {
+            for slot in slots_in(&f.0) {
+                out.entry(slot).or_insert_with(|| manager.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The slots a managedFields entry's fieldsV1 covers.
+fn slots_in(fields: &Value) -> BTreeSet<Slot> {
+    let mut out = BTreeSet::new();
+    let Some(pod) = fields.pointer("/f:spec/f:template/f:spec") else {
+        return out;
+    };
+    if pod.get("f:terminationGracePeriodSeconds").is_some() {
+        out.insert(Slot::GracePeriod);
+    }
+    let containers = ["f:containers", "f:initContainers"]
+        .into_iter()
+        .filter_map(|f| pod.get(f).and_then(Value::as_object))
+        .flatten();
+    for (key, fields) in containers {
+        let Some(name) = container_name(key) else {
+            continue;
+        };
+        for kind in [HookKind::PostStart, HookKind::PreStop] {
+            let field = format!("f:{}", kind.field());
+            if fields
+                .get("f:lifecycle")
+                .is_some_and(|l| l.get(&field).is_some())
+            {
+                out.insert(Slot::hook(&name, kind));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 pub mod client;
 pub mod decide;
 pub mod execute;
+pub mod explain;
 pub mod hook;
 pub mod ledger;
 pub mod liveness;
@@ -38,6 +39,7 @@ pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod status;
+pub mod text;
 pub mod types;
 pub mod watches;
 pub mod workload;

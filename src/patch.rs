@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::plan::{HookKind, Ledger, Plan, Slot};
 use crate::types::WorkloadKind;
-use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
+use crate::workload::{ContainerShape, HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
 
 /// The workload a request body is for.
 pub struct Target<'a> {
@@ -124,10 +124,15 @@ pub(crate) fn escape(segment: &str) -> String {
 }
 
 /// A JSON patch that restores every released slot to its original value (or
-/// removes it), and drops the ledger annotation when the policy keeps nothing.
-/// Each container edit is guarded by a `test` of the container's name, so a
-/// template reordered since it was read fails the patch instead of touching
-/// the wrong container. Returns None when there is nothing to do.
+/// removes it), replaces whole the handlers of another type that a claim
+/// takes over (`plan.replaces`), and drops the ledger annotation when the
+/// policy keeps nothing. It touches only the slots it hands back: each
+/// hook is its own field, tested against the value in the copy the plan was
+/// made from, so a concurrent edit of the container's other hook, of
+/// `stopSignal` or by another policy fails the patch (and a new plan)
+/// instead of being overwritten. Each container edit is also guarded by a
+/// `test` of the container's name, so a reordered template fails too.
+/// Returns None when there is nothing to do.
 pub fn release_patch(
     policy: &str,
     pod: &PodShape,
@@ -137,50 +142,53 @@ pub fn release_patch(
     let key = ledger_key(policy);
     let escaped = escape(&key);
     let stored = annotations.and_then(|a| a.get(&key));
+    let kept_empty = read_ledgers(annotations)
+        .remove(policy)
+        .map(|l| l.empty_lifecycle)
+        .unwrap_or_default();
     let mut ops: Vec<Value> = Vec::new();
-    let mut by_container: BTreeMap<&str, Vec<(HookKind, &Option<Value>)>> = BTreeMap::new();
+    let mut by_container: BTreeMap<&str, Vec<(HookKind, Option<&Value>)>> = BTreeMap::new();
     for (slot, original) in &plan.releases {
         match slot {
             Slot::Hook { container, kind } => by_container
                 .entry(container)
                 .or_default()
-                .push((*kind, original)),
+                .push((*kind, original.as_ref())),
             Slot::GracePeriod => {
                 let path = "/spec/template/spec/terminationGracePeriodSeconds";
-                match (original, pod.termination_grace_period_seconds) {
-                    (Some(v), _) => ops.push(json!({"op": "add", "path": path, "value": v})),
-                    (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
-                    (None, None) => {}
+                let Some(current) = pod.termination_grace_period_seconds else {
+                    continue; // Gone already: nothing of ours to hand back.
+                };
+                ops.push(json!({"op": "test", "path": path, "value": current}));
+                match original {
+                    Some(v) => ops.push(json!({"op": "replace", "path": path, "value": v})),
+                    None => ops.push(json!({"op": "remove", "path": path})),
                 }
             }
+        }
+    }
+    for (slot, replaced) in &plan.replaces {
+        if let (Slot::Hook { container, kind }, Some(value)) = (slot, plan.claims.get(slot)) {
+            let Some((section, index, _)) = pod.find(container) else {
+                continue;
+            };
+            let base = format!("/spec/template/spec/{}/{index}", section.field());
+            let path = format!("{base}/lifecycle/{}", kind.field());
+            ops.push(json!({"op": "test", "path": format!("{base}/name"), "value": container}));
+            ops.push(json!({"op": "test", "path": path, "value": replaced}));
+            ops.push(json!({"op": "replace", "path": path, "value": value}));
         }
     }
     for (name, releases) in by_container {
         let Some((section, index, container)) = pod.find(name) else {
             continue; // The container is gone, and its hooks with it.
         };
-        let base = format!("/spec/template/spec/{}/{index}", section.field());
-        let mut lifecycle = container
-            .lifecycle
-            .clone()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        let obj = lifecycle.as_object_mut().expect("lifecycle is an object");
-        for (kind, original) in releases {
-            match original {
-                Some(v) => obj.insert(kind.field().to_string(), v.clone()),
-                None => obj.remove(kind.field()),
-            };
-        }
-        let had = container.lifecycle.is_some();
-        ops.push(json!({"op": "test", "path": format!("{base}/name"), "value": name}));
-        if obj.is_empty() {
-            if had {
-                ops.push(json!({"op": "remove", "path": format!("{base}/lifecycle")}));
-            }
-        } else {
-            ops.push(json!({"op": "add", "path": format!("{base}/lifecycle"), "value": lifecycle}));
-        }
+        ops.extend(container_release(
+            &format!("/spec/template/spec/{}/{index}", section.field()),
+            container,
+            &releases,
+            kept_empty.contains(name),
+        ));
     }
     if plan.label_removed {
         let path = format!("/spec/template/metadata/labels/{}", escape(HOOKED_LABEL));
@@ -200,6 +208,54 @@ pub fn release_patch(
         ops.insert(0, json!({"op": "test", "path": path, "value": v}));
     }
     Some(Value::Array(ops))
+}
+
+/// The ops handing one container's hooks back, each field on its own. When
+/// nothing is left in its `lifecycle`, the object goes too, unless it was
+/// `{}` before the policy came (`kept_empty`): then `{}` stays.
+fn container_release(
+    base: &str,
+    container: &ContainerShape,
+    releases: &[(HookKind, Option<&Value>)],
+    kept_empty: bool,
+) -> Vec<Value> {
+    let mut ops =
+        vec![json!({"op": "test", "path": format!("{base}/name"), "value": container.name})];
+    let mut left: BTreeMap<String, Value> = container
+        .lifecycle
+        .as_ref()
+        .and_then(Value::as_object)
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut touched = false;
+    for (kind, original) in releases {
+        let path = format!("{base}/lifecycle/{}", kind.field());
+        let Some(current) = left.get(kind.field()).cloned() else {
+            continue; // Gone already: nothing of ours to hand back.
+        };
+        touched = true;
+        ops.push(json!({"op": "test", "path": path, "value": current}));
+        match original {
+            Some(v) => {
+                ops.push(json!({"op": "replace", "path": path, "value": v}));
+                left.insert(kind.field().to_string(), (*v).clone());
+            }
+            None => {
+                ops.push(json!({"op": "remove", "path": path}));
+                left.remove(kind.field());
+            }
+        }
+    }
+    if !touched {
+        return Vec::new();
+    }
+    if left.is_empty() && !kept_empty {
+        let path = format!("{base}/lifecycle");
+        // Empty now, unless someone added a field meanwhile: then the test fails.
+        ops.push(json!({"op": "test", "path": path, "value": {}}));
+        ops.push(json!({"op": "remove", "path": path}));
+    }
+    ops
 }
 
 /// Makes a release patch fail (422) unless the workload is still at `version`.
@@ -289,10 +345,47 @@ mod tests {
             serde_json::json!([
                 {"op": "test", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x", "value": "{}"},
                 {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "b"},
+                {"op": "test", "path": "/spec/template/spec/containers/1/lifecycle/preStop", "value": {"sleep": {"seconds": 1}}},
+                {"op": "remove", "path": "/spec/template/spec/containers/1/lifecycle/preStop"},
+                {"op": "test", "path": "/spec/template/spec/containers/1/lifecycle", "value": {}},
                 {"op": "remove", "path": "/spec/template/spec/containers/1/lifecycle"},
                 {"op": "remove", "path": "/metadata/annotations/lifecycle-operator.io~1p~1x"},
             ])
         );
         assert!(release_patch("p", &pod, None, &Plan::default()).is_none());
+    }
+
+    #[test]
+    fn a_release_touches_only_the_hook_it_hands_back() {
+        let pod: PodShape = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "c", "lifecycle": {"postStart": {"sleep": {"seconds": 2}}, "preStop": {"sleep": {"seconds": 1}}, "stopSignal": "SIGQUIT"}},
+        ]}))
+        .unwrap();
+        let plan = Plan {
+            releases: BTreeMap::from([(Slot::hook("c", crate::plan::HookKind::PreStop), None)]),
+            ..Default::default()
+        };
+        let ops = release_patch("p", &pod, None, &plan).unwrap();
+        let live = |post: Value, pre: Value| {
+            serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "lifecycle":
+                {"postStart": post, "preStop": pre, "stopSignal": "SIGQUIT"}}]}}}})
+        };
+        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap();
+        // Another writer changed the postStart meanwhile: kept as they set it.
+        let mut doc = live(
+            serde_json::json!({"sleep": {"seconds": 9}}),
+            serde_json::json!({"sleep": {"seconds": 1}}),
+        );
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(
+            doc["spec"]["template"]["spec"]["containers"][0]["lifecycle"],
+            serde_json::json!({"postStart": {"sleep": {"seconds": 9}}, "stopSignal": "SIGQUIT"})
+        );
+        // ...or changed the preStop this release would remove: refused.
+        let mut doc = live(
+            serde_json::json!({"sleep": {"seconds": 2}}),
+            serde_json::json!({"sleep": {"seconds": 7}}),
+        );
+        assert!(json_patch::patch(&mut doc, &patch).is_err());
     }
 }

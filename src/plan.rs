@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -89,6 +91,95 @@ pub struct Ledger {
     /// from managedFields): releasing them removes the field.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unknown: BTreeSet<Slot>,
+    /// Containers whose `lifecycle` was `{}` (not absent) before the policy
+    /// claimed a hook there: a release gives back exactly `{}`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub empty_lifecycle: BTreeSet<String>,
+    /// Another field manager keeps taking this policy's slots back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contest: Option<Contest>,
+}
+
+/// A tug-of-war with another field manager (a GitOps tool re-applying its
+/// manifest with force, say): when it took the policy's slots back, for the
+/// policy's generation. Kept in the ledger, so it outlives restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Contest {
+    pub manager: String,
+    pub slots: BTreeSet<Slot>,
+    pub generation: i64,
+    /// The takeovers within [`CONTEST_WINDOW`], oldest first, at most [`CONTEST_LIMIT`].
+    pub times: Vec<Time>,
+}
+
+/// After this many takeovers within [`CONTEST_WINDOW`] the policy stops
+/// re-claiming the slots: they stay the other manager's (`Contested`).
+pub const CONTEST_LIMIT: usize = 3;
+pub const CONTEST_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+
+/// What decides a tug-of-war on one workload (see [`Contest`]).
+#[derive(Clone, Debug, Default)]
+pub struct Fights {
+    /// The contest recorded in the policy's stored ledger.
+    pub previous: Option<Contest>,
+    /// Slots the policy held that another manager (named) set since.
+    pub taken: BTreeMap<Slot, String>,
+    /// For each slot, a field manager other than the operator's that owns it now.
+    pub owners: BTreeMap<Slot, String>,
+    pub now: Option<Time>,
+    pub generation: i64,
+}
+
+impl Fights {
+    /// The contest after what was seen now: takeovers within the window
+    /// counted, one more if a slot was just taken back.
+    fn contest(&self) -> Option<Contest> {
+        let recent = |t: &Time| {
+            self.now
+                .as_ref()
+                .is_some_and(|n| n.0.duration_since(t.0) < CONTEST_WINDOW)
+        };
+        let mut c = self
+            .previous
+            .clone()
+            .filter(|c| c.generation == self.generation);
+        // Stopped, it stands while the other manager holds a slot, however
+        // long ago: else the fight would resume every window.
+        if c.as_ref().is_some_and(|c| self.stops(c)) {
+            return c;
+        }
+        if let Some(c) = c.as_mut() {
+            c.times.retain(recent);
+        }
+        if let (Some((_, manager)), Some(now)) = (self.taken.iter().next(), &self.now) {
+            let mut next = c.filter(|c| &c.manager == manager).unwrap_or(Contest {
+                manager: manager.clone(),
+                slots: BTreeSet::new(),
+                generation: self.generation,
+                times: Vec::new(),
+            });
+            next.slots.extend(
+                self.taken
+                    .iter()
+                    .filter(|(_, m)| *m == manager)
+                    .map(|(s, _)| s.clone()),
+            );
+            next.times.push(now.clone());
+            let excess = next.times.len().saturating_sub(CONTEST_LIMIT);
+            next.times.drain(..excess);
+            return Some(next);
+        }
+        // Kept while its takeovers count, within the window.
+        c.filter(|c| !c.times.is_empty())
+    }
+
+    /// The policy has stopped re-claiming these slots: who holds them.
+    fn stops(&self, c: &Contest) -> bool {
+        c.times.len() >= CONTEST_LIMIT
+            && c.slots
+                .iter()
+                .any(|s| self.owners.get(s) == Some(&c.manager))
+    }
 }
 
 /// The slots a policy wants on a template, with the values it wants there.
@@ -156,6 +247,12 @@ pub enum Outcome {
     /// This policy wins the slot, but another policy still holds it; that
     /// policy hands it back on its next reconcile.
     HeldBy(String),
+    /// The grace period: the template's own is at least the policy's, and
+    /// onConflict is Skip, so it stays (never shortened silently).
+    KeptLonger(i64),
+    /// Another field manager (named) took the slot back too often: the
+    /// policy no longer re-claims it (see [`Contest`]).
+    Contested(String),
 }
 
 /// What a policy should do on one Deployment.
@@ -175,6 +272,12 @@ pub struct Plan {
     pub label_missing: bool,
     /// The release removes the hooked-pods label: no policy holds a hook here any more.
     pub label_removed: bool,
+    /// Claimed slots that hold another handler type now (an `exec` where the
+    /// policy sets `sleep`): replaced whole before the apply, so the API
+    /// server never merges two handlers. The value is the one replaced.
+    pub replaces: BTreeMap<Slot, Value>,
+    /// DryRun: the changes the policy would make and does not.
+    pub withheld: BTreeMap<Slot, Value>,
 }
 
 /// Everything `plan` needs to know about one policy and one Deployment.
@@ -194,6 +297,9 @@ pub struct Input<'a> {
     pub ledgers: &'a BTreeMap<String, Ledger>,
     /// Winner of each slot among the contending policies.
     pub winners: &'a BTreeMap<Slot, &'a str>,
+    /// DryRun: set nothing new, change no value; hand back what is released.
+    pub dry_run: bool,
+    pub fights: &'a Fights,
 }
 
 /// Decides what the policy owns on this Deployment. Pure and deterministic.
@@ -207,16 +313,38 @@ pub fn plan(input: &Input) -> Plan {
     let mut p = Plan::default();
     let mut owned: BTreeMap<Slot, Option<Value>> = BTreeMap::new();
 
+    let contest = input.fights.contest();
+    let stopped = contest.as_ref().filter(|c| input.fights.stops(c));
+    let mut empty_lifecycle = BTreeSet::new();
     for (slot, value) in wants {
         let current = slot.current(input.pod);
         let held_by_me = mine.and_then(|l| l.owned.get(&slot));
         let winner = input.winners.get(&slot).copied().unwrap_or(input.policy);
+        let skip = input.spec.on_conflict == OnConflict::Skip;
         let outcome = if winner != input.policy {
             Outcome::LostTo(winner.to_string())
+        } else if let Some(c) = stopped.filter(|c| {
+            c.slots.contains(&slot) && input.fights.owners.get(&slot) == Some(&c.manager)
+        }) {
+            Outcome::Contested(c.manager.clone())
         } else if let Some(original) = held_by_me {
             if original.as_ref() == Some(&value) {
                 // The wanted value is the original again: hand the slot back.
                 Outcome::AlreadySet
+            } else if let (Slot::GracePeriod, true, Some(own)) =
+                (&slot, skip, original.as_ref().and_then(Value::as_i64))
+                && value.as_i64().is_some_and(|want| own >= want)
+            {
+                // Shortened by an earlier build: the template's own comes back.
+                Outcome::KeptLonger(own)
+            } else if input.dry_run && !current.as_ref().is_some_and(|c| contains(c, &value)) {
+                // Keep what is there; report the new value as withheld.
+                p.withheld.insert(slot.clone(), value);
+                if let Some(c) = current {
+                    p.claims.insert(slot.clone(), c);
+                }
+                owned.insert(slot.clone(), original.clone());
+                Outcome::Claimed
             } else {
                 p.claims.insert(slot.clone(), value);
                 owned.insert(slot.clone(), original.clone());
@@ -226,10 +354,25 @@ pub fn plan(input: &Input) -> Plan {
             Outcome::HeldBy(holder.to_string())
         } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
             Outcome::AlreadySet
-        } else if current.is_some() && is_hook(&slot) && input.spec.on_conflict == OnConflict::Skip
-        {
+        } else if current.is_some() && is_hook(&slot) && skip {
             Outcome::SkippedExisting
+        } else if let (Slot::GracePeriod, true, Some(own)) =
+            (&slot, skip, current.as_ref().and_then(Value::as_i64))
+            && value.as_i64().is_some_and(|want| own >= want)
+        {
+            Outcome::KeptLonger(own)
+        } else if input.dry_run {
+            p.withheld.insert(slot.clone(), value);
+            Outcome::Claimed
         } else {
+            if let Some(c) = current.as_ref().filter(|c| !same_handler_type(c, &value)) {
+                p.replaces.insert(slot.clone(), c.clone());
+            }
+            if let Slot::Hook { container, .. } = &slot
+                && was_empty_lifecycle(input, container)
+            {
+                empty_lifecycle.insert(container.clone());
+            }
             p.claims.insert(slot.clone(), value);
             owned.insert(slot.clone(), current);
             Outcome::Claimed
@@ -253,16 +396,65 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
     let hooks_held = owned.keys().any(is_hook) || input.others_hold_hooks;
-    p.label_missing = owned.keys().any(is_hook) && !input.labelled;
+    p.label_missing = owned.keys().any(is_hook) && !input.labelled && !input.dry_run;
     p.label_removed = mine.is_some() && input.labelled && !hooks_held;
-    if !owned.is_empty() {
+    if let Some(l) = mine {
+        // Still true of every container where the policy holds a hook.
+        empty_lifecycle.extend(l.empty_lifecycle.iter().cloned());
+    }
+    empty_lifecycle.retain(|c| {
+        owned
+            .keys()
+            .any(|s| matches!(s, Slot::Hook { container, .. } if container == c))
+    });
+    if !owned.is_empty() || contest.is_some() {
         p.ledger = Some(Ledger {
             policy: input.policy.to_string(),
             owned,
             unknown,
+            empty_lifecycle,
+            contest,
         });
     }
     p
+}
+
+/// Whether the container's `lifecycle` was `{}` before any policy: it is
+/// `{}` now, or holds only other policies' hooks and one of them recorded it.
+fn was_empty_lifecycle(input: &Input, container: &str) -> bool {
+    let Some(l) = input
+        .pod
+        .find(container)
+        .and_then(|(_, _, c)| c.lifecycle.as_ref())
+        .and_then(Value::as_object)
+    else {
+        return false;
+    };
+    if l.is_empty() {
+        return true;
+    }
+    let others = || {
+        input
+            .ledgers
+            .iter()
+            .filter(|(name, _)| name.as_str() != input.policy)
+            .map(|(_, l)| l)
+    };
+    let held_by_others = l.keys().all(|k| {
+        HookKind::from_field(k).is_some_and(|kind| {
+            others().any(|o| o.owned.contains_key(&Slot::hook(container, kind)))
+        })
+    });
+    held_by_others && others().any(|o| o.empty_lifecycle.contains(container))
+}
+
+/// Whether two handlers are of the same type (`exec`, `httpGet`, `sleep`):
+/// every key of `current` is one `wanted` sets too.
+fn same_handler_type(current: &Value, wanted: &Value) -> bool {
+    match (current.as_object(), wanted.as_object()) {
+        (Some(c), Some(w)) => c.keys().all(|k| w.contains_key(k)),
+        _ => true,
+    }
 }
 
 fn is_hook(slot: &Slot) -> bool {
@@ -332,9 +524,20 @@ impl Plan {
     }
 
     pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &Outcome)> {
-        self.outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::SkippedExisting | Outcome::LostTo(_)))
+        self.outcomes.iter().filter(|(_, o)| {
+            matches!(
+                o,
+                Outcome::SkippedExisting | Outcome::LostTo(_) | Outcome::Contested(_)
+            )
+        })
+    }
+
+    /// The workload's slots another manager took back too often.
+    pub fn contested(&self) -> Option<&str> {
+        self.outcomes.values().find_map(|o| match o {
+            Outcome::Contested(m) => Some(m.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -360,10 +563,13 @@ pub fn missing_containers(spec: &LifecyclePolicySpec, pod: &PodShape) -> Vec<Str
 pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<String> {
     let sleep = spec.pre_stop.as_ref()?.sleep.as_ref()?.seconds;
     // 30 s is the API server's default for an unset grace period.
-    let grace = spec
-        .termination_grace_period_seconds
-        .or(pod.termination_grace_period_seconds)
-        .unwrap_or(30);
+    let own = pod.termination_grace_period_seconds;
+    let grace = match (spec.termination_grace_period_seconds, spec.on_conflict) {
+        // Skip never shortens the template's own (see `Outcome::KeptLonger`).
+        (Some(g), OnConflict::Skip) => g.max(own.unwrap_or(0)),
+        (Some(g), OnConflict::Override) => g,
+        (None, _) => own.unwrap_or(30),
+    };
     (sleep >= grace).then(|| {
         format!("preStop sleeps {sleep}s but the grace period is {grace}s: the kubelet kills the container before the hook ends")
     })

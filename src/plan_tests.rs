@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use super::missing_containers;
@@ -65,6 +66,8 @@ fn run_labelled(
         }),
         ledgers,
         winners: &winners,
+        dry_run: false,
+        fights: &Fights::default(),
     })
 }
 
@@ -381,6 +384,8 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         others_hold_hooks: false,
         ledgers: &none,
         winners: &winners,
+        dry_run: false,
+        fights: &Fights::default(),
     });
     assert_eq!(lost.outcomes[&slot], Outcome::LostTo("old".into()));
     assert!(lost.claims.is_empty());
@@ -403,6 +408,8 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         others_hold_hooks: false,
         ledgers: &held,
         winners: &winners,
+        dry_run: false,
+        fights: &Fights::default(),
     });
     assert_eq!(new.releases[&slot], None);
     // ...and "old" waits for that instead of fighting over the field.
@@ -415,6 +422,8 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         others_hold_hooks: false,
         ledgers: &held,
         winners: &winners,
+        dry_run: false,
+        fights: &Fights::default(),
     });
     assert_eq!(old.outcomes[&slot], Outcome::HeldBy("new".into()));
     assert!(old.claims.is_empty());
@@ -687,6 +696,7 @@ fn unknown_originals_are_kept_while_held_and_removed_on_release() {
         policy: "p".into(),
         owned: BTreeMap::from([(slot.clone(), None)]),
         unknown: [slot.clone()].into(),
+        ..Default::default()
     };
     let ledgers = BTreeMap::from([("p".to_string(), held.clone())]);
     let kept = run("p", &s, &nginx(), &ledgers, true);
@@ -696,4 +706,218 @@ fn unknown_originals_are_kept_while_held_and_removed_on_release() {
     assert_eq!(released.releases[&slot], None);
     assert_eq!(released.unrestorable, held.unknown);
     assert!(released.ledger.is_none());
+}
+
+fn plan_with(
+    policy: &str,
+    spec: &LifecyclePolicySpec,
+    pod: &PodShape,
+    ledgers: &BTreeMap<String, Ledger>,
+    dry_run: bool,
+    fights: &Fights,
+) -> Plan {
+    plan(&Input {
+        policy,
+        spec,
+        active: true,
+        pod,
+        labelled: true,
+        others_hold_hooks: false,
+        ledgers,
+        winners: &BTreeMap::new(),
+        dry_run,
+        fights,
+    })
+}
+
+#[test]
+fn skip_never_shortens_a_grace_period_and_raises_a_shorter_one() {
+    let with_grace =
+        |g: i64| pod(json!({"containers": [{"name": "db"}], "terminationGracePeriodSeconds": g}));
+    let s = spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 60}));
+    // A 300 s database keeps its 300 s; the status says why.
+    let kept = run("p", &s, &with_grace(300), &BTreeMap::new(), true);
+    assert_eq!(kept.outcomes[&Slot::GracePeriod], Outcome::KeptLonger(300));
+    assert!(!kept.claims.contains_key(&Slot::GracePeriod));
+    assert!(kept.conflicts().next().is_none(), "not a conflict");
+    // A shorter one is raised, with its original recorded for the release.
+    let raised = run("p", &s, &with_grace(30), &BTreeMap::new(), true);
+    assert_eq!(raised.claims[&Slot::GracePeriod], json!(60));
+    assert_eq!(
+        raised.ledger.unwrap().owned[&Slot::GracePeriod],
+        Some(json!(30))
+    );
+    // Override replaces as before.
+    let o = spec(
+        json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 60, "onConflict": "Override"}),
+    );
+    let over = run("p", &o, &with_grace(300), &BTreeMap::new(), true);
+    assert_eq!(over.claims[&Slot::GracePeriod], json!(60));
+    // Shortened by an earlier build under Skip: the original comes back.
+    let held = BTreeMap::from([(
+        "p".to_string(),
+        Ledger {
+            policy: "p".into(),
+            owned: BTreeMap::from([(Slot::GracePeriod, Some(json!(300)))]),
+            ..Default::default()
+        },
+    )]);
+    let back = run("p", &s, &with_grace(60), &held, true);
+    assert_eq!(back.releases[&Slot::GracePeriod], Some(json!(300)));
+    // The warning counts the grace period that stays in force.
+    let sleep =
+        spec(json!({"preStop": {"sleep": {"seconds": 90}}, "terminationGracePeriodSeconds": 60}));
+    assert!(grace_too_short(&sleep, &with_grace(300)).is_none());
+    assert!(grace_too_short(&sleep, &with_grace(30)).is_some());
+}
+
+#[test]
+fn override_of_another_handler_type_replaces_it_whole() {
+    let pd = pod(json!({"containers": [{"name": "c", "lifecycle": {"preStop": sh("theirs")}}]}));
+    let s = spec(json!({"preStop": {"sleep": {"seconds": 5}}, "onConflict": "Override"}));
+    let p = run("p", &s, &pd, &BTreeMap::new(), true);
+    let slot = Slot::hook("c", HookKind::PreStop);
+    assert_eq!(p.replaces[&slot], sh("theirs"));
+    assert_eq!(p.ledger.as_ref().unwrap().owned[&slot], Some(sh("theirs")));
+    // Same type: server-side apply takes the fields over, nothing to replace.
+    let same = run(
+        "p",
+        &spec(json!({"preStop": sh("ours"), "onConflict": "Override"})),
+        &pd,
+        &BTreeMap::new(),
+        true,
+    );
+    assert!(same.replaces.is_empty());
+}
+
+#[test]
+fn dry_run_withholds_new_changes_and_still_hands_back() {
+    let slot = Slot::hook("c", HookKind::PreStop);
+    let held = BTreeMap::from([(
+        "p".to_string(),
+        Ledger {
+            policy: "p".into(),
+            owned: BTreeMap::from([(slot.clone(), None)]),
+            ..Default::default()
+        },
+    )]);
+    let pd = pod(
+        json!({"containers": [{"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}, {"name": "d"}]}),
+    );
+    // The hook changed to 2 s: in DryRun the 1 s stays, the new value is withheld.
+    let s = spec(json!({"preStop": {"sleep": {"seconds": 2}}}));
+    let p = plan_with("p", &s, &pd, &held, true, &Fights::default());
+    assert_eq!(p.claims[&slot], json!({"sleep": {"seconds": 1}}));
+    assert!(p.withheld.contains_key(&slot));
+    assert!(p.withheld.contains_key(&Slot::hook("d", HookKind::PreStop)));
+    assert!(!p.changes_template(&pd));
+    assert!(p.releases.is_empty());
+    // A hook the policy no longer wants is handed back even in DryRun.
+    let post_only = spec(json!({"postStart": {"sleep": {"seconds": 1}}}));
+    let p = plan_with("p", &post_only, &pd, &held, true, &Fights::default());
+    assert_eq!(p.releases[&slot], None);
+    assert!(p.claims.is_empty() && p.ledger.is_none());
+    assert!(p.label_removed);
+}
+
+fn at(secs: i64) -> Option<Time> {
+    Some(Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap(),
+    ))
+}
+
+#[test]
+fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
+    let slot = Slot::hook("c", HookKind::PreStop);
+    let s = spec(json!({"preStop": {"sleep": {"seconds": 5}}, "onConflict": "Override"}));
+    let theirs = pod(
+        json!({"containers": [{"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 9}}}}]}),
+    );
+    let none = BTreeMap::new();
+    let mut previous = None;
+    for (i, t) in [0, 10, 20].into_iter().enumerate() {
+        let fights = Fights {
+            previous: previous.clone(),
+            taken: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+            owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+            now: at(t),
+            generation: 1,
+        };
+        let p = plan_with("p", &s, &theirs, &none, false, &fights);
+        let contest = p.ledger.as_ref().unwrap().contest.clone().unwrap();
+        assert_eq!(contest.times.len(), i + 1);
+        if i < 2 {
+            assert_eq!(p.outcomes[&slot], Outcome::Claimed, "take {i}: re-claimed");
+        } else {
+            assert_eq!(p.outcomes[&slot], Outcome::Contested("flux".into()));
+            assert!(p.claims.is_empty() && p.ledger.as_ref().unwrap().owned.is_empty());
+            assert_eq!(p.contested(), Some("flux"));
+        }
+        previous = Some(contest);
+    }
+    // It stays so while flux holds the slot, with no takeover seen any more.
+    let quiet = Fights {
+        previous: previous.clone(),
+        owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+        now: at(3600),
+        generation: 1,
+        ..Default::default()
+    };
+    let p = plan_with("p", &s, &theirs, &none, false, &quiet);
+    assert_eq!(p.outcomes[&slot], Outcome::Contested("flux".into()));
+    // Flux dropped the hook: the policy claims it again.
+    let free = pod(json!({"containers": [{"name": "c"}]}));
+    let gone = Fights {
+        owners: BTreeMap::new(),
+        ..quiet.clone()
+    };
+    assert_eq!(
+        plan_with("p", &s, &free, &none, false, &gone).outcomes[&slot],
+        Outcome::Claimed
+    );
+    // A new generation of the policy starts over.
+    let next = Fights {
+        generation: 2,
+        ..quiet
+    };
+    let p = plan_with("p", &s, &theirs, &none, false, &next);
+    assert_eq!(p.outcomes[&slot], Outcome::Claimed);
+    assert!(p.ledger.unwrap().contest.is_none());
+    // Takeovers spread over more than the window never add up to three.
+    let mut previous = None;
+    for t in [0, 400, 800, 1200] {
+        let fights = Fights {
+            previous: previous.clone(),
+            taken: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+            owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+            now: at(t),
+            generation: 1,
+        };
+        let p = plan_with("p", &s, &theirs, &none, false, &fights);
+        assert_eq!(p.outcomes[&slot], Outcome::Claimed, "at {t}");
+        previous = p.ledger.unwrap().contest;
+    }
+}
+
+#[test]
+fn an_empty_lifecycle_is_recorded_and_given_back() {
+    let pd = pod(json!({"containers": [{"name": "c", "lifecycle": {}}]}));
+    let s = spec(json!({"preStop": {"sleep": {"seconds": 1}}}));
+    let p = run("p", &s, &pd, &BTreeMap::new(), true);
+    let l = p.ledger.clone().unwrap();
+    assert!(l.empty_lifecycle.contains("c"));
+    // On release the patch removes the hook and leaves `{}`.
+    let applied = pod(
+        json!({"containers": [{"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]}),
+    );
+    let ledgers = BTreeMap::from([("p".to_string(), l.clone())]);
+    let release = run("p", &s, &applied, &ledgers, false);
+    let ann = BTreeMap::from([(ledger_key("p"), serde_json::to_string(&l).unwrap())]);
+    let ops = release_patch("p", &applied, Some(&ann), &release).unwrap();
+    let text = ops.to_string();
+    assert!(text.contains("/lifecycle/preStop"), "{text}");
+    assert!(
+        !text.contains(r#""path":"/spec/template/spec/containers/0/lifecycle"}"#),
+        "{text}"
+    );
 }

@@ -30,6 +30,7 @@ use crate::status::{self, Done, StatusInput, WorkloadResult};
 use crate::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::watches;
 use crate::workload::{self, Workload};
+use crate::{explain, render, text};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -54,6 +55,13 @@ pub enum Error {
     Timeout,
     #[error("{0} workloads changed since they were read (another writer); retrying")]
     StaleWrites(usize),
+    #[error("the policy's status could not be written: {0}")]
+    StatusRefused(String),
+    /// Recording a rollout step failed: nothing it causes was written.
+    #[error(
+        "the rollout step could not be recorded on the policy's status ({0}); no workload was changed"
+    )]
+    RolloutNotRecorded(String),
 }
 
 /// Writes refused because the Deployment changed since it was read (409, a
@@ -319,24 +327,35 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         Ok(selector) => {
             let workloads = ctx.workloads.in_namespace(policy.namespace());
             (
-                evaluate(policy, &selector, true, workloads, ctx).await,
+                evaluate(policy, &selector, true, workloads, ctx).await?,
                 None,
             )
         }
-        Err(e) => (
-            Evaluated {
-                results: Vec::new(),
-                stale: 0,
-                rollout: None,
-            },
-            Some(format!("invalid selector: {e}")),
-        ),
+        // A spec the operator cannot act on matches nothing: what the policy
+        // holds is handed back, as for a workload leaving its selector.
+        Err(e) => {
+            let workloads = ctx.workloads.in_namespace(policy.namespace());
+            (
+                evaluate(policy, &Selector::default(), false, workloads, ctx).await?,
+                Some(format!(
+                    "invalid selector: {e}; the policy matches nothing, and hands back the hooks it set"
+                )),
+            )
+        }
     };
-    let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
+    let (mut post_start, mut pre_stop) = if policy.spec.verification == Verification::Disabled {
         (None, None)
     } else {
         ctx.observer.reports(policy)
     };
+    let scripts = render::scripts(&policy.spec, &policy.rendered());
+    for f in [&mut post_start, &mut pre_stop]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.last_failure.as_mut())
+    {
+        f.message = explain::hook_failure(&f.message, &scripts);
+    }
     let new = status::build(&StatusInput {
         generation: policy.metadata.generation,
         mode: policy.spec.mode,
@@ -359,7 +378,8 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
                 "status": new,
             })),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::StatusRefused(explain::api_error(&e)))?;
     }
     if let (Some(uid), Some(r)) = (&policy.metadata.uid, &new.rollout) {
         ctx.written_rollouts
@@ -393,7 +413,7 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
     // operator) applied a moment ago, so read them afresh.
     let workloads = fresh_workloads(policy, ctx).await?;
     let Evaluated { results, stale, .. } =
-        evaluate(policy, &Selector::default(), false, workloads, ctx).await;
+        evaluate(policy, &Selector::default(), false, workloads, ctx).await?;
     let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
     let failed = count(|d| matches!(d, Done::Failed(_)));
     if failed > 0 {
@@ -473,7 +493,7 @@ async fn evaluate(
     active: bool,
     workloads: Vec<Arc<Workload>>,
     ctx: &Context,
-) -> Evaluated {
+) -> Result<Evaluated, Error> {
     let ns = policy.namespace();
     let neighbours: Vec<Arc<LifecyclePolicy>> = ctx
         .policies
@@ -490,6 +510,7 @@ async fn evaluate(
                 neighbours: &neighbours,
                 revert,
                 hold,
+                now: Timestamp::now(),
             },
             workloads.clone(),
         )
@@ -509,6 +530,12 @@ async fn evaluate(
                 .unwrap_or_else(|| "waiting for the rollout".to_string()),
         };
         decisions = decide_with(&step.revert, Some(&hold));
+        // Decide, record, then act: a halt or a new wave is on the status
+        // before the writes it causes, so a refused status write can never
+        // make the next reconcile redo or undo them.
+        if records_first(policy, &step, ctx) {
+            record_rollout(policy, &step.status, ctx).await?;
+        }
         rollout_events(policy, &step, ctx).await;
         rollout = Some(step.status);
     }
@@ -529,7 +556,7 @@ async fn evaluate(
                     if is_stale_write(&e) {
                         stale += 1;
                     }
-                    Done::Failed(e.to_string())
+                    Done::Failed(explain::api_error(&e))
                 }
                 (Intent::WouldPatch, None) => Done::WouldPatch,
                 (Intent::WaitForSlot, None) => Done::WaitingForRolloutSlot,
@@ -550,11 +577,63 @@ async fn evaluate(
             }
         })
         .collect();
-    Evaluated {
+    Ok(Evaluated {
         results,
         stale,
         rollout,
+    })
+}
+
+/// The rollout status this process last wrote for the policy's generation,
+/// else the policy's own (the cache can lag our writes).
+fn previous_rollout(policy: &LifecyclePolicy, ctx: &Context) -> Option<RolloutStatus> {
+    let generation = policy.metadata.generation.unwrap_or_default();
+    let written = policy
+        .metadata
+        .uid
+        .as_ref()
+        .and_then(|uid| ctx.written_rollouts.lock().unwrap().get(uid).cloned());
+    written
+        .or_else(|| policy.status.as_ref().and_then(|s| s.rollout.clone()))
+        .filter(|r| r.generation == generation)
+}
+
+/// Whether the step starts a wave or halts (and reverts): then its status
+/// is written before any workload.
+fn records_first(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Context) -> bool {
+    let was_halted = previous_rollout(policy, ctx).is_some_and(|p| p.halted.is_some());
+    step.new_wave || (step.status.halted.is_some() && !was_halted)
+}
+
+/// Writes the rollout status alone (a JSON patch of `status.rollout`, the
+/// rest of the status untouched); refused, the reconcile stops here.
+async fn record_rollout(
+    policy: &LifecyclePolicy,
+    rollout: &RolloutStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let op = if policy.status.is_some() {
+        json!({"op": "add", "path": "/status/rollout", "value": rollout})
+    } else {
+        json!({"op": "add", "path": "/status", "value": {"rollout": rollout}})
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([op])).expect("a JSON patch");
+    let params = PatchParams {
+        field_manager: Some("lifecycle-operator".into()),
+        ..Default::default()
+    };
+    api.patch_status(&policy.name_any(), &params, &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| Error::RolloutNotRecorded(explain::api_error(&e)))?;
+    if let Some(uid) = &policy.metadata.uid {
+        ctx.written_rollouts
+            .lock()
+            .unwrap()
+            .insert(uid.clone(), rollout.clone());
     }
+    Ok(())
 }
 
 /// What a reconcile saw and did.
@@ -569,20 +648,14 @@ struct Evaluated {
 fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context) -> rollout::Step {
     let health = ctx.observer.workload_health(policy);
     let generation = policy.metadata.generation.unwrap_or_default();
-    let written = policy
-        .metadata
-        .uid
-        .as_ref()
-        .and_then(|uid| ctx.written_rollouts.lock().unwrap().get(uid).cloned());
-    let previous = written
-        .as_ref()
-        .or_else(|| policy.status.as_ref().and_then(|s| s.rollout.as_ref()))
-        .filter(|r| r.generation == generation);
+    let previous = previous_rollout(policy, ctx);
+    let previous = previous.as_ref();
     // A wave just patched must show its new pods ran postStart, not just
     // a finished rollout: a postStart failing after a second can let a pod
     // look available for a moment.
     let strong =
         policy.spec.post_start.is_some() && policy.spec.verification != Verification::Disabled;
+    let scripts = render::scripts(&policy.spec, &policy.rendered());
     let candidates: Vec<rollout::Candidate> = decisions
         .iter()
         .filter(|d| d.matched && (d.plan.ledger.is_some() || d.changes_template()))
@@ -599,10 +672,10 @@ fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context)
             rollout::Candidate {
                 healthy: carries && (pods == 0 || (!d.workload.is_rolling() && verified)),
                 failure: h.failure.filter(|_| carries).map(|f| rollout::Failure {
-                    pod: f.pod,
-                    container: f.container,
-                    reason: f.reason,
-                    message: f.message,
+                    pod: text::bounded(&f.pod, text::NAME),
+                    container: text::bounded(&f.container, text::NAME),
+                    reason: text::bounded(&f.reason, text::NAME),
+                    message: explain::hook_failure(&f.message, &scripts),
                 }),
                 has_pods: pods > 0,
                 carries,
@@ -635,9 +708,10 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
     {
         let mut note = format!("{}: {} ({})", h.workload, h.message, h.reason);
         if !h.reverted.is_empty() {
-            note.push_str(&format!("; reverting {}", h.reverted.join(", ")));
+            let reverted = text::list(&h.reverted, ", ", text::EVENT_NOTE / 4);
+            note.push_str(&format!("; reverting {reverted}"));
         }
-        note.truncate(1000);
+        text::bound(&mut note, text::EVENT_NOTE);
         warn!(policy = %policy.name_any(), %note, "rollout halted");
         let related = workload_ref(policy, &h.workload);
         executor
@@ -649,11 +723,11 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
         } else {
             format!("wave {}", step.status.waves)
         };
-        let mut note = format!(
+        let names: Vec<&String> = step.allow.iter().collect();
+        let note = format!(
             "{what}: {}",
-            step.allow.iter().cloned().collect::<Vec<_>>().join(", ")
+            text::list(&names, ", ", text::EVENT_NOTE - 20)
         );
-        note.truncate(1000);
         // Each wave names its first workload as `related`, so that kube's
         // recorder does not fold it into the previous wave's event.
         let related = step

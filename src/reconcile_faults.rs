@@ -707,3 +707,65 @@ async fn a_new_policy_patches_only_its_canary() {
     assert_eq!(held.len(), 2, "{status}");
     assert_eq!(held[0]["message"], "waiting for the canary");
 }
+
+/// Decide, record, then act: the canary's wave is written to the status
+/// before the canary is patched; a refused status write (422) stops the
+/// reconcile there, with backoff and no workload write.
+#[tokio::test(start_paused = true)]
+async fn a_refused_rollout_record_patches_nothing() {
+    for refuse in [false, true] {
+        let mut p = policy("web");
+        p.spec.rollout = Default::default();
+        let (ctx, mut api) = context(&p, deployment(false)).await;
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Ok(Some((req, send))) =
+                tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
+            {
+                let path = req.uri().path().to_string();
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let status_write = path.ends_with("/status");
+                send.send_response(if path.contains("/events") {
+                    ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                        "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}))
+                } else if status_write && refuse {
+                    status(422, "Invalid", &[])
+                } else if path.contains("/lifecyclepolicies/") {
+                    ok(serde_json::to_value(policy("web")).unwrap())
+                } else {
+                    ok(serde_json::to_value(deployment(false)).unwrap())
+                });
+                seen.push((path, body));
+            }
+            seen
+        });
+        let result = reconcile(Arc::new(p.clone()), ctx.clone()).await;
+        let seen = server.await.unwrap();
+        let first_status = seen.iter().position(|(p, _)| p.ends_with("/status"));
+        let first_write = seen.iter().position(|(p, _)| p.contains("/deployments/"));
+        if refuse {
+            let e = result.expect_err("the reconcile stops");
+            let text = e.to_string();
+            assert!(
+                text.contains("422 Invalid") && text.contains("no workload was changed"),
+                "{text}"
+            );
+            assert_eq!(
+                first_write, None,
+                "no workload write after a refused record"
+            );
+            let action = error_policy(Arc::new(p), &e, ctx);
+            assert_eq!(action, Action::requeue(Duration::from_secs(5)), "backoff");
+        } else {
+            result.unwrap();
+            let (status, write) = (first_status.unwrap(), first_write.unwrap());
+            assert!(status < write, "the wave is recorded first: {seen:?}");
+            assert_eq!(seen[status].1[0]["path"], "/status", "{:?}", seen[status].1);
+            assert_eq!(
+                seen[status].1[0]["value"]["rollout"]["waitingOn"],
+                json!(["Deployment/d"])
+            );
+        }
+    }
+}

@@ -30,3 +30,24 @@ impl LifecyclePolicy {
         render(&self.spec, &self.reference())
     }
 }
+
+/// Each hook's script as rendered paired with the policy's own, where the
+/// two differ (marker-wrapped shell scripts): how failure messages show what
+/// the user wrote instead of the wrapper.
+pub fn scripts(
+    spec: &LifecyclePolicySpec,
+    rendered: &LifecyclePolicySpec,
+) -> Vec<(String, String)> {
+    let last = |h: Option<&crate::types::Handler>| {
+        h.and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.last().cloned())
+    };
+    [
+        (spec.post_start.as_ref(), rendered.post_start.as_ref()),
+        (spec.pre_stop.as_ref(), rendered.pre_stop.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(own, out)| Some((last(out)?, last(own)?)))
+    .filter(|(out, own)| out != own)
+    .collect()
+}

@@ -11,6 +11,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::types::{OnFailure, RolloutHalt, RolloutSpec, RolloutStatus, RolloutStrategy};
 
+/// A wave is at most this many workloads (also "all at once"), and a halt
+/// reverts at most this many: the status lists them, and must stay bounded.
+pub const MAX_WAVE: usize = 100;
+
 /// A hook failure seen in a workload's pods.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
@@ -111,6 +115,7 @@ pub fn step(input: &Input) -> Step {
             .iter()
             .filter(|c| c.carries && c.failure.is_some())
             .map(|c| c.key.clone())
+            .take(MAX_WAVE)
             .collect();
         return halt(
             step,
@@ -131,7 +136,11 @@ pub fn step(input: &Input) -> Step {
     if let (Some(first), Some(started)) = (waiting.first(), &status.wave_started_at)
         && input.now.duration_since(started.0) > deadline
     {
-        let late: Vec<String> = waiting.iter().map(|c| c.key.clone()).collect();
+        let late: Vec<String> = waiting
+            .iter()
+            .take(MAX_WAVE)
+            .map(|c| c.key.clone())
+            .collect();
         return halt(
             step,
             status,
@@ -142,7 +151,7 @@ pub fn step(input: &Input) -> Step {
                 reason: "ProgressDeadlineExceeded".into(),
                 message: format!(
                     "{} not rolled out with its hooks verified within {}s",
-                    late.join(", "),
+                    crate::text::list(&late, ", ", 600),
                     input.spec.progress_deadline_seconds
                 ),
                 reverted: if revert_on { late } else { Vec::new() },
@@ -150,7 +159,11 @@ pub fn step(input: &Input) -> Step {
             },
         );
     }
-    status.waiting_on = waiting.iter().map(|c| c.key.clone()).collect();
+    status.waiting_on = waiting
+        .iter()
+        .take(MAX_WAVE)
+        .map(|c| c.key.clone())
+        .collect();
     if !waiting.is_empty() {
         status.phase = if rolled_out == 0 { "Canary" } else { "Waves" }.into();
         if status.wave_started_at.is_none() {
@@ -159,7 +172,7 @@ pub fn step(input: &Input) -> Step {
         }
         step.waiting_for = Some(format!(
             "waiting for {} to roll out with its hooks verified",
-            status.waiting_on.join(", ")
+            crate::text::list(&status.waiting_on, ", ", 300)
         ));
         step.status = status;
         return step;
@@ -174,7 +187,8 @@ pub fn step(input: &Input) -> Step {
         input.max_concurrent_rollouts as usize
     } else {
         usize::MAX
-    };
+    }
+    .min(MAX_WAVE);
     let mut next: Vec<&Candidate> = cs.iter().filter(|c| !c.carries).collect();
     if rolled_out == 0 {
         // The canary: the first that runs pods, if any does.

@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::plan::{HookKind, Outcome, Plan, Slot};
+use crate::plan::{self, HookKind, Outcome, Plan, Slot};
 use crate::types::{
     HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadKind, WorkloadReport,
 };
@@ -66,6 +66,7 @@ impl WorkloadResult {
             .collect();
         let (state, message) = match &self.done {
             Done::Failed(e) => ("Error", e.clone()),
+            _ if self.plan.contested().is_some() => ("Contested", conflicts.join("; ")),
             _ if self.integrity.is_some() => {
                 ("LedgerDamaged", self.integrity.clone().unwrap_or_default())
             }
@@ -98,7 +99,14 @@ impl WorkloadResult {
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
-                (None, m) => ("Patched", m.unwrap_or_default()),
+                (None, m) => (
+                    "Patched",
+                    [m, grace_note(&self.plan), takeover_note(&self.plan)]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             },
         };
         WorkloadReport {
@@ -139,13 +147,55 @@ fn describe(slot: &Slot, outcome: &Outcome) -> String {
             format!("{slot}: kept the container's own hook (onConflict: Skip)")
         }
         Outcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
+        Outcome::KeptLonger(own) => format!(
+            "{slot}: kept the template's own {own}s, at least the policy's (onConflict: Skip never shortens it)"
+        ),
+        Outcome::Contested(m) => format!(
+            "{slot}: field manager {m} took it back {} times within {} minutes, so the policy no longer re-claims it; \
+             remove the hook from {m}'s manifest, set onConflict: Skip, or make that tool ignore the field (README: GitOps tools), then change the policy's spec to retry",
+            plan::CONTEST_LIMIT,
+            plan::CONTEST_WINDOW.as_secs() / 60
+        ),
         Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
         Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
     }
 }
 
+/// What became of the grace period under onConflict: Skip, when it says something.
+fn grace_note(plan: &Plan) -> Option<String> {
+    if let Some(kept @ Outcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
+        return Some(describe(&Slot::GracePeriod, kept));
+    }
+    let set = plan.claims.get(&Slot::GracePeriod)?.as_i64()?;
+    let was = plan
+        .ledger
+        .as_ref()?
+        .owned
+        .get(&Slot::GracePeriod)?
+        .as_ref()?
+        .as_i64()?;
+    (was < set).then(|| {
+        format!("terminationGracePeriodSeconds: raised from {was}s to {set}s (restored on release)")
+    })
+}
+
+/// Another manager took a slot back, and the policy took it again.
+fn takeover_note(plan: &Plan) -> Option<String> {
+    let c = plan.ledger.as_ref()?.contest.as_ref()?;
+    (c.times.len() < plan::CONTEST_LIMIT).then(|| {
+        format!(
+            "field manager {} took {} back {} time(s) within {} minutes; re-claimed (the policy stops after {})",
+            c.manager,
+            c.slots.iter().map(Slot::to_string).collect::<Vec<_>>().join(", "),
+            c.times.len(),
+            plan::CONTEST_WINDOW.as_secs() / 60,
+            plan::CONTEST_LIMIT
+        )
+    })
+}
+
 fn changes(plan: &Plan) -> String {
-    let set: Vec<String> = plan.claims.keys().map(Slot::to_string).collect();
+    let set: Vec<String> = plan.withheld.keys().map(Slot::to_string).collect();
     let restore: Vec<String> = plan.releases.keys().map(Slot::to_string).collect();
     let mut parts = Vec::new();
     if !set.is_empty() {
@@ -325,7 +375,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             let rep = r.report(input.mode);
             let rank = match rep.state.as_str() {
                 "Error" | "Reverted" => 0,
-                "Conflict" | "LedgerDamaged" => 1,
+                "Conflict" | "Contested" | "LedgerDamaged" => 1,
                 "Pending" => 2,
                 "NoContainers" => 3,
                 "WouldPatch" => 4,
@@ -349,7 +399,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .chain(verified)
         .map(|c| stamp(c, previous, input.generation, input.now))
         .collect();
-    LifecyclePolicyStatus {
+    let mut status = LifecyclePolicyStatus {
         observed_generation: input.generation,
         conditions,
         matched_workloads: matched as i32,
@@ -362,8 +412,69 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         post_start: input.post_start.clone(),
         pre_stop: input.pre_stop.clone(),
         rollout: input.rollout.clone(),
+    };
+    bound(&mut status);
+    status
+}
+
+/// Caps every string of the status (see `text`), whatever its source: with
+/// the lists already bounded (20 workloads, 256 counted instances per hook,
+/// a wave of at most `rollout::MAX_WAVE`), the whole status stays under
+/// [`MAX_STATUS_BYTES`] and no field nears a limit of the CRD.
+fn bound(s: &mut LifecyclePolicyStatus) {
+    use crate::text::{self, CONDITION_MESSAGE, FAILURE_MESSAGE, NAME, WORKLOAD_MESSAGE};
+    for c in &mut s.conditions {
+        text::bound(&mut c.message, CONDITION_MESSAGE);
+        if !is_reason(&c.reason) {
+            // A reason from outside (a halt's) that the CRD would refuse.
+            c.reason = "Unknown".into();
+        }
+    }
+    for w in &mut s.workloads {
+        text::bound(&mut w.name, NAME);
+        text::bound(&mut w.message, WORKLOAD_MESSAGE);
+    }
+    for r in [&mut s.post_start, &mut s.pre_stop].into_iter().flatten() {
+        for t in [
+            &mut r.last_container_exit,
+            &mut r.last_not_triggered,
+            &mut r.near_grace_period,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            text::bound(t, WORKLOAD_MESSAGE);
+        }
+        if let Some(f) = &mut r.last_failure {
+            text::bound(&mut f.pod, NAME);
+            text::bound(&mut f.container, NAME);
+            text::bound(&mut f.reason, NAME);
+            text::bound(&mut f.message, FAILURE_MESSAGE);
+        }
+    }
+    if let Some(h) = s.rollout.as_mut().and_then(|r| r.halted.as_mut()) {
+        text::bound(&mut h.workload, NAME);
+        text::bound(&mut h.pod, NAME);
+        text::bound(&mut h.container, NAME);
+        text::bound(&mut h.reason, NAME);
+        text::bound(&mut h.message, FAILURE_MESSAGE);
     }
 }
+
+/// A condition reason as metav1.Condition's schema takes it: CamelCase,
+/// at most 1024 (here 128) characters.
+fn is_reason(r: &str) -> bool {
+    let mut chars = r.chars();
+    r.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+        && !r.ends_with([',', ':'])
+}
+
+/// What the status can take at most, serialized (see [`bound`]); measured by
+/// a test that fills every string and list to its cap.
+pub const MAX_STATUS_BYTES: usize = 128 * 1024;
 
 /// PostStartVerified / PreStopVerified: True once hooks were seen to run and
 /// none failed; False on a failure or (preStop) a timeout; Unknown before
@@ -686,5 +797,93 @@ mod tests {
         assert_eq!(s.workloads[0].name, "zz-broken");
         assert_eq!(s.workloads[0].message, "denied");
         assert_eq!(s.matched_workloads, 51);
+    }
+
+    #[test]
+    fn the_whole_status_stays_bounded_whatever_the_input() {
+        use crate::types::{CountedInstance, HookFailure, RolloutHalt, Watermark};
+        let t = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
+        let huge = "失败🚀e\u{301}".repeat(20_000);
+        let name = |i: usize| format!("{i:03}{}", "w".repeat(250));
+        let results: Vec<WorkloadResult> = (0..500)
+            .map(|i| {
+                let mut r = result(
+                    &name(i),
+                    vec![(slot(), Outcome::LostTo(huge.clone()))],
+                    Done::Failed(huge.clone()),
+                );
+                r.integrity = Some(huge.clone());
+                r.grace_too_short = Some(huge.clone());
+                r.missing_containers = vec![huge.clone()];
+                r
+            })
+            .collect();
+        let report = HookReport {
+            summary: "0/1".into(),
+            evidence: "marker".into(),
+            failed: 1,
+            last_not_triggered: Some(huge.clone()),
+            last_container_exit: Some(huge.clone()),
+            near_grace_period: Some(huge.clone()),
+            last_failure: Some(HookFailure {
+                pod: huge.clone(),
+                container: huge.clone(),
+                reason: huge.clone(),
+                message: huge.clone(),
+                time: t(0),
+            }),
+            counted: Some(Watermark {
+                before: t(0),
+                after: (0..256)
+                    .map(|i| CountedInstance {
+                        container_id: format!("{i:016x}"),
+                        at: t(i),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        let keys: Vec<String> = (0..crate::rollout::MAX_WAVE)
+            .map(|i| format!("StatefulSet/{}", name(i)))
+            .collect();
+        let rollout = RolloutStatus {
+            generation: 2,
+            phase: "Halted".into(),
+            waiting_on: keys.clone(),
+            wave_started_at: Some(t(0)),
+            halted: Some(RolloutHalt {
+                workload: huge.clone(),
+                pod: huge.clone(),
+                container: huge.clone(),
+                reason: huge.clone(),
+                message: huge.clone(),
+                reverted: keys,
+                time: t(0),
+            }),
+            ..Default::default()
+        };
+        let s = build(&StatusInput {
+            generation: Some(2),
+            mode: Mode::Enforce,
+            results: &results,
+            invalid: Some(huge.clone()),
+            previous: None,
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
+            post_start: Some(report.clone()),
+            pre_stop: Some(report),
+            rollout: Some(rollout),
+        });
+        let bytes = serde_json::to_vec(&s).unwrap().len();
+        assert!(bytes <= MAX_STATUS_BYTES, "{bytes} bytes");
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.message.len() <= crate::text::CONDITION_MESSAGE)
+        );
+        assert!(
+            s.workloads
+                .iter()
+                .all(|w| w.message.len() <= crate::text::WORKLOAD_MESSAGE)
+        );
     }
 }

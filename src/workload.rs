@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::Resource;
 use kube::core::DynamicResourceScope;
 use serde::{Deserialize, Serialize};
@@ -305,11 +305,26 @@ pub fn trim(w: &mut Workload) {
         a.retain(|k, _| k.starts_with(DOMAIN_PREFIX));
     }
     if let Some(fields) = m.managed_fields.as_mut() {
-        fields.retain(|e| {
-            e.manager
+        fields.retain_mut(|e| {
+            let ours = e
+                .manager
                 .as_deref()
-                .is_some_and(|m| m.starts_with(MANAGER_PREFIX))
-                && e.operation.as_deref() == Some("Apply")
+                .is_some_and(|m| m.starts_with(MANAGER_PREFIX));
+            if ours {
+                return e.operation.as_deref() == Some("Apply");
+            }
+            // Another manager's entry: only which hooks (and grace period) it
+            // owns, to name who took a slot back (see `ledger::foreign_owners`).
+            let Some(slots) = e.fields_v1.as_ref().and_then(|f| slot_fields(&f.0)) else {
+                return false;
+            };
+            *e = ManagedFieldsEntry {
+                manager: e.manager.take(),
+                operation: e.operation.take(),
+                fields_v1: Some(FieldsV1(slots)),
+                ..Default::default()
+            };
+            true
         });
     }
     m.owner_references = None;
@@ -327,6 +342,41 @@ pub fn trim(w: &mut Workload) {
     if m.managed_fields.as_ref().is_some_and(|f| f.is_empty()) {
         m.managed_fields = None;
     }
+}
+
+/// The part of a fieldsV1 tree under the pod template's hooks and grace
+/// period, None when it has none.
+fn slot_fields(fields: &Value) -> Option<Value> {
+    let pod = fields.pointer("/f:spec/f:template/f:spec")?.as_object()?;
+    let mut out = serde_json::Map::new();
+    if let Some(g) = pod.get("f:terminationGracePeriodSeconds") {
+        out.insert("f:terminationGracePeriodSeconds".into(), g.clone());
+    }
+    for list in ["f:containers", "f:initContainers"] {
+        let mut kept = serde_json::Map::new();
+        for (key, c) in pod
+            .get(list)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let hooks: serde_json::Map<String, Value> = c
+                .get("f:lifecycle")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| matches!(k.as_str(), "f:postStart" | "f:preStop"))
+                .map(|(k, _)| (k.clone(), Value::Object(Default::default())))
+                .collect();
+            if !hooks.is_empty() {
+                kept.insert(key.clone(), serde_json::json!({"f:lifecycle": hooks}));
+            }
+        }
+        if !kept.is_empty() {
+            out.insert(list.into(), Value::Object(kept));
+        }
+    }
+    (!out.is_empty()).then(|| serde_json::json!({"f:spec": {"f:template": {"f:spec": out}}}))
 }
 
 #[cfg(test)]
