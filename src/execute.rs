@@ -112,15 +112,7 @@ impl Executor<'_> {
             self.warn_about(policy, d, "Contested", note).await;
         }
         if let Some(ops) = &w.release {
-            let ops: json_patch::Patch =
-                serde_json::from_value(ops.clone()).expect("release patch is a JSON patch");
-            // Not the policy's own manager: an update under it would leave the
-            // restored fields owned by the policy, which then holds nothing.
-            let params = PatchParams {
-                field_manager: Some(RESTORE_MANAGER.to_string()),
-                ..Default::default()
-            };
-            let released = api.patch(&name, &params, &Patch::Json::<()>(ops)).await?;
+            let released = self.json_patch(d, &ns, &name, ops).await?;
             self.metrics.deployments_released.inc();
             // The release was tested against the guarded version: the apply
             // may land only on what the release made of it.
@@ -195,6 +187,35 @@ impl Executor<'_> {
         let related = d.workload.object_ref(&d.workload.kind);
         self.publish(policy, Some(related), EventType::Warning, reason, note)
             .await;
+    }
+
+    /// A JSON patch of the workload under the restore manager, its body
+    /// written as the API server writes JSON (see `wire`), so that its
+    /// `test`s of hooks with `>` or `&` can match.
+    async fn json_patch(
+        &self,
+        d: &Decision,
+        ns: &str,
+        name: &str,
+        ops: &serde_json::Value,
+    ) -> Result<Workload, kube::Error> {
+        // Not the policy's own manager: an update under it would leave the
+        // restored fields owned by the policy, which then holds nothing.
+        let params = PatchParams {
+            field_manager: Some(RESTORE_MANAGER.to_string()),
+            ..Default::default()
+        };
+        let url = Workload::url_path(&d.workload.kind, Some(ns));
+        let (parts, _) = kube::core::Request::new(url)
+            .patch(
+                name,
+                &params,
+                &Patch::Json::<()>(json_patch::Patch(Vec::new())),
+            )
+            .map_err(kube::Error::BuildRequest)?
+            .into_parts();
+        let req = http::Request::from_parts(parts, crate::wire::to_vec(ops));
+        self.client.request::<Workload>(req).await
     }
 
     /// An event on the policy; failing to publish is logged only.

@@ -42,6 +42,7 @@ pub mod status;
 pub mod text;
 pub mod types;
 pub mod watches;
+pub mod wire;
 pub mod workload;
 
 /// The CRD as committed in `crds/`. Optional fields are not marked nullable:

@@ -61,6 +61,7 @@ cargo test --features cluster-tests --test hooks -- --test-threads=3 --nocapture
 cargo test --features cluster-tests --test idle_writes -- --nocapture
 cargo test --features cluster-tests --test workloads -- --test-threads=2 --nocapture
 cargo test --features cluster-tests --test rollout -- --test-threads=2 --nocapture
+cargo test --features cluster-tests --test hardening -- --test-threads=7 --nocapture
 
 # The operator must have survived everything, without panics or permission errors.
 kill -0 "$(cat "$out/operator.pid")" || { echo "operator died during the tests" >&2; exit 1; }
