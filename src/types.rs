@@ -126,18 +126,23 @@ pub struct LifecyclePolicySpec {
 
     /// Sets the pod template's terminationGracePeriodSeconds (1-3600). The
     /// grace period covers the preStop hook and the process's own shutdown.
+    /// Under onConflict: Skip a template's own longer grace period is kept
+    /// (never shortened); a shorter one is raised and restored on release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub termination_grace_period_seconds: Option<i64>,
 
     /// What to do with a container that already has its own hook of the same
-    /// kind: Skip (default) leaves it and reports it; Override replaces it and
-    /// restores it when the policy no longer applies.
+    /// kind: Skip (default) leaves it and reports it; Override replaces it (the
+    /// whole handler) and restores it when the policy no longer applies. A
+    /// field manager that takes an overridden hook back 3 times within 10
+    /// minutes keeps it: the workload is then reported Contested.
     #[serde(default)]
     pub on_conflict: OnConflict,
 
     /// Enforce (default) patches the selected workloads; DryRun only reports, on the
-    /// status, what would change.
+    /// status, what would change, and still hands back hooks it set before
+    /// (on deletion, or for workloads it no longer selects).
     #[serde(default)]
     pub mode: Mode,
 

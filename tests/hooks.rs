@@ -223,7 +223,8 @@ async fn a_pre_stop_longer_than_the_grace_period_times_out() {
     let ns = Ns::new("hooks-slow").await;
     ns.deployment("web", json!({"app": "web"}), 1, sleeper())
         .await;
-    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 30"), "terminationGracePeriodSeconds": 3})).await;
+    // Override: under Skip a grace period is never shortened (the template's own 30 s would stay).
+    ns.policy("p", json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("sleep 30"), "terminationGracePeriodSeconds": 3, "onConflict": "Override"})).await;
     wait_policy(&ns, "p", 60, |p| {
         condition(p, "Applied").is_some_and(|c| c.status == "True")
     })
