@@ -313,7 +313,9 @@ pub fn plan(input: &Input) -> Plan {
     let mut p = Plan::default();
     let mut owned: BTreeMap<Slot, Option<Value>> = BTreeMap::new();
 
-    let contest = input.fights.contest();
+    // A policy letting go (deleted, or the workload unselected) keeps no
+    // record of a fight: its ledger must go with its last slot.
+    let contest = input.active.then(|| input.fights.contest()).flatten();
     let stopped = contest.as_ref().filter(|c| input.fights.stops(c));
     let mut empty_lifecycle = BTreeSet::new();
     for (slot, value) in wants {

@@ -875,6 +875,20 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
         plan_with("p", &s, &free, &none, false, &gone).outcomes[&slot],
         Outcome::Claimed
     );
+    // Deleted (or the workload unselected): no record is kept, the ledger goes.
+    let letting_go = plan(&Input {
+        policy: "p",
+        spec: &s,
+        active: false,
+        pod: &theirs,
+        labelled: true,
+        others_hold_hooks: false,
+        ledgers: &none,
+        winners: &BTreeMap::new(),
+        dry_run: false,
+        fights: &quiet,
+    });
+    assert!(letting_go.ledger.is_none());
     // A new generation of the policy starts over.
     let next = Fights {
         generation: 2,

@@ -38,16 +38,17 @@ pub fn scripts(
     spec: &LifecyclePolicySpec,
     rendered: &LifecyclePolicySpec,
 ) -> Vec<(String, String)> {
-    let last = |h: Option<&crate::types::Handler>| {
+    // The script is the third word of `<shell> -c <script> [$0 args...]`.
+    let script = |h: Option<&crate::types::Handler>| {
         h.and_then(|h| h.exec.as_ref())
-            .and_then(|e| e.command.last().cloned())
+            .and_then(|e| e.command.get(2).cloned())
     };
     [
         (spec.post_start.as_ref(), rendered.post_start.as_ref()),
         (spec.pre_stop.as_ref(), rendered.pre_stop.as_ref()),
     ]
     .into_iter()
-    .filter_map(|(own, out)| Some((last(out)?, last(own)?)))
+    .filter_map(|(own, out)| Some((script(out)?, script(own)?)))
     .filter(|(out, own)| out != own)
     .collect()
 }
