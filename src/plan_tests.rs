@@ -835,15 +835,16 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
     );
     let none = BTreeMap::new();
     let mut previous = None;
+    // Flux took the slot back at `t`, after `previous`.
+    let taken = |previous: &Option<Contest>, t: i64| Fights {
+        previous: previous.clone(),
+        taken: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+        owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
+        now: at(t),
+        generation: 1,
+    };
     for (i, t) in [0, 10, 20].into_iter().enumerate() {
-        let fights = Fights {
-            previous: previous.clone(),
-            taken: BTreeMap::from([(slot.clone(), "flux".to_string())]),
-            owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
-            now: at(t),
-            generation: 1,
-        };
-        let p = plan_with("p", &s, &theirs, &none, false, &fights);
+        let p = plan_with("p", &s, &theirs, &none, false, &taken(&previous, t));
         let contest = p.ledger.as_ref().unwrap().contest.clone().unwrap();
         assert_eq!(contest.times.len(), i + 1);
         if i < 2 {
@@ -900,14 +901,7 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
     // Takeovers spread over more than the window never add up to three.
     let mut previous = None;
     for t in [0, 400, 800, 1200] {
-        let fights = Fights {
-            previous: previous.clone(),
-            taken: BTreeMap::from([(slot.clone(), "flux".to_string())]),
-            owners: BTreeMap::from([(slot.clone(), "flux".to_string())]),
-            now: at(t),
-            generation: 1,
-        };
-        let p = plan_with("p", &s, &theirs, &none, false, &fights);
+        let p = plan_with("p", &s, &theirs, &none, false, &taken(&previous, t));
         assert_eq!(p.outcomes[&slot], Outcome::Claimed, "at {t}");
         previous = p.ledger.unwrap().contest;
     }

@@ -642,6 +642,32 @@ async fn writes_go_out_in_parallel_and_fail_one_by_one() {
     assert_eq!(failed[0]["name"], "d03");
 }
 
+/// Answers every request until none comes for a second, `ok` with the
+/// object asked for (422 for status writes when `refuse_status`); returns
+/// what was asked, in order.
+async fn answer_all(mut api: ApiServer, refuse_status: bool) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    while let Ok(Some((req, send))) =
+        tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
+    {
+        let path = req.uri().path().to_string();
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        send.send_response(if path.contains("/events") {
+            ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}))
+        } else if path.ends_with("/status") && refuse_status {
+            status(422, "Invalid", &[])
+        } else if path.contains("/lifecyclepolicies/") {
+            ok(serde_json::to_value(policy("web")).unwrap())
+        } else {
+            ok(serde_json::to_value(deployment(false)).unwrap())
+        });
+        seen.push((path, body));
+    }
+    seen
+}
+
 /// The default rollout: of three matched Deployments only the canary is
 /// written; a RolloutWave event names it and the status says who waits.
 #[tokio::test(start_paused = true)]
@@ -655,27 +681,8 @@ async fn a_new_policy_patches_only_its_canary() {
             d
         })
         .collect();
-    let (ctx, mut api) = context_with(&p, ds).await;
-    let server = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Ok(Some((req, send))) =
-            tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
-        {
-            let path = req.uri().path().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            send.send_response(if path.contains("/events") {
-                ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                    "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}))
-            } else if path.contains("/lifecyclepolicies/") {
-                ok(serde_json::to_value(policy("web")).unwrap())
-            } else {
-                ok(serde_json::to_value(deployment(false)).unwrap())
-            });
-            seen.push((path, body));
-        }
-        seen
-    });
+    let (ctx, api) = context_with(&p, ds).await;
+    let server = tokio::spawn(answer_all(api, false));
     reconcile(Arc::new(p), ctx).await.unwrap();
     let seen = server.await.unwrap();
     let writes: Vec<&str> = seen
@@ -716,30 +723,8 @@ async fn a_refused_rollout_record_patches_nothing() {
     for refuse in [false, true] {
         let mut p = policy("web");
         p.spec.rollout = Default::default();
-        let (ctx, mut api) = context(&p, deployment(false)).await;
-        let server = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Ok(Some((req, send))) =
-                tokio::time::timeout(Duration::from_secs(1), api.next_request()).await
-            {
-                let path = req.uri().path().to_string();
-                let bytes = req.into_body().collect_bytes().await.unwrap();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let status_write = path.ends_with("/status");
-                send.send_response(if path.contains("/events") {
-                    ok(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                        "metadata": {"name": "e", "namespace": "ns"}, "eventTime": "2025-01-01T00:00:00.000000Z"}))
-                } else if status_write && refuse {
-                    status(422, "Invalid", &[])
-                } else if path.contains("/lifecyclepolicies/") {
-                    ok(serde_json::to_value(policy("web")).unwrap())
-                } else {
-                    ok(serde_json::to_value(deployment(false)).unwrap())
-                });
-                seen.push((path, body));
-            }
-            seen
-        });
+        let (ctx, api) = context(&p, deployment(false)).await;
+        let server = tokio::spawn(answer_all(api, refuse));
         let result = reconcile(Arc::new(p.clone()), ctx.clone()).await;
         let seen = server.await.unwrap();
         let first_status = seen.iter().position(|(p, _)| p.ends_with("/status"));
