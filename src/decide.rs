@@ -343,6 +343,26 @@ fn is_takeover(damage: &Damage, fights: &Fights) -> bool {
             && not_owned.iter().all(|s| fights.taken.contains_key(s)))
 }
 
+/// Whether a change to `w` can change what `policy` decides: it selects
+/// the workload, or holds a ledger on it. A workload event reconciles only
+/// those policies of its namespace, not all of them (many policies in one
+/// namespace would otherwise cost policies² × workloads per event).
+pub fn concerns(policy: &LifecyclePolicy, w: &Workload) -> bool {
+    if policy.namespace() != w.namespace() {
+        return false;
+    }
+    let name = policy.name_any();
+    let holds = w
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(&ledger_key(&name)));
+    holds
+        || (policy.spec.kinds.contains(&w.kind)
+            && Selector::try_from(LabelSelector::from(&policy.spec.selector))
+                .is_ok_and(|s| s.matches(w.labels())))
+}
+
 /// Kind/name of a workload.
 pub fn key(w: &Workload) -> String {
     format!("{}/{}", w.kind, w.name_any())
@@ -822,5 +842,23 @@ mod tests {
             "{ops}"
         );
         assert!(write.apply.is_none());
+    }
+
+    #[test]
+    fn a_workload_event_concerns_the_policies_that_select_it_or_hold_a_ledger_on_it() {
+        let p = policy("p", 100, "Enforce", false);
+        let web = settled("a");
+        assert!(concerns(&p, &web));
+        let other = deploy("b", json!({"app": "other"}), json!({}));
+        assert!(!concerns(&p, &other));
+        let mut held: Workload = (*other).clone();
+        held.metadata.annotations = Some([(ledger_key("p"), "{}".to_string())].into());
+        assert!(concerns(&p, &held), "it still holds slots there");
+        let mut elsewhere: Workload = (*web).clone();
+        elsewhere.metadata.namespace = Some("ns2".into());
+        assert!(!concerns(&p, &elsewhere));
+        let mut sts: Workload = (*web).clone();
+        sts.kind = crate::types::WorkloadKind::StatefulSet;
+        assert!(!concerns(&p, &sts), "not one of its kinds");
     }
 }

@@ -194,6 +194,17 @@ pub async fn run(
         "policy",
     );
     let controller = Controller::for_stream(policy_watch, store.clone());
+    let concerned = {
+        let store = store.clone();
+        move |w: Workload| {
+            store
+                .state()
+                .into_iter()
+                .filter(|p| decide::concerns(p, &w))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        }
+    };
     let neighbours = {
         let store = store.clone();
         move |ns: Option<String>, except: Option<String>| {
@@ -219,9 +230,7 @@ pub async fn run(
     ));
     let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
-        .watches_stream(workload_events, move |w: Workload| {
-            neighbours(w.namespace(), None)
-        })
+        .watches_stream(workload_events, concerned)
         .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| {
             neighbours2(p.namespace(), p.metadata.name.clone())
         })
