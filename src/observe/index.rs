@@ -28,10 +28,10 @@
 //! behind it). What cannot be recovered: a pod deleted and gone entirely
 //! while no operator ran leaves nothing to observe.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -51,6 +51,18 @@ pub const MAX_AFTER: usize = 256;
 /// A failure event that matches no unsettled instance yet (the pod watch can
 /// lag the event watch) waits this long for one.
 const UNCLAIMED_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// Most failure events waiting for their instance, in all: beyond that the
+/// oldest is dropped (and counted, see [`Index::take_dropped`]).
+pub const MAX_UNCLAIMED: usize = 1024;
+/// Most failure events waiting per namespace, so that one namespace's
+/// events (its editors may create core Events) cannot push out another's.
+pub const MAX_UNCLAIMED_PER_NAMESPACE: usize = 64;
+/// Longest event or waiting message kept: its first and last halves (the
+/// kubelet's exec failures end with the exit code and the hook's output).
+pub const MAX_MESSAGE: usize = 2048;
+/// Longest name kept from an event (namespace, pod, container, UIDs): the
+/// API's own limit is 253 bytes; anything longer matches nothing anyway.
+const MAX_NAME: usize = 253;
 /// Length of the container ID prefix kept in the status.
 const ID_LEN: usize = 16;
 
@@ -122,10 +134,13 @@ pub struct MarkerFinding {
     pub last_line_at: Option<Timestamp>,
 }
 
-/// A kubelet FailedPostStartHook / FailedPreStopHook event.
+/// A kubelet FailedPostStartHook / FailedPreStopHook event, every string in
+/// it bounded (see [`FailureEvent::from_event`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureEvent {
     pub uid: String,
+    /// The event's own namespace.
+    pub namespace: String,
     pub pod_uid: String,
     pub container: String,
     pub kind: HookKind,
@@ -133,6 +148,85 @@ pub struct FailureEvent {
     pub reason: String,
     pub message: String,
     pub time: Option<Timestamp>,
+}
+
+impl FailureEvent {
+    /// The failure an Event reports, if it is one: a hook failure reason on
+    /// a container of a pod. Every string is cut (at a character boundary)
+    /// as it arrives, so that what the index keeps is bounded whatever the
+    /// Event holds: core Events have no size limit of their own.
+    pub fn from_event(ev: &Event) -> Option<FailureEvent> {
+        let kind = match ev.reason.as_deref() {
+            Some("FailedPostStartHook") => HookKind::PostStart,
+            Some("FailedPreStopHook") => HookKind::PreStop,
+            _ => return None,
+        };
+        let obj = &ev.involved_object;
+        let (Some(pod_uid), Some(path)) = (obj.uid.as_deref(), obj.field_path.as_deref()) else {
+            return None;
+        };
+        // Sidecars (restartable init containers) run hooks too.
+        let container = ["spec.containers{", "spec.initContainers{"]
+            .iter()
+            .find_map(|p| path.strip_prefix(p))
+            .and_then(|s| s.strip_suffix('}'))?;
+        let name = |s: &str| cut(s, MAX_NAME).to_string();
+        Some(FailureEvent {
+            uid: name(ev.metadata.uid.as_deref().unwrap_or_default()),
+            namespace: name(ev.metadata.namespace.as_deref().unwrap_or_default()),
+            pod_uid: name(pod_uid),
+            container: name(container),
+            kind,
+            count: ev.count.unwrap_or(1).max(1),
+            reason: kind_reason(kind).to_string(),
+            message: cut_middle(ev.message.as_deref().unwrap_or_default(), MAX_MESSAGE),
+            time: ev
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| ev.event_time.as_ref().map(|t| t.0)),
+        })
+    }
+}
+
+fn kind_reason(kind: HookKind) -> &'static str {
+    match kind {
+        HookKind::PostStart => "FailedPostStartHook",
+        HookKind::PreStop => "FailedPreStopHook",
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let end = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= max)
+        .last()
+        .unwrap_or(0);
+    &s[..end]
+}
+
+/// `s` within about `max` bytes: its first and last halves around a note of
+/// how much was left out, each cut at a character boundary.
+pub(crate) fn cut_middle(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let half = max / 2;
+    let head = cut(s, half);
+    // The shortest suffix of at most `half` bytes starting on a boundary.
+    let start = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| s.len() - i <= half)
+        .unwrap_or(s.len());
+    let tail = &s[start..];
+    format!("{head} [... {} bytes ...] {tail}", start - head.len())
 }
 
 /// A failure event waiting for its instance to show up.
@@ -203,7 +297,8 @@ struct Instance {
     hooks: [Hook; 2],
     /// The latest waiting message (PostStartHookError carries the kubelet's detail).
     waiting_message: Option<Box<str>>,
-    /// The pod object is gone; forget the instance once its hooks are settled.
+    /// The pod object is gone, or a newer instance of the container replaced
+    /// this one: forget it once its hooks are settled.
     gone: bool,
 }
 
@@ -377,7 +472,10 @@ pub struct Index {
     tallies: HashMap<String, Tally>,
     /// Event uid → count already applied.
     events: HashMap<String, i32>,
-    unclaimed: Vec<Unclaimed>,
+    /// Oldest first.
+    unclaimed: VecDeque<Unclaimed>,
+    /// Unclaimed events dropped by the caps, not yet reported.
+    dropped: u64,
     dirty: BTreeSet<String>,
     counted: Vec<Counted>,
     names: Names,
@@ -498,6 +596,13 @@ impl Index {
                     for h in inst.hooks.iter_mut().filter_map(Hook::open_mut) {
                         h.obs.terminated.get_or_insert(term.clone());
                     }
+                    // A newer instance replaced it: no pod update will name
+                    // it again but as this last state, so forget it once its
+                    // hooks are settled (a crash-looping container holds
+                    // two instances, not one per restart).
+                    if cs.container_id.as_deref() != Some(id.as_str()) {
+                        inst.gone = true;
+                    }
                     touched.push(key);
                 }
             }
@@ -557,11 +662,47 @@ impl Index {
                 self.apply_failure(&key, &ev);
                 self.settle(&key, now);
             }
-            None => self.unclaimed.push(Unclaimed {
-                event: ev,
-                until: now + UNCLAIMED_FOR,
-            }),
+            None => self.wait_for_instance(ev, now),
         }
+    }
+
+    /// Keeps an event until its instance shows up, within the caps: the
+    /// oldest of its namespace goes when the namespace has its share, the
+    /// oldest of all when the index has.
+    fn wait_for_instance(&mut self, ev: FailureEvent, now: Timestamp) {
+        let mine = self
+            .unclaimed
+            .iter()
+            .filter(|u| u.event.namespace == ev.namespace)
+            .count();
+        if mine >= MAX_UNCLAIMED_PER_NAMESPACE
+            && let Some(pos) = self
+                .unclaimed
+                .iter()
+                .position(|u| u.event.namespace == ev.namespace)
+        {
+            self.unclaimed.remove(pos);
+            self.dropped += 1;
+        }
+        if self.unclaimed.len() >= MAX_UNCLAIMED {
+            self.unclaimed.pop_front();
+            self.dropped += 1;
+        }
+        self.unclaimed.push_back(Unclaimed {
+            event: ev,
+            until: now + UNCLAIMED_FOR,
+        });
+    }
+
+    /// Failure events dropped by the caps since the last call (for the
+    /// `lifecycle_operator_observer_dropped_total` metric).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Failure events waiting for their instance.
+    pub fn unclaimed(&self) -> usize {
+        self.unclaimed.len()
     }
 
     /// Applies what a log read found.
@@ -724,8 +865,9 @@ impl Index {
                 *ev.pod_uid == *key.pod_uid && *ev.container == *key.container && ev.kind == kind
             });
             let Some(pos) = pos else { continue };
-            if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key) {
-                let u = self.unclaimed.remove(pos);
+            if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key)
+                && let Some(u) = self.unclaimed.remove(pos)
+            {
                 self.apply_failure(key, &u.event);
             }
         }
@@ -992,7 +1134,7 @@ fn observe_container(
         inst.waiting_message = w
             .message
             .as_deref()
-            .map(Box::from)
+            .map(|m| cut_middle(m, MAX_MESSAGE).into())
             .or(inst.waiting_message.take());
     }
     let started = state

@@ -178,6 +178,7 @@ fn ended(rc: i32, started: &str, ended: &str) -> MarkerFinding {
 fn failure(uid: &str, pod_uid: &str, kind: HookKind, count: i32, at: &str) -> FailureEvent {
     FailureEvent {
         uid: uid.into(),
+        namespace: "web".into(),
         pod_uid: pod_uid.into(),
         container: "nginx".into(),
         kind,
@@ -829,4 +830,195 @@ fn each_workload_gets_its_successes_and_its_latest_failure() {
         next.index.workload_health(POLICY, Some(1))["Deployment/web"].post_start_ok,
         1
     );
+}
+
+// ---- Bounded memory, whatever arrives. ----
+
+/// A core Event as anyone allowed to create Events in `ns` could write it.
+fn core_event(ns: &str, uid: &str, pod_uid: &str, message: &str) -> Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("ev-{uid}"), "namespace": ns, "uid": uid},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": format!("web-{pod_uid}"), "uid": pod_uid,
+                           "fieldPath": "spec.containers{nginx}"},
+        "reason": "FailedPreStopHook", "type": "Warning", "message": message,
+        "source": {"component": "kubelet", "host": "node-1"},
+        "count": 1,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn cut_ends_on_a_character_boundary() {
+    assert_eq!(cut("", 0), "");
+    assert_eq!(cut("abc", 0), "");
+    assert_eq!(cut("abc", 2), "ab");
+    assert_eq!(cut("abc", 3), "abc");
+    assert_eq!(cut("abc", 99), "abc");
+    // é is two bytes, 😀 four: never half of one.
+    assert_eq!(cut("éé", 3), "é");
+    assert_eq!(cut("a😀", 4), "a");
+    assert_eq!(cut("a😀", 5), "a😀");
+    for max in 0..40 {
+        let s = "aé😀\u{10FFFF}ß\r\n\0x".repeat(2);
+        let c = cut(&s, max);
+        assert!(c.len() <= max && s.starts_with(c), "{max}");
+        let m = cut_middle(&s, max);
+        assert!(m.len() <= max + 32, "{max}: {m:?}");
+    }
+}
+
+#[test]
+fn cut_middle_keeps_both_ends() {
+    assert_eq!(cut_middle("short", 100), "short");
+    let s = format!(
+        "Exec lifecycle hook {} exited with 3: oops",
+        "x".repeat(10_000)
+    );
+    let m = cut_middle(&s, 64);
+    assert!(m.starts_with("Exec lifecycle hook xxx"), "{m}");
+    assert!(m.ends_with("exited with 3: oops"), "{m}");
+    assert!(m.len() <= 64 + 32, "{m}");
+    let total: usize = 10_000 + "Exec lifecycle hook  exited with 3: oops".len();
+    assert_eq!(s.len(), total);
+    let multi = "é".repeat(5000);
+    let m = cut_middle(&multi, 101);
+    assert!(m.len() <= 101 + 32);
+}
+
+#[test]
+fn an_event_is_bounded_on_arrival() {
+    let huge = "é".repeat(128 * 1024); // 256 KiB, two bytes a character
+    let ev = FailureEvent::from_event(&core_event("web", "ev1", "p1", &huge)).unwrap();
+    assert!(ev.message.len() <= MAX_MESSAGE + 32, "{}", ev.message.len());
+    assert!(ev.message.starts_with("éé") && ev.message.ends_with("éé"));
+    assert_eq!(
+        (ev.pod_uid.as_str(), ev.container.as_str()),
+        ("p1", "nginx")
+    );
+    assert_eq!(ev.reason, "FailedPreStopHook");
+    // Names longer than the API allows are cut too (they then match nothing).
+    let long = "u".repeat(100_000);
+    let ev = FailureEvent::from_event(&core_event(&long, &long, &long, "m")).unwrap();
+    assert!(ev.uid.len() <= 253 && ev.namespace.len() <= 253 && ev.pod_uid.len() <= 253);
+    // Not a hook failure on a container: nothing.
+    let mut other = core_event("web", "ev2", "p1", "m");
+    other.reason = Some("BackOff".into());
+    assert_eq!(FailureEvent::from_event(&other), None);
+    let mut no_container = core_event("web", "ev3", "p1", "m");
+    no_container.involved_object.field_path = Some("spec".into());
+    assert_eq!(FailureEvent::from_event(&no_container), None);
+}
+
+#[test]
+fn unclaimed_events_are_capped_per_namespace_and_in_all() {
+    let mut op = Operator::new();
+    op.index.policy(
+        &PolicyRecord {
+            key: POLICY,
+            uid: Some(UID),
+            generation: Some(1),
+            status: None,
+        },
+        t("00:00"),
+    );
+    // A real failure ahead of its pod, in web.
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:01"),
+        t("00:01"),
+    );
+    // 300 events naming pods that do not exist, from another namespace:
+    // they push out only their own namespace's oldest.
+    for i in 0..300 {
+        let mut ev = failure(
+            &format!("evil-{i}"),
+            &format!("nope-{i}"),
+            HookKind::PreStop,
+            1,
+            "00:02",
+        );
+        ev.namespace = "evil".into();
+        op.index.event(ev, t("00:02"));
+    }
+    assert_eq!(op.index.unclaimed(), 1 + MAX_UNCLAIMED_PER_NAMESPACE);
+    assert_eq!(
+        op.index.take_dropped(),
+        (300 - MAX_UNCLAIMED_PER_NAMESPACE) as u64
+    );
+    assert_eq!(op.index.take_dropped(), 0, "reported once");
+    // The real one still finds its instance.
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", "boom"), None),
+        Evidence::Events,
+        "00:03",
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+    // Many namespaces, each within its share: the total cap holds.
+    for n in 0..40 {
+        for i in 0..MAX_UNCLAIMED_PER_NAMESPACE {
+            let mut ev = failure(
+                &format!("ns{n}-{i}"),
+                &format!("x{n}-{i}"),
+                HookKind::PreStop,
+                1,
+                "00:04",
+            );
+            ev.namespace = format!("ns{n}");
+            op.index.event(ev, t("00:04"));
+        }
+    }
+    assert_eq!(op.index.unclaimed(), MAX_UNCLAIMED);
+    // And they expire.
+    op.index.event(
+        failure("late", "zz", HookKind::PreStop, 1, "00:04"),
+        t("02:10"),
+    );
+    assert_eq!(op.index.unclaimed(), 1);
+}
+
+#[test]
+fn a_crash_looping_container_holds_two_instances_not_one_per_restart() {
+    let mut op = Operator::new();
+    let crashed = |id: &str, prev: &str| {
+        let mut status = running(id, "00:01");
+        status["restartCount"] = json!(1);
+        status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
+            "containerID": format!("containerd://{prev}"),
+            "startedAt": "2025-01-01T12:00:00Z", "finishedAt": "2025-01-01T12:00:01Z"}});
+        pod("p1", status, None)
+    };
+    op.run("p1", "c0", "00:01", Evidence::Events, "00:01");
+    for i in 1..50 {
+        op.pod(
+            &crashed(&format!("c{i}"), &format!("c{}", i - 1)),
+            Evidence::Events,
+            "00:02",
+        );
+        assert!(
+            op.index.len() <= 2,
+            "restart {i}: {} instances",
+            op.index.len()
+        );
+    }
+    // Every instance's postStart counted once (implied), its preStop not triggered.
+    let s = op.write_status("00:03");
+    assert_eq!(post(&s).implied, 50);
+    assert_eq!(pre(&s).not_triggered, 49);
+}
+
+#[test]
+fn a_waiting_message_is_bounded() {
+    let mut op = Operator::new();
+    let msg = format!("head {} tail", "😀".repeat(100_000));
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", &msg), None),
+        Evidence::Events,
+        "00:02",
+    );
+    op.index.event(
+        failure("ev1", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    let s = op.write_status("00:03");
+    let m = &post(&s).last_failure.as_ref().unwrap().message;
+    assert!(m.len() <= MAX_MESSAGE + 32 && m.starts_with("head ") && m.ends_with(" tail"));
 }

@@ -4,13 +4,14 @@
 //! writes them on the status (coalesced to at most twice a second per policy).
 
 pub mod index;
+pub mod logread;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, LogParams};
@@ -21,15 +22,14 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::hook::HookKind;
-use crate::marker::{self, Evidence, Phase};
+use crate::marker::{self, Evidence};
 use crate::metrics::Metrics;
 use crate::plan::{self, contains};
 use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 pub use index::WorkloadHealth;
 use index::{
-    EndMarker, FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner,
-    PolicyRecord,
+    FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
 
 /// At most this many container logs read or followed at once: enough for a
@@ -42,6 +42,9 @@ const PRESTOP_LOG_BYTES: i64 = 1024 * 1024;
 /// How often dirty policies are handed to reconcile: a hook is on the status
 /// within about a second of running, at two status writes a second per busy policy.
 const FLUSH: Duration = Duration::from_millis(500);
+/// Events per page of the event list (at a restart, or when a watch must
+/// list again).
+const EVENT_PAGE: u32 = 10;
 /// A log follow never outlives this (the grace period is capped at an hour).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
 
@@ -99,11 +102,15 @@ impl Observer {
         )
         .backoff(crate::watches::backoff())
         .modify(trim_pod);
-        // Only the two reasons that matter, filtered by the API server.
+        // Only the two reasons that matter, filtered by the API server, in
+        // small pages: an Event's message has no size limit of its own, and
+        // a page is held whole while it is parsed (see README: Memory).
         let failed_hooks = |reason: &str| {
             watcher(
                 Api::<Event>::all(self.client.clone()),
-                watcher::Config::default().fields(&format!("type=Warning,reason={reason}")),
+                watcher::Config::default()
+                    .fields(&format!("type=Warning,reason={reason}"))
+                    .page_size(EVENT_PAGE),
             )
             .backoff(crate::watches::backoff())
             .touched_objects()
@@ -187,11 +194,18 @@ impl Observer {
             .iter()
             .map(|p| p.reference())
             .collect();
-        let (dirty, counted) = {
+        let (dirty, counted, dropped) = {
             let mut index = self.index.lock().unwrap();
             index.retain_policies(|k| live.contains(k));
-            (index.take_dirty(), index.take_counted())
+            (
+                index.take_dirty(),
+                index.take_counted(),
+                index.take_dropped(),
+            )
         };
+        if dropped > 0 {
+            self.metrics.count_dropped("failure_event", dropped);
+        }
         for c in counted {
             self.metrics
                 .count_hook_outcome(c.kind.field(), c.outcome, 1);
@@ -289,36 +303,8 @@ impl Observer {
     }
 
     fn on_event(&self, ev: &Event) {
-        let kind = match ev.reason.as_deref() {
-            Some("FailedPostStartHook") => HookKind::PostStart,
-            Some("FailedPreStopHook") => HookKind::PreStop,
-            _ => return,
-        };
-        let obj = &ev.involved_object;
-        let (Some(pod_uid), Some(path)) = (obj.uid.clone(), obj.field_path.as_deref()) else {
+        let Some(event) = FailureEvent::from_event(ev) else {
             return;
-        };
-        // Sidecars (restartable init containers) run hooks too.
-        let Some(container) = ["spec.containers{", "spec.initContainers{"]
-            .iter()
-            .find_map(|p| path.strip_prefix(p))
-            .and_then(|s| s.strip_suffix('}'))
-        else {
-            return;
-        };
-        let event = FailureEvent {
-            uid: ev.metadata.uid.clone().unwrap_or_default(),
-            pod_uid,
-            container: container.to_string(),
-            kind,
-            count: ev.count.unwrap_or(1).max(1),
-            reason: ev.reason.clone().unwrap_or_default(),
-            message: ev.message.clone().unwrap_or_default(),
-            time: ev
-                .last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| ev.event_time.as_ref().map(|t| t.0)),
         };
         self.index.lock().unwrap().event(event, Timestamp::now());
     }
@@ -353,7 +339,7 @@ impl Observer {
         kind: HookKind,
         follow_since: Option<i64>,
     ) -> MarkerFinding {
-        let mut found = MarkerFinding::default();
+        let found = MarkerFinding::default();
         let target = self.index.lock().unwrap().log_target(key, kind);
         let Some(LogTarget {
             namespace: ns,
@@ -383,34 +369,37 @@ impl Observer {
                 return found;
             }
         };
-        let mut lines = stream.lines();
-        let deadline = tokio::time::sleep(FOLLOW_LIMIT);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                line = lines.try_next() => match line {
-                    Ok(Some(l)) => {
-                        if let Some(at) = l.split_once(' ').and_then(|(ts, _)| ts.parse().ok()) {
-                            found.last_line_at = Some(at);
-                        }
-                        let Some(m) = marker::parse(&l) else { continue };
-                        if m.hook != kind || m.policy != policy {
-                            continue;
-                        }
-                        match m.phase {
-                            Phase::Started => found.started = Some(m.at),
-                            Phase::Ended { rc } => {
-                                found.ended = Some(EndMarker { rc, at: m.at });
-                                return found;
-                            }
-                        }
-                    }
-                    _ => return found,
-                },
-                _ = &mut deadline => return found,
-            }
+        let mut scan = logread::MarkerScan::new(kind, &policy);
+        let read = read_lines(stream, &mut scan);
+        if tokio::time::timeout(FOLLOW_LIMIT, read).await.is_err() {
+            debug!(%pod, "log follow reached its time limit");
+        }
+        if scan.overlong > 0 {
+            self.metrics.count_dropped("log_line", scan.overlong);
+        }
+        scan.finding()
+    }
+}
+
+/// Feeds a log stream through a bounded line buffer into `scan` until the
+/// stream ends, fails, or the scan has what it looks for.
+async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut logread::MarkerScan) {
+    let mut cutter = logread::LineCutter::new(logread::MAX_LINE);
+    let mut line = |l: &str, cut: bool| scan.line(l, cut);
+    let mut stream = Box::pin(stream);
+    loop {
+        let chunk = match stream.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let n = chunk.len();
+        let next = cutter.feed(chunk, &mut line);
+        stream.consume_unpin(n);
+        if next == logread::Next::Stop {
+            return;
         }
     }
+    cutter.finish(&mut line);
 }
 
 fn record<'a>(p: &'a LifecyclePolicy, key: &'a str) -> PolicyRecord<'a> {
