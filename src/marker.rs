@@ -6,12 +6,12 @@
 //! there was none: a non-shell exec, httpGet or sleep hook is verified by
 //! events only.
 //!
-//! The wrapped script, for `sh -c '<script>'`:
+//! The wrapped hook, for `[<shell>, -<flags>c, <script>, $0, $1, ...]` (`$0`
+//! and the arguments optional), is `[<shell>, -c, <outer>, $0, $1, ...]`:
 //!
 //! ```text
-//! printf 'lifecycle-operator: hook=%s policy=%s started\n' 'preStop' 'ns/name' 2>/dev/null >>/proc/1/fd/1 || :; __lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; <script line 1>
-//! <script lines 2..>
-//! )
+//! printf 'lifecycle-operator: hook=%s policy=%s started\n' 'preStop' 'ns/name' 2>/dev/null >>/proc/1/fd/1 || :
+//! <shell> -<flags>c '<script, single-quoted>' "$0" "$@"    ("$0" "$@" only when given)
 //! __lco_rc=$?
 //! printf 'lifecycle-operator: hook=%s policy=%s rc=%s\n' 'preStop' 'ns/name' "$__lco_rc" 2>/dev/null >>/proc/1/fd/1 || :
 //! exit "$__lco_rc"
@@ -22,13 +22,19 @@
 //!   the pair gives the hook's duration without needing `date` (or anything
 //!   but `printf`, a builtin of every POSIX shell and busybox) in the image.
 //!   A preStop cut short by its container's exit leaves the first line only.
-//! - The script runs in a subshell, so its own `exit` cannot skip the marker.
-//! - The subshell is a plain command, not part of `&&`/`||`: shells ignore
-//!   `set -e` inside anything on the left of `&&`, which would silently turn
-//!   off the user's `-e`. The outer shell instead turns `-e` off for itself and
-//!   the subshell turns it back on when the user's flags (`-ec`) had it.
-//! - The prefix shares the script's first line so the shell's own error
-//!   messages (`sh: 3: foo: not found`) keep the user's line numbers.
+//! - The script runs exactly as the user wrote it: the same shell, the same
+//!   flags, the same `$0` and arguments, as a process of its own started by
+//!   an outer shell that only writes the markers. So the shell parses it as
+//!   it would have (command by command: a syntax error late in the script
+//!   still runs the lines before it, an alias defined on one line works on
+//!   the next, an unterminated heredoc ends where it did), `$$` is the
+//!   script's own process (`trap ... TERM; kill -TERM $$` reaches the
+//!   script's trap), `-x` traces the script and not the wrapper, `-e` and
+//!   `-u` mean what they meant, its own `exit` cannot skip the end marker,
+//!   and its error messages keep their line numbers. The script is one
+//!   single-quoted word of the outer script, so nothing in it (quotes,
+//!   trailing backslashes, heredocs) can reach the wrapper. The cost is one
+//!   more shell process while the hook runs.
 //! - `>>` appends: the same on PID 1's pipe, and right if it is a file.
 //! - `2>/dev/null` comes before the redirection to PID 1's stdout so that an
 //!   unwritable target fails silently; `|| :` keeps that from changing the rc.
@@ -48,9 +54,6 @@ const TARGET: &str = "/proc/1/fd/1";
 
 /// Shells whose `-c` flag takes a script; the basename of command[0].
 const SHELLS: [&str; 7] = ["sh", "bash", "ash", "dash", "ksh", "mksh", "zsh"];
-
-/// Opens the subshell, on the script's first line (see module docs).
-const OPEN: &str = "__lco_e=$-; set +e; (case $__lco_e in *e*) set -e ;; esac; ";
 
 /// How a hook's running will be proven.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,12 +100,26 @@ fn wrap_to(handler: &Handler, hook: HookKind, policy: &str, target: &str) -> (Ha
     };
     let head = head(hook, policy, target);
     let trailer = trailer(hook, policy, target);
-    if script.starts_with(&head) && script.ends_with(&trailer) {
+    if exec.command[1] == "-c" && script.starts_with(&head) && script.ends_with(&trailer) {
         // Already wrapped for this hook and policy: again would log twice.
         return (handler.clone(), Evidence::Marker);
     }
     let mut command = exec.command.clone();
-    command[2] = format!("{head}{script}{trailer}");
+    // The user's shell and flags run the script; the outer shell needs no
+    // flag. `$0` and the arguments are handed on when there are any (a
+    // shell told its `$0` reports errors otherwise: busybox adds "line N").
+    let args = if exec.command.len() > 3 {
+        " \"$0\" \"$@\""
+    } else {
+        ""
+    };
+    command[2] = format!(
+        "{head}{} {} {}{args}{trailer}",
+        word(&exec.command[0]),
+        exec.command[1],
+        quote(script)
+    );
+    command[1] = "-c".to_string();
     let wrapped = Handler {
         exec: Some(ExecAction { command }),
         ..handler.clone()
@@ -127,20 +144,20 @@ fn is_script_flag(flag: &str) -> bool {
     })
 }
 
-/// Everything before the user's script: the start marker, then the subshell.
+/// The outer script before the user's: the start marker.
 fn head(hook: HookKind, policy: &str, target: &str) -> String {
     format!(
-        "printf '{PREFIX}hook=%s policy=%s started\\n' {} {} 2>/dev/null >>{} || :; {OPEN}",
+        "printf '{PREFIX}hook=%s policy=%s started\\n' {} {} 2>/dev/null >>{} || :\n",
         quote(hook.field()),
         quote(policy),
         word(target),
     )
 }
 
-/// Everything after the user's script: the end marker with the exit code.
+/// The outer script after the user's: the end marker with the exit code.
 fn trailer(hook: HookKind, policy: &str, target: &str) -> String {
     format!(
-        "\n)\n__lco_rc=$?\nprintf '{PREFIX}hook=%s policy=%s rc=%s\\n' {} {} \"$__lco_rc\" 2>/dev/null >>{} || :\nexit \"$__lco_rc\"",
+        "\n__lco_rc=$?\nprintf '{PREFIX}hook=%s policy=%s rc=%s\\n' {} {} \"$__lco_rc\" 2>/dev/null >>{} || :\nexit \"$__lco_rc\"",
         quote(hook.field()),
         quote(policy),
         word(target),
@@ -265,10 +282,13 @@ mod tests {
                 let got = command(&out);
                 assert_eq!(got.len(), cmd.len(), "{cmd:?}");
                 assert_eq!(got[0], cmd[0], "{cmd:?}: shell kept");
-                assert_eq!(got[1], cmd[1], "{cmd:?}: flags kept");
+                assert_eq!(got[1], "-c", "{cmd:?}: the outer shell takes no flags");
                 assert_eq!(got[3..], cmd[3..], "{cmd:?}: positional args kept");
+                let args = if cmd.len() > 3 { " \"$0\" \"$@\"" } else { "" };
                 let expected = format!(
-                    "printf 'lifecycle-operator: hook=%s policy=%s started\\n' '{h}' 'web/nginx-graceful' 2>/dev/null >>/proc/1/fd/1 || :; {OPEN}{}\n)\n__lco_rc=$?\nprintf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' '{h}' 'web/nginx-graceful' \"$__lco_rc\" 2>/dev/null >>/proc/1/fd/1 || :\nexit \"$__lco_rc\"",
+                    "printf 'lifecycle-operator: hook=%s policy=%s started\\n' '{h}' 'web/nginx-graceful' 2>/dev/null >>/proc/1/fd/1 || :\n{} {} '{}'{args}\n__lco_rc=$?\nprintf 'lifecycle-operator: hook=%s policy=%s rc=%s\\n' '{h}' 'web/nginx-graceful' \"$__lco_rc\" 2>/dev/null >>/proc/1/fd/1 || :\nexit \"$__lco_rc\"",
+                    cmd[0],
+                    cmd[1],
                     cmd[2],
                     h = hook.field()
                 );
@@ -519,31 +539,38 @@ mod tests {
         std::env::temp_dir().join(format!("lco-{tag}-{}-{n}", std::process::id()))
     }
 
-    /// Runs `command` (a hook's exec command) with `shell` in place of
-    /// command[0]; "busybox" means busybox's own `sh`.
-    fn run(shell: &str, command: &[String]) -> Output {
-        let mut c = Command::new(shell);
-        if shell == "busybox" {
-            c.arg("sh");
-        }
-        c.args(&command[1..])
+    /// Runs a hook's exec command as the kubelet would (through PATH).
+    fn run(command: &[String]) -> Output {
+        Command::new(&command[0])
+            .args(&command[1..])
             .env_remove("LCO_UNSET")
             .output()
             .unwrap_or_else(|e| {
-                panic!("{shell} runs ({e}); busybox: run tests/cluster/install-deps.sh")
+                panic!(
+                    "{} runs ({e}); busybox: run tests/cluster/install-deps.sh",
+                    command[0]
+                )
             })
     }
 
-    /// Runs the original and the wrapped command; both must behave the same,
-    /// and the wrapped one must write exactly one marker with the exit code.
-    fn check_same(shell: &str, cmd: &[&str], want_rc: i32) {
+    /// `cmd` with `shell` as its command[0].
+    fn with_shell(shell: &str, cmd: &[&str]) -> Handler {
+        let mut c: Vec<&str> = cmd.to_vec();
+        c[0] = shell;
+        exec(&c)
+    }
+
+    /// Runs the original and the wrapped command; both must behave the same
+    /// (exit code, stdout, stderr), and the wrapped one must write exactly
+    /// its two markers with the exit code. Returns the original's output.
+    fn check_same(shell: &str, cmd: &[&str], want_rc: i32) -> Output {
         let marker = temp_path("marker");
         let target = marker.to_str().unwrap();
-        let original = exec(cmd);
+        let original = with_shell(shell, cmd);
         let (wrapped, ev) = wrap_to(&original, HookKind::PreStop, POLICY, target);
         assert_eq!(ev, Evidence::Marker);
-        let before = run(shell, command(&original));
-        let after = run(shell, command(&wrapped));
+        let before = run(command(&original));
+        let after = run(command(&wrapped));
         let written = std::fs::read_to_string(&marker).unwrap_or_default();
         let _ = std::fs::remove_file(&marker);
 
@@ -576,11 +603,33 @@ mod tests {
             [Phase::Started, Phase::Ended { rc: want_rc }],
             "{ctx}"
         );
+        before
     }
 
-    /// dash (Debian's /bin/sh), bash, and busybox (Alpine's sh; installed by
-    /// tests/cluster/install-deps.sh, which `make test` runs first).
-    const SHELLS_HERE: [&str; 3] = ["/bin/sh", "bash", "busybox"];
+    /// dash (Debian's /bin/sh), bash, and busybox's sh (Alpine's /bin/sh: a
+    /// link named `sh` to busybox; busybox is installed by
+    /// tests/cluster/install-deps.sh, which `make test` runs first). Each is
+    /// command[0] of the hook, as in a container: the wrapper runs the
+    /// script with that same shell.
+    fn shells() -> [String; 3] {
+        static LINK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let busybox = LINK.get_or_init(|| {
+            let dir = temp_path("busybox");
+            std::fs::create_dir_all(&dir).unwrap();
+            let link = dir.join("sh");
+            let bin = ["/usr/bin/busybox", "/bin/busybox"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .expect("busybox is installed: run tests/cluster/install-deps.sh");
+            std::os::unix::fs::symlink(bin, &link).unwrap();
+            link.to_str().unwrap().to_string()
+        });
+        ["dash".into(), "bash".into(), busybox.clone()]
+    }
+
+    fn is_bash(shell: &str) -> bool {
+        shell == "bash"
+    }
 
     #[test]
     fn wrapped_scripts_behave_like_the_originals() {
@@ -636,28 +685,89 @@ mod tests {
             (&["sh", "-ec", "false || echo handled"], 0),
             (&["sh", "-c", "false\necho reached without -e"], 0),
             (&["sh", "-euc", "echo \"$LCO_UNSET\"\necho not reached"], 2),
+            (&["sh", "-c", "echo \"$-\""], 0),
+            (&["sh", "-ec", "echo \"$-\""], 0),
         ];
-        for shell in SHELLS_HERE {
+        for shell in shells() {
             for (cmd, rc) in cases {
                 // bash exits 1 on an unset variable, dash 2.
-                let rc = match (shell, cmd[2].contains("LCO_UNSET")) {
-                    ("bash", true) => 1,
+                let rc = match (is_bash(&shell), cmd[2].contains("LCO_UNSET")) {
+                    (true, true) => 1,
                     _ => *rc,
                 };
-                check_same(shell, cmd, rc);
+                check_same(&shell, cmd, rc);
             }
+        }
+    }
+
+    /// The cases a wrapper that parses the script as one subshell got wrong
+    /// (issue 25): each must behave exactly as the original, in every shell.
+    #[test]
+    fn the_script_is_parsed_and_run_as_the_shell_would() {
+        for shell in shells() {
+            let bash = is_bash(&shell);
+            // A syntax error late in the script: the lines before it run.
+            let out = check_same(&shell, &["sh", "-c", "echo one\nif then\necho never"], 2);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n", "{shell}");
+            // An unterminated heredoc ends at the end of the script.
+            let out = check_same(&shell, &["sh", "-c", "cat <<EOF\nhi\nEO"], 0);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).starts_with("hi\nEO"),
+                "{shell}"
+            );
+            // An alias defined on one line is used on the next (bash expands
+            // aliases only when interactive: 127 there, as without the wrapper).
+            let out = check_same(
+                &shell,
+                &["sh", "-c", "alias x=echo\nx hi"],
+                if bash { 127 } else { 0 },
+            );
+            if !bash {
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{shell}");
+            }
+            // The script's own $$: its TERM trap runs and it carries on.
+            let out = check_same(
+                &shell,
+                &[
+                    "sh",
+                    "-c",
+                    "trap 'echo trapped' TERM; kill -TERM $$; echo after",
+                ],
+                0,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "trapped\nafter\n",
+                "{shell}"
+            );
+            // -x traces the script only (stderr compared with the original's).
+            let out = check_same(&shell, &["sh", "-xc", "echo hi\nfalse"], 1);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("echo hi"),
+                "{shell}"
+            );
+            // Trailing backslashes: a line continuation, and a last one.
+            let out = check_same(&shell, &["sh", "-c", "echo a \\\nb \\"], 0);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "a b \\\n", "{shell}");
+            check_same(&shell, &["sh", "-c", "echo x\\"], 0);
+            check_same(&shell, &["sh", "-c", "echo x\\\\\\"], 0);
+            // The script's quotes cannot close the wrapper's.
+            check_same(&shell, &["sh", "-c", "echo \"it's\" 'say \"hi\"' '\\'"], 0);
+            // $0 without positional arguments is the shell, as invoked.
+            let out = check_same(&shell, &["sh", "-c", "echo \"$0 $#\""], 0);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{shell} 0\n"));
         }
     }
 
     #[test]
     fn set_e_in_flags_is_not_lost_or_added() {
         // Without -e the script goes on after a failure; with it, it stops.
-        for shell in SHELLS_HERE {
+        for shell in shells() {
             for (flag, want) in [("-c", "a\nb\n"), ("-ec", "a\n")] {
-                let cmd = exec(&["sh", flag, "echo a; false; echo b"]);
+                let cmd = exec(&[&shell, flag, "echo a; false; echo b"]);
                 let marker = temp_path("e");
                 let (w, _) = wrap_to(&cmd, HookKind::PostStart, POLICY, marker.to_str().unwrap());
-                let out = run(shell, command(&w));
+                let out = run(command(&w));
                 let _ = std::fs::remove_file(&marker);
                 assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{shell} {flag}");
             }
@@ -666,12 +776,12 @@ mod tests {
 
     #[test]
     fn an_unwritable_marker_target_changes_nothing() {
-        for shell in SHELLS_HERE {
+        for shell in shells() {
             for (script, rc) in [("echo hi", 0), ("exit 3", 3)] {
-                let cmd = exec(&["sh", "-ec", script]);
+                let cmd = exec(&[&shell, "-ec", script]);
                 let target = "/nonexistent-lco-dir/marker";
                 let (w, _) = wrap_to(&cmd, HookKind::PreStop, POLICY, target);
-                let out = run(shell, command(&w));
+                let out = run(command(&w));
                 assert_eq!(out.status.code(), Some(rc), "{shell} {script}");
                 assert!(out.stderr.is_empty(), "{shell}: {:?}", out.stderr);
             }
@@ -680,14 +790,14 @@ mod tests {
 
     #[test]
     fn a_hostile_policy_name_runs_nothing() {
-        for shell in SHELLS_HERE {
+        for shell in shells() {
             let pwned = temp_path("pwned");
             let p = pwned.to_str().unwrap();
             let policy = format!("ns/x'$(touch {p})'`touch {p}`';touch {p};'\\'\"");
             let marker = temp_path("marker");
-            let cmd = exec(&["sh", "-c", "echo hi"]);
+            let cmd = exec(&[&shell, "-c", "echo hi"]);
             let (w, _) = wrap_to(&cmd, HookKind::PreStop, &policy, marker.to_str().unwrap());
-            let out = run(shell, command(&w));
+            let out = run(command(&w));
             let written = std::fs::read_to_string(&marker).unwrap_or_default();
             let _ = std::fs::remove_file(&marker);
             assert_eq!(out.status.code(), Some(0), "{shell}");
