@@ -96,7 +96,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
     let other = ns
         .deployment("other", json!({"app": "other"}), 0, json!({}))
         .await;
-    ns.policy(
+    let policy = ns.policy(
         "graceful",
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("echo 'bye'; sleep 1"), "postStart": {"sleep": {"seconds": 1}}}),
     )
@@ -116,12 +116,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .any(|f| f == "lifecycle-operator.io/cleanup")
     );
 
-    let pre = rendered(
-        &ns.name,
-        "graceful",
-        HookKind::PreStop,
-        sh("echo 'bye'; sleep 1"),
-    );
+    let pre = rendered(&policy, HookKind::PreStop, sh("echo 'bye'; sleep 1"));
     assert_ne!(
         pre,
         sh("echo 'bye'; sleep 1"),
@@ -265,12 +260,12 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
         {"name": "side", "image": "busybox", "command": ["sleep", "3600"]},
     ]});
     let before = ns.deployment("web", json!({"app": "web"}), 0, pod).await;
-    ns.policy(
+    let policy = ns.policy(
         "p",
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("policy hook"), "onConflict": "Override", "terminationGracePeriodSeconds": 90}),
     )
     .await;
-    let ours = rendered(&ns.name, "p", HookKind::PreStop, sh("policy hook"));
+    let ours = rendered(&policy, HookKind::PreStop, sh("policy hook"));
     wait_deploy(&ns, "web", "override applied", |d| {
         hooks(d, "app")["preStop"] == ours && hooks(d, "side")["preStop"] == ours
     })

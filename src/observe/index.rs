@@ -82,6 +82,8 @@ pub struct Owner {
     pub container: String,
     pub kind: HookKind,
     pub evidence: Evidence,
+    /// The token of the hook's marker lines (see `marker::token`).
+    pub token: u64,
 }
 
 /// A policy as the index needs it to seed and reset its tallies.
@@ -113,6 +115,8 @@ pub struct LogTarget {
     pub pod: String,
     /// "namespace/name".
     pub policy: String,
+    /// The token its marker lines carry.
+    pub token: u64,
 }
 
 /// A hook's end marker line.
@@ -139,8 +143,10 @@ pub struct MarkerFinding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureEvent {
     pub uid: String,
-    /// The event's own namespace.
+    /// The event's namespace, which is its pod's.
     pub namespace: String,
+    /// The pod it names, by name and UID: both must match.
+    pub pod: String,
     pub pod_uid: String,
     pub container: String,
     pub kind: HookKind,
@@ -151,18 +157,37 @@ pub struct FailureEvent {
 }
 
 impl FailureEvent {
-    /// The failure an Event reports, if it is one: a hook failure reason on
-    /// a container of a pod. Every string is cut (at a character boundary)
-    /// as it arrives, so that what the index keeps is bounded whatever the
-    /// Event holds: core Events have no size limit of their own.
+    /// The failure an Event reports, if it is one: a hook failure reason,
+    /// from the kubelet, on a container of a Pod in the Event's own
+    /// namespace. The index then applies it only to the pod of that
+    /// namespace, name and UID. Every string is cut (at a character
+    /// boundary) as it arrives, so that what the index keeps is bounded
+    /// whatever the Event holds: core Events have no size limit of their own.
+    ///
+    /// Anyone allowed to create Events in a namespace can write one that
+    /// says all this (the kubelet's name is only a field): what it cannot do
+    /// is reach another namespace's pods. See README: what the proof is.
     pub fn from_event(ev: &Event) -> Option<FailureEvent> {
         let kind = match ev.reason.as_deref() {
             Some("FailedPostStartHook") => HookKind::PostStart,
             Some("FailedPreStopHook") => HookKind::PreStop,
             _ => return None,
         };
+        let kubelet = ev.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
+            || ev.reporting_component.as_deref() == Some("kubelet");
         let obj = &ev.involved_object;
-        let (Some(pod_uid), Some(path)) = (obj.uid.as_deref(), obj.field_path.as_deref()) else {
+        let namespace = ev.metadata.namespace.as_deref()?;
+        if !kubelet
+            || obj.kind.as_deref() != Some("Pod")
+            || obj.namespace.as_deref() != Some(namespace)
+        {
+            return None;
+        }
+        let (Some(pod), Some(pod_uid), Some(path)) = (
+            obj.name.as_deref(),
+            obj.uid.as_deref(),
+            obj.field_path.as_deref(),
+        ) else {
             return None;
         };
         // Sidecars (restartable init containers) run hooks too.
@@ -173,7 +198,8 @@ impl FailureEvent {
         let name = |s: &str| cut(s, MAX_NAME).to_string();
         Some(FailureEvent {
             uid: name(ev.metadata.uid.as_deref().unwrap_or_default()),
-            namespace: name(ev.metadata.namespace.as_deref().unwrap_or_default()),
+            namespace: name(namespace),
+            pod: name(pod),
             pod_uid: name(pod_uid),
             container: name(container),
             kind,
@@ -250,6 +276,8 @@ pub struct Counted {
 struct HookState {
     policy: Arc<str>,
     evidence: Evidence,
+    /// The token of its marker lines.
+    token: u64,
     obs: Observation,
     marker_ended_at: Option<Timestamp>,
     failure_time: Option<Timestamp>,
@@ -657,7 +685,7 @@ impl Index {
         }
         self.events.insert(ev.uid.clone(), ev.count);
         self.unclaimed.retain(|u| u.until > now);
-        match self.unsettled(&ev.pod_uid, &ev.container, ev.kind) {
+        match self.unsettled(&ev) {
             Some(key) => {
                 self.apply_failure(&key, &ev);
                 self.settle(&key, now);
@@ -739,6 +767,7 @@ impl Index {
             namespace: inst.namespace.to_string(),
             pod: inst.pod.to_string(),
             policy: h.policy.to_string(),
+            token: h.token,
         })
     }
 
@@ -826,14 +855,12 @@ impl Index {
         self.instances.is_empty()
     }
 
-    fn unsettled(&self, pod_uid: &str, container: &str, kind: HookKind) -> Option<InstanceKey> {
+    /// The instance a failure event is about: of the pod it names (namespace,
+    /// name and UID), its container, with that hook still open.
+    fn unsettled(&self, ev: &FailureEvent) -> Option<InstanceKey> {
         self.instances
             .iter()
-            .filter(|(k, i)| {
-                &*k.pod_uid == pod_uid
-                    && &*k.container == container
-                    && i.hooks[idx(kind)].open().is_some()
-            })
+            .filter(|(k, i)| names(ev, k, i) && i.hooks[idx(ev.kind)].open().is_some())
             // The newest: the one the kubelet is working on.
             .max_by_key(|(_, i)| (i.started_at, i.first_seen))
             .map(|(k, _)| k.clone())
@@ -859,13 +886,19 @@ impl Index {
 
     fn claim_unclaimed(&mut self, key: &InstanceKey, now: Timestamp) {
         self.unclaimed.retain(|u| u.until > now);
+        if self.unclaimed.is_empty() {
+            return;
+        }
         for kind in HookKind::ALL {
+            let Some(inst) = self.instances.get(key) else {
+                return;
+            };
             let pos = self.unclaimed.iter().position(|u| {
                 let ev = &u.event;
-                *ev.pod_uid == *key.pod_uid && *ev.container == *key.container && ev.kind == kind
+                ev.kind == kind && names(ev, key, inst)
             });
             let Some(pos) = pos else { continue };
-            if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key)
+            if self.unsettled(&self.unclaimed[pos].event).as_ref() == Some(key)
                 && let Some(u) = self.unclaimed.remove(pos)
             {
                 self.apply_failure(key, &u.event);
@@ -1067,6 +1100,15 @@ impl Index {
     }
 }
 
+/// Whether a failure event names this instance's pod and container: a UID
+/// alone could be copied from another namespace's pod.
+fn names(ev: &FailureEvent, key: &InstanceKey, inst: &Instance) -> bool {
+    *ev.pod_uid == *key.pod_uid
+        && *ev.container == *key.container
+        && *ev.namespace == *inst.namespace
+        && *ev.pod == *inst.pod
+}
+
 /// What `count` needs about the instance being counted.
 struct Counting {
     workload: Option<Arc<str>>,
@@ -1126,6 +1168,7 @@ fn observe_container(
                 h.policy = names.get(&o.policy);
             }
             h.evidence = o.evidence;
+            h.token = o.token;
             h.obs.evidence = o.evidence;
         }
     }

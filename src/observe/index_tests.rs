@@ -53,6 +53,7 @@ fn owners(evidence: Evidence) -> Vec<Owner> {
             container: "nginx".into(),
             kind,
             evidence,
+            token: 0x5eed,
         })
         .collect()
 }
@@ -179,6 +180,7 @@ fn failure(uid: &str, pod_uid: &str, kind: HookKind, count: i32, at: &str) -> Fa
     FailureEvent {
         uid: uid.into(),
         namespace: "web".into(),
+        pod: format!("web-{pod_uid}"),
         pod_uid: pod_uid.into(),
         container: "nginx".into(),
         kind,
@@ -1021,4 +1023,105 @@ fn a_waiting_message_is_bounded() {
     let s = op.write_status("00:03");
     let m = &post(&s).last_failure.as_ref().unwrap().message;
     assert!(m.len() <= MAX_MESSAGE + 32 && m.starts_with("head ") && m.ends_with(" tail"));
+}
+
+// ---- Proof that events from elsewhere cannot fake. ----
+
+#[test]
+fn only_the_kubelets_events_on_a_pod_of_their_own_namespace_are_failures() {
+    let good = core_event("web", "ev1", "p1", "m");
+    let ev = FailureEvent::from_event(&good).unwrap();
+    assert_eq!(
+        (ev.namespace.as_str(), ev.pod.as_str(), ev.pod_uid.as_str()),
+        ("web", "web-p1", "p1")
+    );
+    // The newer events API's reporting controller names the kubelet too.
+    let mut reporting = good.clone();
+    reporting.source = None;
+    reporting.reporting_component = Some("kubelet".into());
+    assert!(FailureEvent::from_event(&reporting).is_some());
+    let mut cases: Vec<(&str, Event)> = Vec::new();
+    let mut e = good.clone();
+    e.source = None;
+    cases.push(("no source", e));
+    let mut e = good.clone();
+    e.source.as_mut().unwrap().component = Some("my-app".into());
+    cases.push(("another source", e));
+    let mut e = good.clone();
+    e.involved_object.kind = Some("Deployment".into());
+    cases.push(("not a pod", e));
+    let mut e = good.clone();
+    e.involved_object.kind = None;
+    cases.push(("no kind", e));
+    let mut e = good.clone();
+    e.involved_object.namespace = Some("other".into());
+    cases.push(("a pod of another namespace", e));
+    let mut e = good.clone();
+    e.involved_object.name = None;
+    cases.push(("no pod name", e));
+    let mut e = good.clone();
+    e.metadata.namespace = None;
+    cases.push(("no namespace", e));
+    for (what, e) in cases {
+        assert_eq!(FailureEvent::from_event(&e), None, "{what}");
+    }
+}
+
+#[test]
+fn a_failure_event_must_name_the_pods_namespace_name_and_uid() {
+    let waiting = || pod("p1", waiting_after_failure("aaa", "boom"), None);
+    let mut op = Operator::new();
+    op.pod(&waiting(), Evidence::Events, "00:02");
+    // Forged: the right UID, from another namespace (where its author may
+    // create Events), or naming another pod or container.
+    let mut other_ns = failure("f1", "p1", HookKind::PostStart, 1, "00:02");
+    other_ns.namespace = "evil".into();
+    let mut other_pod = failure("f2", "p1", HookKind::PostStart, 1, "00:02");
+    other_pod.pod = "web-p2".into();
+    let mut other_container = failure("f3", "p1", HookKind::PostStart, 1, "00:02");
+    other_container.container = "sidecar".into();
+    for ev in [other_ns, other_pod, other_container] {
+        op.index.event(ev, t("00:02"));
+    }
+    assert_eq!(post(&op.write_status("00:03")).summary, "0/0");
+    // The container then runs: its postStart is implied, nothing failed.
+    op.run("p1", "aaa", "00:04", Evidence::Events, "00:04");
+    let s = op.write_status("00:05");
+    assert_eq!(
+        (post(&s).implied, post(&s).failed),
+        (1, 0),
+        "{:?}",
+        post(&s)
+    );
+    // Waiting forgeries never reach a later instance either.
+    op.run("p1", "bbb", "00:06", Evidence::Events, "00:06");
+    let s = op.write_status("00:07");
+    assert_eq!((post(&s).implied, post(&s).failed), (2, 0));
+    // The real one does count.
+    let mut op = Operator::new();
+    op.pod(&waiting(), Evidence::Events, "00:02");
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+}
+
+#[test]
+fn a_log_read_looks_for_the_token_of_the_hook_on_the_pod() {
+    let mut op = Operator::new();
+    op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
+    let target = op
+        .index
+        .log_target(&key("p1", "aaa"), HookKind::PostStart)
+        .unwrap();
+    assert_eq!(
+        target,
+        LogTarget {
+            namespace: "web".into(),
+            pod: "web-p1".into(),
+            policy: POLICY.into(),
+            token: 0x5eed,
+        }
+    );
 }

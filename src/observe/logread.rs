@@ -8,6 +8,8 @@
 //! whole; bytes that are not UTF-8 are decoded lossily, so the markers after
 //! them are still found.
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::hook::HookKind;
 use crate::marker::{self, Phase};
 
@@ -86,21 +88,32 @@ impl LineCutter {
     }
 }
 
+/// Start lines remembered while looking for their end line: a hook runs
+/// once per container instance, twice when the kubelet delivers it again.
+const RUNS: usize = 8;
+
 /// Looks for one hook's marker lines of one policy in a log, line by line.
+/// A line counts only with the hook's token, and an end line only after
+/// the start line of the same run (see `marker`).
 #[derive(Debug)]
 pub struct MarkerScan {
     kind: HookKind,
     policy: String,
+    token: u64,
+    /// Start lines seen: (run, log timestamp), the latest last.
+    runs: Vec<(u32, Option<Timestamp>)>,
     found: MarkerFinding,
     /// Lines longer than [`MAX_LINE`] seen (never markers).
     pub overlong: u64,
 }
 
 impl MarkerScan {
-    pub fn new(kind: HookKind, policy: &str) -> Self {
+    pub fn new(kind: HookKind, policy: &str, token: u64) -> Self {
         MarkerScan {
             kind,
             policy: policy.to_string(),
+            token,
+            runs: Vec::new(),
             found: MarkerFinding::default(),
             overlong: 0,
         }
@@ -119,15 +132,23 @@ impl MarkerScan {
         let Some(m) = marker::parse(line) else {
             return Next::More;
         };
-        if m.hook != self.kind || m.policy != self.policy {
+        if m.hook != self.kind || m.policy != self.policy || m.token != self.token {
             return Next::More;
         }
         match m.phase {
             Phase::Started => {
+                if self.runs.len() == RUNS {
+                    self.runs.remove(0);
+                }
+                self.runs.push((m.run, m.at));
                 self.found.started = Some(m.at);
                 Next::More
             }
             Phase::Ended { rc } => {
+                let Some(&(_, started)) = self.runs.iter().rev().find(|(r, _)| *r == m.run) else {
+                    return Next::More; // No start line of this run: not proof.
+                };
+                self.found.started = Some(started);
                 self.found.ended = Some(EndMarker { rc, at: m.at });
                 Next::Stop
             }
@@ -142,7 +163,6 @@ impl MarkerScan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::jiff::Timestamp;
 
     /// Feeds `chunks` and returns the lines seen, with their cut flag, and
     /// the most bytes held at any point.
@@ -234,8 +254,12 @@ mod tests {
         assert_eq!(seen, ["a", "b"]);
     }
 
+    const TOKEN: u64 = 0x0123_4567_89ab_cdef;
+    /// A marker line's text after `policy=`'s value.
+    const T: &str = "token=0123456789abcdef";
+
     fn scan(kind: HookKind, policy: &str, log: &[u8]) -> (MarkerFinding, u64) {
-        let mut s = MarkerScan::new(kind, policy);
+        let mut s = MarkerScan::new(kind, policy, TOKEN);
         let mut c = LineCutter::new(MAX_LINE);
         if c.feed(log, &mut |l: &str, cut| s.line(l, cut)) == Next::More {
             c.finish(&mut |l: &str, cut| s.line(l, cut));
@@ -250,14 +274,16 @@ mod tests {
         let mut log = Vec::new();
         log.extend_from_slice(b"2024-05-01T12:00:00Z \xff\xfe not utf-8\n");
         log.extend_from_slice(
-            b"2024-05-01T12:00:01Z lifecycle-operator: hook=preStop policy=web/p started\n",
+            b"2024-05-01T12:00:01Z lifecycle-operator: hook=preStop policy=web/p token=0123456789abcdef run=7 started\n",
         );
         log.extend_from_slice(b"2024-05-01T12:00:02Z ");
         log.extend(std::iter::repeat_n(b'y', 3 * MAX_LINE));
         // An over-long line that ends like a marker is not one.
-        log.extend_from_slice(b" lifecycle-operator: hook=preStop policy=web/p rc=9\n");
         log.extend_from_slice(
-            b"2024-05-01T12:00:03Z lifecycle-operator: hook=preStop policy=web/p rc=0\n",
+            b" lifecycle-operator: hook=preStop policy=web/p token=0123456789abcdef run=7 rc=9\n",
+        );
+        log.extend_from_slice(
+            b"2024-05-01T12:00:03Z lifecycle-operator: hook=preStop policy=web/p token=0123456789abcdef run=7 rc=0\n",
         );
         log.extend_from_slice(b"2024-05-01T12:00:04Z never read\n");
         let (f, overlong) = scan(HookKind::PreStop, "web/p", &log);
@@ -275,14 +301,72 @@ mod tests {
 
     #[test]
     fn other_hooks_and_policies_are_ignored() {
-        let log = b"2024-05-01T12:00:01Z lifecycle-operator: hook=postStart policy=web/p rc=0\n\
-2024-05-01T12:00:02Z lifecycle-operator: hook=preStop policy=web/q rc=0\n\
-2024-05-01T12:00:03Z lifecycle-operator: hook=preStop policy=web/p started";
+        let log = b"2024-05-01T12:00:01Z lifecycle-operator: hook=postStart policy=web/p token=0123456789abcdef run=7 rc=0\n\
+2024-05-01T12:00:02Z lifecycle-operator: hook=preStop policy=web/q token=0123456789abcdef run=7 rc=0\n\
+2024-05-01T12:00:03Z lifecycle-operator: hook=preStop policy=web/p token=0123456789abcdef run=7 started";
         let (f, _) = scan(HookKind::PreStop, "web/p", log);
         assert_eq!(f.ended, None);
         assert!(
             f.started.is_some(),
             "the last line, without a line feed, counts"
         );
+    }
+
+    fn line(ts: &str, rest: &str) -> String {
+        format!("2024-05-01T12:00:{ts}Z lifecycle-operator: hook=preStop policy=web/p {rest}\n")
+    }
+
+    #[test]
+    fn lines_without_the_token_or_their_start_are_ignored() {
+        let ts = |s: &str| {
+            format!("2024-05-01T12:00:{s}Z")
+                .parse::<Timestamp>()
+                .unwrap()
+        };
+        // What an application could print: the visible text of a marker with
+        // another token, none, or an end line of a run that never started.
+        let forged = [
+            line("01", "token=ffffffffffffffff run=7 started"),
+            line("02", "token=ffffffffffffffff run=7 rc=0"),
+            line("03", "started"),
+            line("04", "rc=0"),
+            line("05", &format!("{T} run=99 rc=0")),
+        ]
+        .concat();
+        let (f, _) = scan(HookKind::PreStop, "web/p", forged.as_bytes());
+        assert_eq!((f.started, f.ended), (None, None), "nothing counts");
+        // The real run, with a forged end line of the same token but another
+        // run in between: the real pair wins, with its own timestamps.
+        let log = [
+            line("10", &format!("{T} run=7 started")),
+            line("11", &format!("{T} run=8 rc=0")),
+            line("12", &format!("{T} run=7 rc=3")),
+        ]
+        .concat();
+        let (f, _) = scan(HookKind::PreStop, "web/p", log.as_bytes());
+        assert_eq!(f.started, Some(Some(ts("10"))));
+        assert_eq!(
+            f.ended,
+            Some(EndMarker {
+                rc: 3,
+                at: Some(ts("12"))
+            })
+        );
+        // Two runs that overlap: each end pairs with its own start.
+        let log = [
+            line("20", &format!("{T} run=7 started")),
+            line("21", &format!("{T} run=9 started")),
+            line("23", &format!("{T} run=7 rc=0")),
+        ]
+        .concat();
+        let (f, _) = scan(HookKind::PreStop, "web/p", log.as_bytes());
+        assert_eq!(f.started, Some(Some(ts("20"))));
+        // The start lines remembered are bounded.
+        let mut log: String = (0..1000)
+            .map(|i| line("30", &format!("{T} run={i} started")))
+            .collect();
+        log.push_str(&line("31", &format!("{T} run=0 rc=0")));
+        let (f, _) = scan(HookKind::PreStop, "web/p", log.as_bytes());
+        assert_eq!(f.ended, None, "run 0 was forgotten, not kept without bound");
     }
 }

@@ -54,10 +54,15 @@ const EVENTS_ONLY_DURATION: &str = "not measured: this hook is verified by kubel
 /// A policy's hooks as they stand on pod templates, with the evidence each
 /// can give; cached per policy generation, since every pod event needs them.
 struct Watched {
+    /// The rendering depends on the UID too (the markers' token): a policy
+    /// created again under the same name starts at generation 1 again.
+    uid: Option<String>,
     generation: Option<i64>,
     spec: LifecyclePolicySpec,
     /// [postStart, preStop].
     evidence: [Evidence; 2],
+    /// The tokens of their marker lines, [postStart, preStop].
+    tokens: [u64; 2],
 }
 
 pub struct Observer {
@@ -271,6 +276,7 @@ impl Observer {
                         container,
                         kind,
                         evidence: w.evidence[kind as usize],
+                        token: w.tokens[kind as usize],
                     });
                 }
             }
@@ -282,21 +288,30 @@ impl Observer {
         let mut cache = self.watched.lock().unwrap();
         if let Some(w) = cache.get(key)
             && w.generation == p.metadata.generation
+            && w.uid == p.metadata.uid
         {
             return w.clone();
         }
+        let uid = p.metadata.uid.as_deref();
         let evidence = [
             (HookKind::PostStart, &p.spec.post_start),
             (HookKind::PreStop, &p.spec.pre_stop),
         ]
         .map(|(kind, h)| match (p.spec.verification, h) {
-            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key).1,
+            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key, uid).1,
             _ => Evidence::Events,
         });
+        let tokens = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| h.as_ref().map_or(0, |h| marker::token(uid, kind, h)));
         let w = Arc::new(Watched {
+            uid: p.metadata.uid.clone(),
             generation: p.metadata.generation,
             spec: p.rendered(),
             evidence,
+            tokens,
         });
         cache.insert(key.to_string(), w.clone());
         w
@@ -345,6 +360,7 @@ impl Observer {
             namespace: ns,
             pod,
             policy,
+            token,
         }) = target
         else {
             return found;
@@ -369,7 +385,7 @@ impl Observer {
                 return found;
             }
         };
-        let mut scan = logread::MarkerScan::new(kind, &policy);
+        let mut scan = logread::MarkerScan::new(kind, &policy, token);
         let read = read_lines(stream, &mut scan);
         if tokio::time::timeout(FOLLOW_LIMIT, read).await.is_err() {
             debug!(%pod, "log follow reached its time limit");
