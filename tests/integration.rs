@@ -527,6 +527,16 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
             "exactly one of exec, httpGet or sleep",
         ),
         (
+            "httpGet.host (the kubelet would call it from the node's network)",
+            json!({"selector": sel, "preStop": {"httpGet": {"port": 80, "host": "169.254.169.254", "path": "/latest/meta-data/"}}}),
+            "httpGet.host is not allowed: the kubelet sends a hook's request from the node's network",
+        ),
+        (
+            "an empty httpGet.host",
+            json!({"selector": sel, "postStart": {"httpGet": {"port": 80, "host": ""}}}),
+            "httpGet.host is not allowed",
+        ),
+        (
             "empty command",
             json!({"selector": sel, "preStop": {"exec": {"command": []}}}),
             "spec.preStop.exec.command: Invalid value",
