@@ -63,6 +63,9 @@ pub const MAX_MESSAGE: usize = 2048;
 /// Longest name kept from an event (namespace, pod, container, UIDs): the
 /// API's own limit is 253 bytes; anything longer matches nothing anyway.
 const MAX_NAME: usize = 253;
+/// How long after its grace period a preStop follow may still read: the
+/// kubelet's kill and the last log lines reaching the API.
+pub const FOLLOW_MARGIN: SignedDuration = SignedDuration::from_secs(30);
 /// Length of the container ID prefix kept in the status.
 const ID_LEN: usize = 16;
 
@@ -101,10 +104,14 @@ pub struct PolicyRecord<'a> {
 pub enum LogRequest {
     /// Read the start of a running container's log (postStart).
     Read(InstanceKey),
-    /// Follow a stopping container's log from `since_seconds` ago (preStop).
+    /// Follow a stopping container's log from `since_seconds` ago (preStop),
+    /// until the container has stopped, at the latest `until`: the pod's
+    /// deletion plus its grace period plus [`FOLLOW_MARGIN`], when the
+    /// kubelet has killed whatever was still running.
     Follow {
         key: InstanceKey,
         since_seconds: i64,
+        until: Timestamp,
     },
 }
 
@@ -1266,9 +1273,15 @@ fn log_requests(
     {
         h.reading = true;
         let since = (now.duration_since(d.requested_at).as_secs() + 5).max(5);
+        let until = d
+            .requested_at
+            .checked_add(SignedDuration::from_secs(d.grace_seconds.max(0)))
+            .and_then(|t| t.checked_add(FOLLOW_MARGIN))
+            .unwrap_or(now + FOLLOW_MARGIN);
         out.push(LogRequest::Follow {
             key: key.clone(),
             since_seconds: since,
+            until,
         });
     }
     out

@@ -347,7 +347,9 @@ fn a_pre_stop_marker_pair_counts_ran_and_flags_a_hook_near_the_grace_period() {
         logs,
         vec![LogRequest::Follow {
             key: key("p1", "aaa"),
-            since_seconds: 5
+            since_seconds: 5,
+            // Deleted at 00:10 with 30 s of grace, plus the margin.
+            until: t("01:10"),
         }]
     );
     // 25 s of a 30 s grace period.

@@ -5,6 +5,7 @@
 
 pub mod index;
 pub mod logread;
+pub mod pool;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,6 @@ use kube::api::{Api, LogParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::hook::HookKind;
@@ -32,9 +32,18 @@ use index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
 
-/// At most this many container logs read or followed at once: enough for a
-/// few hundred pods stopping together, each a long-lived streaming request.
-const LOG_STREAMS: usize = 256;
+/// At most this many terminating containers' logs followed at once: enough
+/// for a few hundred pods stopping together, each a long-lived streaming
+/// request; one namespace holds at most `PRESTOP_PER_NAMESPACE` of them, so
+/// the rest is always there for the others (see `pool`).
+const PRESTOP_STREAMS: usize = 256;
+const PRESTOP_PER_NAMESPACE: usize = 192;
+/// postStart reads (the start of a running container's log: short) have a
+/// pool of their own: no number of long preStops delays a canary's proof.
+const POSTSTART_STREAMS: usize = 64;
+const POSTSTART_PER_NAMESPACE: usize = 48;
+/// A postStart read, waiting for its turn included, ends within this.
+const POSTSTART_READ_LIMIT: Duration = Duration::from_secs(60);
 /// Bytes read from the start of a log to find postStart markers.
 const POSTSTART_LOG_BYTES: i64 = 64 * 1024;
 /// Bytes read from a terminating container's log to find preStop markers.
@@ -45,7 +54,8 @@ const FLUSH: Duration = Duration::from_millis(500);
 /// Events per page of the event list (at a restart, or when a watch must
 /// list again).
 const EVENT_PAGE: u32 = 10;
-/// A log follow never outlives this (the grace period is capped at an hour).
+/// No log follow outlives this, whatever its deadline says (the grace
+/// period is capped at an hour).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
 
 /// What the status says when a hook's duration cannot be measured.
@@ -71,7 +81,8 @@ pub struct Observer {
     watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
-    logs: Arc<Semaphore>,
+    post_start_logs: Arc<pool::FairPool>,
+    pre_stop_logs: Arc<pool::FairPool>,
 }
 
 impl Observer {
@@ -86,7 +97,8 @@ impl Observer {
             watched: Mutex::default(),
             metrics,
             index: Mutex::default(),
-            logs: Arc::new(Semaphore::new(LOG_STREAMS)),
+            post_start_logs: pool::FairPool::new(POSTSTART_STREAMS, POSTSTART_PER_NAMESPACE),
+            pre_stop_logs: pool::FairPool::new(PRESTOP_STREAMS, PRESTOP_PER_NAMESPACE),
         })
     }
 
@@ -324,19 +336,46 @@ impl Observer {
         self.index.lock().unwrap().event(event, Timestamp::now());
     }
 
+    /// Reads or follows one log for markers, in its pool's turn, and ends by
+    /// its deadline whatever happens (waiting for the turn included).
     fn spawn_log(self: &Arc<Self>, job: LogRequest) {
         let me = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = me.logs.clone().acquire_owned().await else {
-                return;
-            };
-            let (key, kind, since) = match job {
-                LogRequest::Read(key) => (key, HookKind::PostStart, None),
-                LogRequest::Follow { key, since_seconds } => {
-                    (key, HookKind::PreStop, Some(since_seconds))
+            let (key, kind, since, limit) = match job {
+                LogRequest::Read(key) => (key, HookKind::PostStart, None, POSTSTART_READ_LIMIT),
+                LogRequest::Follow {
+                    key,
+                    since_seconds,
+                    until,
+                } => {
+                    let left = Timestamp::now().duration_until(until);
+                    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                    (
+                        key,
+                        HookKind::PreStop,
+                        Some(since_seconds),
+                        left.min(FOLLOW_LIMIT),
+                    )
                 }
             };
-            let found = me.read_markers(&key, kind, since).await;
+            let deadline = tokio::time::Instant::now() + limit;
+            let target = me.index.lock().unwrap().log_target(&key, kind);
+            let found = match target {
+                Some(target) => {
+                    let pool = match kind {
+                        HookKind::PostStart => &me.post_start_logs,
+                        HookKind::PreStop => &me.pre_stop_logs,
+                    };
+                    match tokio::time::timeout_at(deadline, pool.acquire(&target.namespace)).await {
+                        Ok(_permit) => me.read_markers(&key, kind, target, since, deadline).await,
+                        Err(_) => {
+                            debug!(pod = %target.pod, "no log stream free before the deadline");
+                            MarkerFinding::default()
+                        }
+                    }
+                }
+                None => MarkerFinding::default(),
+            };
             me.index
                 .lock()
                 .unwrap()
@@ -346,25 +385,24 @@ impl Observer {
 
     /// Scans a container's log for this hook's marker lines: the start of the
     /// log (postStart), or a follow from `since` seconds ago until the
-    /// container stops (preStop). Bounded in bytes and time; errors only
-    /// mean "not found".
+    /// container stops (preStop). Bounded in bytes, and in time by
+    /// `deadline` (what was found by then is kept); errors only mean "not
+    /// found".
     async fn read_markers(
         &self,
         key: &InstanceKey,
         kind: HookKind,
+        target: LogTarget,
         follow_since: Option<i64>,
+        deadline: tokio::time::Instant,
     ) -> MarkerFinding {
         let found = MarkerFinding::default();
-        let target = self.index.lock().unwrap().log_target(key, kind);
-        let Some(LogTarget {
+        let LogTarget {
             namespace: ns,
             pod,
             policy,
             token,
-        }) = target
-        else {
-            return found;
-        };
+        } = target;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let params = LogParams {
             container: Some(key.container.to_string()),
@@ -378,17 +416,18 @@ impl Observer {
             }),
             ..Default::default()
         };
-        let stream = match api.log_stream(&pod, &params).await {
-            Ok(s) => s,
-            Err(e) => {
+        let stream = match tokio::time::timeout_at(deadline, api.log_stream(&pod, &params)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 debug!(%pod, error = %e, "log not readable");
                 return found;
             }
+            Err(_) => return found,
         };
         let mut scan = logread::MarkerScan::new(kind, &policy, token);
         let read = read_lines(stream, &mut scan);
-        if tokio::time::timeout(FOLLOW_LIMIT, read).await.is_err() {
-            debug!(%pod, "log follow reached its time limit");
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            debug!(%pod, "log read reached its deadline");
         }
         if scan.overlong > 0 {
             self.metrics.count_dropped("log_line", scan.overlong);
