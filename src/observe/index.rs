@@ -262,6 +262,30 @@ pub(crate) fn cut_middle(s: &str, max: usize) -> String {
     format!("{head} [... {} bytes ...] {tail}", start - head.len())
 }
 
+/// Most failure events remembered as applied, per namespace and in all:
+/// beyond that the namespace's oldest is forgotten (events expire within
+/// the hour, so only recent ones matter), and one namespace's Events can
+/// only push out its own.
+pub const MAX_SEEN_PER_NAMESPACE: usize = 1000;
+pub const MAX_SEEN: usize = 10_000;
+
+/// A namespace's applied failure events: uid → count, oldest first.
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<String, i32>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    fn forget_oldest(&mut self) -> bool {
+        let Some(uid) = self.order.pop_front() else {
+            return false;
+        };
+        self.counts.remove(&uid);
+        true
+    }
+}
+
 /// A failure event waiting for its instance to show up.
 #[derive(Clone, Debug)]
 struct Unclaimed {
@@ -505,8 +529,10 @@ pub fn workload_of(pod: &Pod) -> Option<String> {
 pub struct Index {
     instances: HashMap<InstanceKey, Instance>,
     tallies: HashMap<String, Tally>,
-    /// Event uid → count already applied.
-    events: HashMap<String, i32>,
+    /// The failure events already applied, per namespace.
+    events: HashMap<String, Seen>,
+    /// Entries in `events`, all namespaces.
+    events_seen: usize,
     /// Oldest first.
     unclaimed: VecDeque<Unclaimed>,
     /// Unclaimed events dropped by the caps, not yet reported.
@@ -682,15 +708,9 @@ impl Index {
     /// instance failed. An event older than the watermark concerns an
     /// instance already counted (events outlive operator restarts).
     pub fn event(&mut self, ev: FailureEvent, now: Timestamp) {
-        let seen = self.events.get(&ev.uid).copied().unwrap_or(0);
-        if ev.count <= seen {
+        if !self.remember(&ev) {
             return;
         }
-        // Events expire within the hour; the map only needs recent ones.
-        if self.events.len() > 10_000 {
-            self.events.clear();
-        }
-        self.events.insert(ev.uid.clone(), ev.count);
         self.unclaimed.retain(|u| u.until > now);
         match self.unsettled(&ev) {
             Some(key) => {
@@ -699,6 +719,39 @@ impl Index {
             }
             None => self.wait_for_instance(ev, now),
         }
+    }
+
+    /// Records an event as applied, within the caps; false when this count
+    /// of it was applied already (a re-list, an operator restart).
+    fn remember(&mut self, ev: &FailureEvent) -> bool {
+        let seen = self.events.entry(ev.namespace.clone()).or_default();
+        match seen.counts.get_mut(&ev.uid) {
+            Some(c) if ev.count <= *c => return false,
+            Some(c) => {
+                *c = ev.count;
+                return true;
+            }
+            None => {}
+        }
+        seen.counts.insert(ev.uid.clone(), ev.count);
+        seen.order.push_back(ev.uid.clone());
+        self.events_seen += 1;
+        if seen.order.len() > MAX_SEEN_PER_NAMESPACE && seen.forget_oldest() {
+            self.events_seen -= 1;
+        }
+        if self.events_seen > MAX_SEEN
+            && let Some(biggest) = self.events.values_mut().max_by_key(|s| s.order.len())
+            && biggest.forget_oldest()
+        {
+            self.events_seen -= 1;
+        }
+        self.events.retain(|_, s| !s.order.is_empty());
+        true
+    }
+
+    /// Failure events remembered as applied (see `remember`).
+    pub fn events_seen(&self) -> usize {
+        self.events_seen
     }
 
     /// Keeps an event until its instance shows up, within the caps: the

@@ -1127,3 +1127,60 @@ fn a_log_read_looks_for_the_token_of_the_hook_on_the_pod() {
         }
     );
 }
+
+#[test]
+fn applied_events_are_remembered_within_caps_that_one_namespace_cannot_exhaust() {
+    let mut op = Operator::new();
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", "boom"), None),
+        Evidence::Events,
+        "00:02",
+    );
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+    // Another namespace floods the memory of applied events, past the total
+    // (which used to forget every namespace's at once).
+    for i in 0..MAX_SEEN + 2000 {
+        let mut ev = failure(&format!("evil-{i}"), "nope", HookKind::PreStop, 1, "00:04");
+        ev.namespace = "evil".into();
+        op.index.event(ev, t("00:04"));
+    }
+    assert_eq!(op.index.events_seen(), 1 + MAX_SEEN_PER_NAMESPACE);
+    // The container restarts; the real event, listed again while the new
+    // instance's postStart is still open, is still known as applied: it
+    // does not fail the new instance.
+    op.pod(
+        &pod("p1", waiting_after_failure("bbb", "starting"), None),
+        Evidence::Events,
+        "00:20",
+    );
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:21"),
+    );
+    op.run("p1", "bbb", "00:21", Evidence::Events, "00:21");
+    let s = op.write_status("00:22");
+    assert_eq!(
+        (post(&s).failed, post(&s).implied),
+        (1, 1),
+        "{:?}",
+        post(&s)
+    );
+    // Many namespaces: the total holds.
+    for n in 0..20 {
+        for i in 0..MAX_SEEN_PER_NAMESPACE {
+            let mut ev = failure(&format!("e{n}-{i}"), "nope", HookKind::PreStop, 1, "00:30");
+            ev.namespace = format!("ns{n}");
+            op.index.event(ev, t("00:30"));
+        }
+    }
+    assert!(op.index.events_seen() <= MAX_SEEN);
+    // A count that grew is applied again (the kubelet aggregates repeats).
+    let mut again = failure("real", "p1", HookKind::PostStart, 2, "00:40");
+    again.time = Some(t("00:40"));
+    assert!(op.index.remember(&again));
+    assert!(!op.index.remember(&again));
+}
