@@ -59,7 +59,9 @@ pub const MAX_UNCLAIMED: usize = 1024;
 pub const MAX_UNCLAIMED_PER_NAMESPACE: usize = 64;
 /// Longest event or waiting message kept: its first and last halves (the
 /// kubelet's exec failures end with the exit code and the hook's output).
-pub const MAX_MESSAGE: usize = 2048;
+/// Room for the kubelet's usual message, which quotes the marker-wrapped
+/// command twice, whole: whoever shows it can still find the wrapper in it.
+pub const MAX_MESSAGE: usize = 8192;
 /// Longest name kept from an event (namespace, pod, container, UIDs): the
 /// API's own limit is 253 bytes; anything longer matches nothing anyway.
 const MAX_NAME: usize = 253;
