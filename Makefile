@@ -33,6 +33,7 @@ test-operator:
 
 test-e2e:
 	bash tests/e2e.sh
+	bash tests/admission.sh
 
 ## chaos: shutdowns, kills, control-plane restarts and two operators on the local cluster
 chaos: cluster-up

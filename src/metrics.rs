@@ -25,6 +25,11 @@ pub struct HookKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     pub method: String,
 }
@@ -49,6 +54,8 @@ pub struct Metrics {
     pub hook_outcomes: Family<HookLabels, Counter>,
     /// How long hooks ran, from their marker lines (marker evidence only).
     pub hook_duration: Family<HookKindLabels, Histogram, fn() -> Histogram>,
+    /// What the observer let go to stay within its memory bounds.
+    pub observer_dropped: Family<DroppedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +72,12 @@ impl Default for Metrics {
             Family::<HookKindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram,
             );
+        let observer_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "observer_dropped",
+            "What the hook observer dropped to stay within its memory bounds: failure_event (a kubelet failure event that matched no pod yet, the oldest beyond the caps), log_line (a container log line longer than a marker can be)",
+            observer_dropped.clone(),
+        );
         registry.register(
             "hook_duration_seconds",
             "How long postStart/preStop hooks ran, measured from their marker lines",
@@ -115,6 +128,7 @@ impl Default for Metrics {
             leader,
             hook_outcomes,
             hook_duration,
+            observer_dropped,
         }
     }
 }
@@ -156,6 +170,14 @@ impl Metrics {
             .observe(seconds);
     }
 
+    pub fn count_dropped(&self, what: &str, n: u64) {
+        self.observer_dropped
+            .get_or_create(&DroppedLabels {
+                what: what.to_string(),
+            })
+            .inc_by(n);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -179,6 +201,21 @@ mod tests {
             "lifecycle_operator_hook_duration_seconds_count{hook=\"preStop\"} 2",
             "lifecycle_operator_hook_duration_seconds_bucket{le=\"0.5\",hook=\"preStop\"} 1",
             "lifecycle_operator_hook_duration_seconds_sum{hook=\"postStart\"} 1.001",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn drops_are_counted_by_what() {
+        let m = Metrics::default();
+        m.count_dropped("failure_event", 3);
+        m.count_dropped("failure_event", 2);
+        m.count_dropped("log_line", 1);
+        let text = m.render();
+        for line in [
+            "lifecycle_operator_observer_dropped_total{what=\"failure_event\"} 5",
+            "lifecycle_operator_observer_dropped_total{what=\"log_line\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

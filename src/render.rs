@@ -8,18 +8,19 @@ use crate::marker;
 use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Verification};
 
 /// The spec with its hooks rendered. `policy` is "namespace/name", the name
-/// the marker carries.
-pub fn render(spec: &LifecyclePolicySpec, policy: &str) -> LifecyclePolicySpec {
+/// the marker carries; `uid` the policy's UID, from which the markers' token
+/// is derived (see `marker::token`).
+pub fn render(spec: &LifecyclePolicySpec, policy: &str, uid: Option<&str>) -> LifecyclePolicySpec {
     let mut out = spec.clone();
     if spec.verification == Verification::Markers {
         out.post_start = spec
             .post_start
             .as_ref()
-            .map(|h| marker::wrap(h, HookKind::PostStart, policy).0);
+            .map(|h| marker::wrap(h, HookKind::PostStart, policy, uid).0);
         out.pre_stop = spec
             .pre_stop
             .as_ref()
-            .map(|h| marker::wrap(h, HookKind::PreStop, policy).0);
+            .map(|h| marker::wrap(h, HookKind::PreStop, policy, uid).0);
     }
     out
 }
@@ -27,7 +28,7 @@ pub fn render(spec: &LifecyclePolicySpec, policy: &str) -> LifecyclePolicySpec {
 impl LifecyclePolicy {
     /// The spec with its hooks as they go on pod templates (see [`render`]).
     pub fn rendered(&self) -> LifecyclePolicySpec {
-        render(&self.spec, &self.reference())
+        render(&self.spec, &self.reference(), self.metadata.uid.as_deref())
     }
 }
 

@@ -294,8 +294,9 @@ pub struct ExecAction {
     pub command: Vec<String>,
 }
 
-/// HTTP GET request sent by the kubelet.
+/// HTTP GET request sent by the kubelet, to the pod's IP.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.host)").message("httpGet.host is not allowed: the kubelet sends a hook's request from the node's network, so a host would reach what the node reaches (cloud metadata endpoints, node-local services) instead of the pod; leave it unset and the request goes to the pod's IP (the baseline Pod Security Standard forbids it too, since Kubernetes 1.34)"))]
 #[serde(rename_all = "camelCase")]
 pub struct HttpGetAction {
     /// Path to request, e.g. /shutdown.
@@ -305,7 +306,11 @@ pub struct HttpGetAction {
     /// Port number (1-65535) or name of the container port.
     #[x_kube(validation = Rule::new("type(self) == string ? self.size() > 0 : (int(self) >= 1 && int(self) <= 65535)").message("httpGet.port must be 1-65535 or a port name"))]
     pub port: IntOrString,
-    /// Host to connect to; default: the pod IP.
+    /// Not allowed: the request always goes to the pod's IP. The kubelet
+    /// sends it from the node's network, so another host would let a policy
+    /// reach what the node reaches (cloud metadata endpoints, node-local
+    /// services). Kept in the schema so that setting it is rejected with
+    /// this reason rather than silently pruned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// HTTP or HTTPS; default HTTP.

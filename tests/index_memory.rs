@@ -57,6 +57,7 @@ fn a_running_hooked_pod_costs_the_index_under_a_kibibyte() {
             container: "nginx".into(),
             kind,
             evidence: Evidence::Events,
+            token: 0,
         })
         .collect();
     let now: Timestamp = "2025-01-01T12:00:05Z".parse().unwrap();

@@ -96,7 +96,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
     let other = ns
         .deployment("other", json!({"app": "other"}), 0, json!({}))
         .await;
-    ns.policy(
+    let policy = ns.policy(
         "graceful",
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("echo 'bye'; sleep 1"), "postStart": {"sleep": {"seconds": 1}}}),
     )
@@ -116,12 +116,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .any(|f| f == "lifecycle-operator.io/cleanup")
     );
 
-    let pre = rendered(
-        &ns.name,
-        "graceful",
-        HookKind::PreStop,
-        sh("echo 'bye'; sleep 1"),
-    );
+    let pre = rendered(&policy, HookKind::PreStop, sh("echo 'bye'; sleep 1"));
     assert_ne!(
         pre,
         sh("echo 'bye'; sleep 1"),
@@ -265,12 +260,12 @@ async fn deleting_a_policy_restores_overridden_hooks_and_drops_the_finalizer() {
         {"name": "side", "image": "busybox", "command": ["sleep", "3600"]},
     ]});
     let before = ns.deployment("web", json!({"app": "web"}), 0, pod).await;
-    ns.policy(
+    let policy = ns.policy(
         "p",
         json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": sh("policy hook"), "onConflict": "Override", "terminationGracePeriodSeconds": 90}),
     )
     .await;
-    let ours = rendered(&ns.name, "p", HookKind::PreStop, sh("policy hook"));
+    let ours = rendered(&policy, HookKind::PreStop, sh("policy hook"));
     wait_deploy(&ns, "web", "override applied", |d| {
         hooks(d, "app")["preStop"] == ours && hooks(d, "side")["preStop"] == ours
     })
@@ -530,6 +525,16 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
             "tcpSocket",
             json!({"selector": sel, "preStop": {"tcpSocket": {"port": 80}}}),
             "exactly one of exec, httpGet or sleep",
+        ),
+        (
+            "httpGet.host (the kubelet would call it from the node's network)",
+            json!({"selector": sel, "preStop": {"httpGet": {"port": 80, "host": "169.254.169.254", "path": "/latest/meta-data/"}}}),
+            "httpGet.host is not allowed: the kubelet sends a hook's request from the node's network",
+        ),
+        (
+            "an empty httpGet.host",
+            json!({"selector": sel, "postStart": {"httpGet": {"port": 80, "host": ""}}}),
+            "httpGet.host is not allowed",
         ),
         (
             "empty command",

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the operator as a process against the test cluster, then the cluster
 # test suites against it. Expects `make cluster-up` to have run.
+# With arguments, runs only the suites named (e.g. `tenants hooks`), each
+# against the one operator process; `restarts` starts operators of its own.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT" || exit 1
@@ -56,12 +58,32 @@ done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "operator never became ready" >&2; exit 1; }
 
 export LCO_METRICS_URL="http://127.0.0.1:$port/metrics"
-cargo test --features cluster-tests --test integration -- --test-threads=4
-cargo test --features cluster-tests --test hooks -- --test-threads=3 --nocapture
-cargo test --features cluster-tests --test idle_writes -- --nocapture
-cargo test --features cluster-tests --test workloads -- --test-threads=2 --nocapture
-cargo test --features cluster-tests --test rollout -- --test-threads=2 --nocapture
-cargo test --features cluster-tests --test hardening -- --test-threads=7 --nocapture
+LCO_OPERATOR_PID=$(cat "$out/operator.pid")
+export LCO_OPERATOR_PID
+
+# The suites to run: every one, or those named on the command line.
+SUITES=("$@")
+wanted() {
+  ((${#SUITES[@]} == 0)) && return 0
+  local s
+  for s in "${SUITES[@]}"; do [[ $s == "$1" ]] && return 0; done
+  return 1
+}
+suite() {
+  local name=$1
+  shift
+  if wanted "$name"; then
+    cargo test --features cluster-tests --test "$name" -- "$@"
+  fi
+}
+suite integration --test-threads=4
+suite hooks --test-threads=3 --nocapture
+suite idle_writes --nocapture
+suite workloads --test-threads=2 --nocapture
+suite rollout --test-threads=2 --nocapture
+suite hardening --test-threads=7 --nocapture
+# Last with this operator: it measures the operator's RSS, alone.
+suite tenants --nocapture
 
 # The operator must have survived everything, without panics or permission errors.
 kill -0 "$(cat "$out/operator.pid")" || { echo "operator died during the tests" >&2; exit 1; }
@@ -69,6 +91,8 @@ if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
   echo "operator logged errors (see $out/operator.log)" >&2
   exit 1
 fi
+
+wanted restarts || exit 0
 
 # The restart tests kill and start operators of their own: none other may run.
 kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true

@@ -28,10 +28,10 @@
 //! behind it). What cannot be recovered: a pod deleted and gone entirely
 //! while no operator ran leaves nothing to observe.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -51,6 +51,23 @@ pub const MAX_AFTER: usize = 256;
 /// A failure event that matches no unsettled instance yet (the pod watch can
 /// lag the event watch) waits this long for one.
 const UNCLAIMED_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// Most failure events waiting for their instance, in all: beyond that the
+/// oldest is dropped (and counted, see [`Index::take_dropped`]).
+pub const MAX_UNCLAIMED: usize = 1024;
+/// Most failure events waiting per namespace, so that one namespace's
+/// events (its editors may create core Events) cannot push out another's.
+pub const MAX_UNCLAIMED_PER_NAMESPACE: usize = 64;
+/// Longest event or waiting message kept: its first and last halves (the
+/// kubelet's exec failures end with the exit code and the hook's output).
+/// Room for the kubelet's usual message, which quotes the marker-wrapped
+/// command twice, whole: whoever shows it can still find the wrapper in it.
+pub const MAX_MESSAGE: usize = 8192;
+/// Longest name kept from an event (namespace, pod, container, UIDs): the
+/// API's own limit is 253 bytes; anything longer matches nothing anyway.
+const MAX_NAME: usize = 253;
+/// How long after its grace period a preStop follow may still read: the
+/// kubelet's kill and the last log lines reaching the API.
+pub const FOLLOW_MARGIN: SignedDuration = SignedDuration::from_secs(30);
 /// Length of the container ID prefix kept in the status.
 const ID_LEN: usize = 16;
 
@@ -70,6 +87,8 @@ pub struct Owner {
     pub container: String,
     pub kind: HookKind,
     pub evidence: Evidence,
+    /// The token of the hook's marker lines (see `marker::token`).
+    pub token: u64,
 }
 
 /// A policy as the index needs it to seed and reset its tallies.
@@ -87,10 +106,14 @@ pub struct PolicyRecord<'a> {
 pub enum LogRequest {
     /// Read the start of a running container's log (postStart).
     Read(InstanceKey),
-    /// Follow a stopping container's log from `since_seconds` ago (preStop).
+    /// Follow a stopping container's log from `since_seconds` ago (preStop),
+    /// until the container has stopped, at the latest `until`: the pod's
+    /// deletion plus its grace period plus [`FOLLOW_MARGIN`], when the
+    /// kubelet has killed whatever was still running.
     Follow {
         key: InstanceKey,
         since_seconds: i64,
+        until: Timestamp,
     },
 }
 
@@ -101,6 +124,8 @@ pub struct LogTarget {
     pub pod: String,
     /// "namespace/name".
     pub policy: String,
+    /// The token its marker lines carry.
+    pub token: u64,
 }
 
 /// A hook's end marker line.
@@ -122,10 +147,15 @@ pub struct MarkerFinding {
     pub last_line_at: Option<Timestamp>,
 }
 
-/// A kubelet FailedPostStartHook / FailedPreStopHook event.
+/// A kubelet FailedPostStartHook / FailedPreStopHook event, every string in
+/// it bounded (see [`FailureEvent::from_event`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailureEvent {
     pub uid: String,
+    /// The event's namespace, which is its pod's.
+    pub namespace: String,
+    /// The pod it names, by name and UID: both must match.
+    pub pod: String,
     pub pod_uid: String,
     pub container: String,
     pub kind: HookKind,
@@ -133,6 +163,129 @@ pub struct FailureEvent {
     pub reason: String,
     pub message: String,
     pub time: Option<Timestamp>,
+}
+
+impl FailureEvent {
+    /// The failure an Event reports, if it is one: a hook failure reason,
+    /// from the kubelet, on a container of a Pod in the Event's own
+    /// namespace. The index then applies it only to the pod of that
+    /// namespace, name and UID. Every string is cut (at a character
+    /// boundary) as it arrives, so that what the index keeps is bounded
+    /// whatever the Event holds: core Events have no size limit of their own.
+    ///
+    /// Anyone allowed to create Events in a namespace can write one that
+    /// says all this (the kubelet's name is only a field): what it cannot do
+    /// is reach another namespace's pods. See README: what the proof is.
+    pub fn from_event(ev: &Event) -> Option<FailureEvent> {
+        let kind = match ev.reason.as_deref() {
+            Some("FailedPostStartHook") => HookKind::PostStart,
+            Some("FailedPreStopHook") => HookKind::PreStop,
+            _ => return None,
+        };
+        let kubelet = ev.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
+            || ev.reporting_component.as_deref() == Some("kubelet");
+        let obj = &ev.involved_object;
+        let namespace = ev.metadata.namespace.as_deref()?;
+        if !kubelet
+            || obj.kind.as_deref() != Some("Pod")
+            || obj.namespace.as_deref() != Some(namespace)
+        {
+            return None;
+        }
+        let (Some(pod), Some(pod_uid), Some(path)) = (
+            obj.name.as_deref(),
+            obj.uid.as_deref(),
+            obj.field_path.as_deref(),
+        ) else {
+            return None;
+        };
+        // Sidecars (restartable init containers) run hooks too.
+        let container = ["spec.containers{", "spec.initContainers{"]
+            .iter()
+            .find_map(|p| path.strip_prefix(p))
+            .and_then(|s| s.strip_suffix('}'))?;
+        let name = |s: &str| cut(s, MAX_NAME).to_string();
+        Some(FailureEvent {
+            uid: name(ev.metadata.uid.as_deref().unwrap_or_default()),
+            namespace: name(namespace),
+            pod: name(pod),
+            pod_uid: name(pod_uid),
+            container: name(container),
+            kind,
+            count: ev.count.unwrap_or(1).max(1),
+            reason: kind_reason(kind).to_string(),
+            message: cut_middle(ev.message.as_deref().unwrap_or_default(), MAX_MESSAGE),
+            time: ev
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| ev.event_time.as_ref().map(|t| t.0)),
+        })
+    }
+}
+
+fn kind_reason(kind: HookKind) -> &'static str {
+    match kind {
+        HookKind::PostStart => "FailedPostStartHook",
+        HookKind::PreStop => "FailedPreStopHook",
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let end = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= max)
+        .last()
+        .unwrap_or(0);
+    &s[..end]
+}
+
+/// `s` within about `max` bytes: its first and last halves around a note of
+/// how much was left out, each cut at a character boundary.
+pub(crate) fn cut_middle(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let half = max / 2;
+    let head = cut(s, half);
+    // The shortest suffix of at most `half` bytes starting on a boundary.
+    let start = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| s.len() - i <= half)
+        .unwrap_or(s.len());
+    let tail = &s[start..];
+    format!("{head} [... {} bytes ...] {tail}", start - head.len())
+}
+
+/// Most failure events remembered as applied, per namespace and in all:
+/// beyond that the namespace's oldest is forgotten (events expire within
+/// the hour, so only recent ones matter), and one namespace's Events can
+/// only push out its own.
+pub const MAX_SEEN_PER_NAMESPACE: usize = 1000;
+pub const MAX_SEEN: usize = 10_000;
+
+/// A namespace's applied failure events: uid → count, oldest first.
+#[derive(Default)]
+struct Seen {
+    counts: HashMap<String, i32>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    fn forget_oldest(&mut self) -> bool {
+        let Some(uid) = self.order.pop_front() else {
+            return false;
+        };
+        self.counts.remove(&uid);
+        true
+    }
 }
 
 /// A failure event waiting for its instance to show up.
@@ -156,6 +309,8 @@ pub struct Counted {
 struct HookState {
     policy: Arc<str>,
     evidence: Evidence,
+    /// The token of its marker lines.
+    token: u64,
     obs: Observation,
     marker_ended_at: Option<Timestamp>,
     failure_time: Option<Timestamp>,
@@ -203,7 +358,8 @@ struct Instance {
     hooks: [Hook; 2],
     /// The latest waiting message (PostStartHookError carries the kubelet's detail).
     waiting_message: Option<Box<str>>,
-    /// The pod object is gone; forget the instance once its hooks are settled.
+    /// The pod object is gone, or a newer instance of the container replaced
+    /// this one: forget it once its hooks are settled.
     gone: bool,
 }
 
@@ -375,9 +531,14 @@ pub fn workload_of(pod: &Pod) -> Option<String> {
 pub struct Index {
     instances: HashMap<InstanceKey, Instance>,
     tallies: HashMap<String, Tally>,
-    /// Event uid → count already applied.
-    events: HashMap<String, i32>,
-    unclaimed: Vec<Unclaimed>,
+    /// The failure events already applied, per namespace.
+    events: HashMap<String, Seen>,
+    /// Entries in `events`, all namespaces.
+    events_seen: usize,
+    /// Oldest first.
+    unclaimed: VecDeque<Unclaimed>,
+    /// Unclaimed events dropped by the caps, not yet reported.
+    dropped: u64,
     dirty: BTreeSet<String>,
     counted: Vec<Counted>,
     names: Names,
@@ -498,6 +659,13 @@ impl Index {
                     for h in inst.hooks.iter_mut().filter_map(Hook::open_mut) {
                         h.obs.terminated.get_or_insert(term.clone());
                     }
+                    // A newer instance replaced it: no pod update will name
+                    // it again but as this last state, so forget it once its
+                    // hooks are settled (a crash-looping container holds
+                    // two instances, not one per restart).
+                    if cs.container_id.as_deref() != Some(id.as_str()) {
+                        inst.gone = true;
+                    }
                     touched.push(key);
                 }
             }
@@ -542,26 +710,89 @@ impl Index {
     /// instance failed. An event older than the watermark concerns an
     /// instance already counted (events outlive operator restarts).
     pub fn event(&mut self, ev: FailureEvent, now: Timestamp) {
-        let seen = self.events.get(&ev.uid).copied().unwrap_or(0);
-        if ev.count <= seen {
+        if !self.remember(&ev) {
             return;
         }
-        // Events expire within the hour; the map only needs recent ones.
-        if self.events.len() > 10_000 {
-            self.events.clear();
-        }
-        self.events.insert(ev.uid.clone(), ev.count);
         self.unclaimed.retain(|u| u.until > now);
-        match self.unsettled(&ev.pod_uid, &ev.container, ev.kind) {
+        match self.unsettled(&ev) {
             Some(key) => {
                 self.apply_failure(&key, &ev);
                 self.settle(&key, now);
             }
-            None => self.unclaimed.push(Unclaimed {
-                event: ev,
-                until: now + UNCLAIMED_FOR,
-            }),
+            None => self.wait_for_instance(ev, now),
         }
+    }
+
+    /// Records an event as applied, within the caps; false when this count
+    /// of it was applied already (a re-list, an operator restart).
+    fn remember(&mut self, ev: &FailureEvent) -> bool {
+        let seen = self.events.entry(ev.namespace.clone()).or_default();
+        match seen.counts.get_mut(&ev.uid) {
+            Some(c) if ev.count <= *c => return false,
+            Some(c) => {
+                *c = ev.count;
+                return true;
+            }
+            None => {}
+        }
+        seen.counts.insert(ev.uid.clone(), ev.count);
+        seen.order.push_back(ev.uid.clone());
+        self.events_seen += 1;
+        if seen.order.len() > MAX_SEEN_PER_NAMESPACE && seen.forget_oldest() {
+            self.events_seen -= 1;
+        }
+        if self.events_seen > MAX_SEEN
+            && let Some(biggest) = self.events.values_mut().max_by_key(|s| s.order.len())
+            && biggest.forget_oldest()
+        {
+            self.events_seen -= 1;
+        }
+        self.events.retain(|_, s| !s.order.is_empty());
+        true
+    }
+
+    /// Failure events remembered as applied (see `remember`).
+    pub fn events_seen(&self) -> usize {
+        self.events_seen
+    }
+
+    /// Keeps an event until its instance shows up, within the caps: the
+    /// oldest of its namespace goes when the namespace has its share, the
+    /// oldest of all when the index has.
+    fn wait_for_instance(&mut self, ev: FailureEvent, now: Timestamp) {
+        let mine = self
+            .unclaimed
+            .iter()
+            .filter(|u| u.event.namespace == ev.namespace)
+            .count();
+        if mine >= MAX_UNCLAIMED_PER_NAMESPACE
+            && let Some(pos) = self
+                .unclaimed
+                .iter()
+                .position(|u| u.event.namespace == ev.namespace)
+        {
+            self.unclaimed.remove(pos);
+            self.dropped += 1;
+        }
+        if self.unclaimed.len() >= MAX_UNCLAIMED {
+            self.unclaimed.pop_front();
+            self.dropped += 1;
+        }
+        self.unclaimed.push_back(Unclaimed {
+            event: ev,
+            until: now + UNCLAIMED_FOR,
+        });
+    }
+
+    /// Failure events dropped by the caps since the last call (for the
+    /// `lifecycle_operator_observer_dropped_total` metric).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Failure events waiting for their instance.
+    pub fn unclaimed(&self) -> usize {
+        self.unclaimed.len()
     }
 
     /// Applies what a log read found.
@@ -598,6 +829,7 @@ impl Index {
             namespace: inst.namespace.to_string(),
             pod: inst.pod.to_string(),
             policy: h.policy.to_string(),
+            token: h.token,
         })
     }
 
@@ -685,14 +917,12 @@ impl Index {
         self.instances.is_empty()
     }
 
-    fn unsettled(&self, pod_uid: &str, container: &str, kind: HookKind) -> Option<InstanceKey> {
+    /// The instance a failure event is about: of the pod it names (namespace,
+    /// name and UID), its container, with that hook still open.
+    fn unsettled(&self, ev: &FailureEvent) -> Option<InstanceKey> {
         self.instances
             .iter()
-            .filter(|(k, i)| {
-                &*k.pod_uid == pod_uid
-                    && &*k.container == container
-                    && i.hooks[idx(kind)].open().is_some()
-            })
+            .filter(|(k, i)| names(ev, k, i) && i.hooks[idx(ev.kind)].open().is_some())
             // The newest: the one the kubelet is working on.
             .max_by_key(|(_, i)| (i.started_at, i.first_seen))
             .map(|(k, _)| k.clone())
@@ -718,14 +948,21 @@ impl Index {
 
     fn claim_unclaimed(&mut self, key: &InstanceKey, now: Timestamp) {
         self.unclaimed.retain(|u| u.until > now);
+        if self.unclaimed.is_empty() {
+            return;
+        }
         for kind in HookKind::ALL {
+            let Some(inst) = self.instances.get(key) else {
+                return;
+            };
             let pos = self.unclaimed.iter().position(|u| {
                 let ev = &u.event;
-                *ev.pod_uid == *key.pod_uid && *ev.container == *key.container && ev.kind == kind
+                ev.kind == kind && names(ev, key, inst)
             });
             let Some(pos) = pos else { continue };
-            if self.unsettled(&key.pod_uid, &key.container, kind).as_ref() == Some(key) {
-                let u = self.unclaimed.remove(pos);
+            if self.unsettled(&self.unclaimed[pos].event).as_ref() == Some(key)
+                && let Some(u) = self.unclaimed.remove(pos)
+            {
                 self.apply_failure(key, &u.event);
             }
         }
@@ -925,6 +1162,15 @@ impl Index {
     }
 }
 
+/// Whether a failure event names this instance's pod and container: a UID
+/// alone could be copied from another namespace's pod.
+fn names(ev: &FailureEvent, key: &InstanceKey, inst: &Instance) -> bool {
+    *ev.pod_uid == *key.pod_uid
+        && *ev.container == *key.container
+        && *ev.namespace == *inst.namespace
+        && *ev.pod == *inst.pod
+}
+
 /// What `count` needs about the instance being counted.
 struct Counting {
     workload: Option<Arc<str>>,
@@ -984,6 +1230,7 @@ fn observe_container(
                 h.policy = names.get(&o.policy);
             }
             h.evidence = o.evidence;
+            h.token = o.token;
             h.obs.evidence = o.evidence;
         }
     }
@@ -992,7 +1239,7 @@ fn observe_container(
         inst.waiting_message = w
             .message
             .as_deref()
-            .map(Box::from)
+            .map(|m| cut_middle(m, MAX_MESSAGE).into())
             .or(inst.waiting_message.take());
     }
     let started = state
@@ -1081,9 +1328,15 @@ fn log_requests(
     {
         h.reading = true;
         let since = (now.duration_since(d.requested_at).as_secs() + 5).max(5);
+        let until = d
+            .requested_at
+            .checked_add(SignedDuration::from_secs(d.grace_seconds.max(0)))
+            .and_then(|t| t.checked_add(FOLLOW_MARGIN))
+            .unwrap_or(now + FOLLOW_MARGIN);
         out.push(LogRequest::Follow {
             key: key.clone(),
             since_seconds: since,
+            until,
         });
     }
     out

@@ -53,6 +53,7 @@ fn owners(evidence: Evidence) -> Vec<Owner> {
             container: "nginx".into(),
             kind,
             evidence,
+            token: 0x5eed,
         })
         .collect()
 }
@@ -178,6 +179,8 @@ fn ended(rc: i32, started: &str, ended: &str) -> MarkerFinding {
 fn failure(uid: &str, pod_uid: &str, kind: HookKind, count: i32, at: &str) -> FailureEvent {
     FailureEvent {
         uid: uid.into(),
+        namespace: "web".into(),
+        pod: format!("web-{pod_uid}"),
         pod_uid: pod_uid.into(),
         container: "nginx".into(),
         kind,
@@ -344,7 +347,9 @@ fn a_pre_stop_marker_pair_counts_ran_and_flags_a_hook_near_the_grace_period() {
         logs,
         vec![LogRequest::Follow {
             key: key("p1", "aaa"),
-            since_seconds: 5
+            since_seconds: 5,
+            // Deleted at 00:10 with 30 s of grace, plus the margin.
+            until: t("01:10"),
         }]
     );
     // 25 s of a 30 s grace period.
@@ -829,4 +834,353 @@ fn each_workload_gets_its_successes_and_its_latest_failure() {
         next.index.workload_health(POLICY, Some(1))["Deployment/web"].post_start_ok,
         1
     );
+}
+
+// ---- Bounded memory, whatever arrives. ----
+
+/// A core Event as anyone allowed to create Events in `ns` could write it.
+fn core_event(ns: &str, uid: &str, pod_uid: &str, message: &str) -> Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("ev-{uid}"), "namespace": ns, "uid": uid},
+        "involvedObject": {"kind": "Pod", "namespace": ns, "name": format!("web-{pod_uid}"), "uid": pod_uid,
+                           "fieldPath": "spec.containers{nginx}"},
+        "reason": "FailedPreStopHook", "type": "Warning", "message": message,
+        "source": {"component": "kubelet", "host": "node-1"},
+        "count": 1,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn cut_ends_on_a_character_boundary() {
+    assert_eq!(cut("", 0), "");
+    assert_eq!(cut("abc", 0), "");
+    assert_eq!(cut("abc", 2), "ab");
+    assert_eq!(cut("abc", 3), "abc");
+    assert_eq!(cut("abc", 99), "abc");
+    // é is two bytes, 😀 four: never half of one.
+    assert_eq!(cut("éé", 3), "é");
+    assert_eq!(cut("a😀", 4), "a");
+    assert_eq!(cut("a😀", 5), "a😀");
+    for max in 0..40 {
+        let s = "aé😀\u{10FFFF}ß\r\n\0x".repeat(2);
+        let c = cut(&s, max);
+        assert!(c.len() <= max && s.starts_with(c), "{max}");
+        let m = cut_middle(&s, max);
+        assert!(m.len() <= max + 32, "{max}: {m:?}");
+    }
+}
+
+#[test]
+fn cut_middle_keeps_both_ends() {
+    assert_eq!(cut_middle("short", 100), "short");
+    let s = format!(
+        "Exec lifecycle hook {} exited with 3: oops",
+        "x".repeat(10_000)
+    );
+    let m = cut_middle(&s, 64);
+    assert!(m.starts_with("Exec lifecycle hook xxx"), "{m}");
+    assert!(m.ends_with("exited with 3: oops"), "{m}");
+    assert!(m.len() <= 64 + 32, "{m}");
+    let total: usize = 10_000 + "Exec lifecycle hook  exited with 3: oops".len();
+    assert_eq!(s.len(), total);
+    let multi = "é".repeat(5000);
+    let m = cut_middle(&multi, 101);
+    assert!(m.len() <= 101 + 32);
+}
+
+#[test]
+fn an_event_is_bounded_on_arrival() {
+    let huge = "é".repeat(128 * 1024); // 256 KiB, two bytes a character
+    let ev = FailureEvent::from_event(&core_event("web", "ev1", "p1", &huge)).unwrap();
+    assert!(ev.message.len() <= MAX_MESSAGE + 32, "{}", ev.message.len());
+    assert!(ev.message.starts_with("éé") && ev.message.ends_with("éé"));
+    assert_eq!(
+        (ev.pod_uid.as_str(), ev.container.as_str()),
+        ("p1", "nginx")
+    );
+    assert_eq!(ev.reason, "FailedPreStopHook");
+    // Names longer than the API allows are cut too (they then match nothing).
+    let long = "u".repeat(100_000);
+    let ev = FailureEvent::from_event(&core_event(&long, &long, &long, "m")).unwrap();
+    assert!(ev.uid.len() <= 253 && ev.namespace.len() <= 253 && ev.pod_uid.len() <= 253);
+    // Not a hook failure on a container: nothing.
+    let mut other = core_event("web", "ev2", "p1", "m");
+    other.reason = Some("BackOff".into());
+    assert_eq!(FailureEvent::from_event(&other), None);
+    let mut no_container = core_event("web", "ev3", "p1", "m");
+    no_container.involved_object.field_path = Some("spec".into());
+    assert_eq!(FailureEvent::from_event(&no_container), None);
+}
+
+#[test]
+fn unclaimed_events_are_capped_per_namespace_and_in_all() {
+    let mut op = Operator::new();
+    op.index.policy(
+        &PolicyRecord {
+            key: POLICY,
+            uid: Some(UID),
+            generation: Some(1),
+            status: None,
+        },
+        t("00:00"),
+    );
+    // A real failure ahead of its pod, in web.
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:01"),
+        t("00:01"),
+    );
+    // 300 events naming pods that do not exist, from another namespace:
+    // they push out only their own namespace's oldest.
+    for i in 0..300 {
+        let mut ev = failure(
+            &format!("evil-{i}"),
+            &format!("nope-{i}"),
+            HookKind::PreStop,
+            1,
+            "00:02",
+        );
+        ev.namespace = "evil".into();
+        op.index.event(ev, t("00:02"));
+    }
+    assert_eq!(op.index.unclaimed(), 1 + MAX_UNCLAIMED_PER_NAMESPACE);
+    assert_eq!(
+        op.index.take_dropped(),
+        (300 - MAX_UNCLAIMED_PER_NAMESPACE) as u64
+    );
+    assert_eq!(op.index.take_dropped(), 0, "reported once");
+    // The real one still finds its instance.
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", "boom"), None),
+        Evidence::Events,
+        "00:03",
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+    // Many namespaces, each within its share: the total cap holds.
+    for n in 0..40 {
+        for i in 0..MAX_UNCLAIMED_PER_NAMESPACE {
+            let mut ev = failure(
+                &format!("ns{n}-{i}"),
+                &format!("x{n}-{i}"),
+                HookKind::PreStop,
+                1,
+                "00:04",
+            );
+            ev.namespace = format!("ns{n}");
+            op.index.event(ev, t("00:04"));
+        }
+    }
+    assert_eq!(op.index.unclaimed(), MAX_UNCLAIMED);
+    // And they expire.
+    op.index.event(
+        failure("late", "zz", HookKind::PreStop, 1, "00:04"),
+        t("02:10"),
+    );
+    assert_eq!(op.index.unclaimed(), 1);
+}
+
+#[test]
+fn a_crash_looping_container_holds_two_instances_not_one_per_restart() {
+    let mut op = Operator::new();
+    let crashed = |id: &str, prev: &str| {
+        let mut status = running(id, "00:01");
+        status["restartCount"] = json!(1);
+        status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
+            "containerID": format!("containerd://{prev}"),
+            "startedAt": "2025-01-01T12:00:00Z", "finishedAt": "2025-01-01T12:00:01Z"}});
+        pod("p1", status, None)
+    };
+    op.run("p1", "c0", "00:01", Evidence::Events, "00:01");
+    for i in 1..50 {
+        op.pod(
+            &crashed(&format!("c{i}"), &format!("c{}", i - 1)),
+            Evidence::Events,
+            "00:02",
+        );
+        assert!(
+            op.index.len() <= 2,
+            "restart {i}: {} instances",
+            op.index.len()
+        );
+    }
+    // Every instance's postStart counted once (implied), its preStop not triggered.
+    let s = op.write_status("00:03");
+    assert_eq!(post(&s).implied, 50);
+    assert_eq!(pre(&s).not_triggered, 49);
+}
+
+#[test]
+fn a_waiting_message_is_bounded() {
+    let mut op = Operator::new();
+    let msg = format!("head {} tail", "😀".repeat(100_000));
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", &msg), None),
+        Evidence::Events,
+        "00:02",
+    );
+    op.index.event(
+        failure("ev1", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    let s = op.write_status("00:03");
+    let m = &post(&s).last_failure.as_ref().unwrap().message;
+    assert!(m.len() <= MAX_MESSAGE + 32 && m.starts_with("head ") && m.ends_with(" tail"));
+}
+
+// ---- Proof that events from elsewhere cannot fake. ----
+
+#[test]
+fn only_the_kubelets_events_on_a_pod_of_their_own_namespace_are_failures() {
+    let good = core_event("web", "ev1", "p1", "m");
+    let ev = FailureEvent::from_event(&good).unwrap();
+    assert_eq!(
+        (ev.namespace.as_str(), ev.pod.as_str(), ev.pod_uid.as_str()),
+        ("web", "web-p1", "p1")
+    );
+    // The newer events API's reporting controller names the kubelet too.
+    let mut reporting = good.clone();
+    reporting.source = None;
+    reporting.reporting_component = Some("kubelet".into());
+    assert!(FailureEvent::from_event(&reporting).is_some());
+    let mut cases: Vec<(&str, Event)> = Vec::new();
+    let mut e = good.clone();
+    e.source = None;
+    cases.push(("no source", e));
+    let mut e = good.clone();
+    e.source.as_mut().unwrap().component = Some("my-app".into());
+    cases.push(("another source", e));
+    let mut e = good.clone();
+    e.involved_object.kind = Some("Deployment".into());
+    cases.push(("not a pod", e));
+    let mut e = good.clone();
+    e.involved_object.kind = None;
+    cases.push(("no kind", e));
+    let mut e = good.clone();
+    e.involved_object.namespace = Some("other".into());
+    cases.push(("a pod of another namespace", e));
+    let mut e = good.clone();
+    e.involved_object.name = None;
+    cases.push(("no pod name", e));
+    let mut e = good.clone();
+    e.metadata.namespace = None;
+    cases.push(("no namespace", e));
+    for (what, e) in cases {
+        assert_eq!(FailureEvent::from_event(&e), None, "{what}");
+    }
+}
+
+#[test]
+fn a_failure_event_must_name_the_pods_namespace_name_and_uid() {
+    let waiting = || pod("p1", waiting_after_failure("aaa", "boom"), None);
+    let mut op = Operator::new();
+    op.pod(&waiting(), Evidence::Events, "00:02");
+    // Forged: the right UID, from another namespace (where its author may
+    // create Events), or naming another pod or container.
+    let mut other_ns = failure("f1", "p1", HookKind::PostStart, 1, "00:02");
+    other_ns.namespace = "evil".into();
+    let mut other_pod = failure("f2", "p1", HookKind::PostStart, 1, "00:02");
+    other_pod.pod = "web-p2".into();
+    let mut other_container = failure("f3", "p1", HookKind::PostStart, 1, "00:02");
+    other_container.container = "sidecar".into();
+    for ev in [other_ns, other_pod, other_container] {
+        op.index.event(ev, t("00:02"));
+    }
+    assert_eq!(post(&op.write_status("00:03")).summary, "0/0");
+    // The container then runs: its postStart is implied, nothing failed.
+    op.run("p1", "aaa", "00:04", Evidence::Events, "00:04");
+    let s = op.write_status("00:05");
+    assert_eq!(
+        (post(&s).implied, post(&s).failed),
+        (1, 0),
+        "{:?}",
+        post(&s)
+    );
+    // Waiting forgeries never reach a later instance either.
+    op.run("p1", "bbb", "00:06", Evidence::Events, "00:06");
+    let s = op.write_status("00:07");
+    assert_eq!((post(&s).implied, post(&s).failed), (2, 0));
+    // The real one does count.
+    let mut op = Operator::new();
+    op.pod(&waiting(), Evidence::Events, "00:02");
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+}
+
+#[test]
+fn a_log_read_looks_for_the_token_of_the_hook_on_the_pod() {
+    let mut op = Operator::new();
+    op.run("p1", "aaa", "00:01", Evidence::Marker, "00:02");
+    let target = op
+        .index
+        .log_target(&key("p1", "aaa"), HookKind::PostStart)
+        .unwrap();
+    assert_eq!(
+        target,
+        LogTarget {
+            namespace: "web".into(),
+            pod: "web-p1".into(),
+            policy: POLICY.into(),
+            token: 0x5eed,
+        }
+    );
+}
+
+#[test]
+fn applied_events_are_remembered_within_caps_that_one_namespace_cannot_exhaust() {
+    let mut op = Operator::new();
+    op.pod(
+        &pod("p1", waiting_after_failure("aaa", "boom"), None),
+        Evidence::Events,
+        "00:02",
+    );
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:02"),
+    );
+    assert_eq!(post(&op.write_status("00:03")).failed, 1);
+    // Another namespace floods the memory of applied events, past the total
+    // (which used to forget every namespace's at once).
+    for i in 0..MAX_SEEN + 2000 {
+        let mut ev = failure(&format!("evil-{i}"), "nope", HookKind::PreStop, 1, "00:04");
+        ev.namespace = "evil".into();
+        op.index.event(ev, t("00:04"));
+    }
+    assert_eq!(op.index.events_seen(), 1 + MAX_SEEN_PER_NAMESPACE);
+    // The container restarts; the real event, listed again while the new
+    // instance's postStart is still open, is still known as applied: it
+    // does not fail the new instance.
+    op.pod(
+        &pod("p1", waiting_after_failure("bbb", "starting"), None),
+        Evidence::Events,
+        "00:20",
+    );
+    op.index.event(
+        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
+        t("00:21"),
+    );
+    op.run("p1", "bbb", "00:21", Evidence::Events, "00:21");
+    let s = op.write_status("00:22");
+    assert_eq!(
+        (post(&s).failed, post(&s).implied),
+        (1, 1),
+        "{:?}",
+        post(&s)
+    );
+    // Many namespaces: the total holds.
+    for n in 0..20 {
+        for i in 0..MAX_SEEN_PER_NAMESPACE {
+            let mut ev = failure(&format!("e{n}-{i}"), "nope", HookKind::PreStop, 1, "00:30");
+            ev.namespace = format!("ns{n}");
+            op.index.event(ev, t("00:30"));
+        }
+    }
+    assert!(op.index.events_seen() <= MAX_SEEN);
+    // A count that grew is applied again (the kubelet aggregates repeats).
+    let mut again = failure("real", "p1", HookKind::PostStart, 2, "00:40");
+    again.time = Some(t("00:40"));
+    assert!(op.index.remember(&again));
+    assert!(!op.index.remember(&again));
 }

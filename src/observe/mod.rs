@@ -4,37 +4,46 @@
 //! writes them on the status (coalesced to at most twice a second per policy).
 
 pub mod index;
+pub mod logread;
+pub mod pool;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, LogParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::hook::HookKind;
-use crate::marker::{self, Evidence, Phase};
+use crate::marker::{self, Evidence};
 use crate::metrics::Metrics;
 use crate::plan::{self, contains};
 use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 pub use index::WorkloadHealth;
 use index::{
-    EndMarker, FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner,
-    PolicyRecord,
+    FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
 
-/// At most this many container logs read or followed at once: enough for a
-/// few hundred pods stopping together, each a long-lived streaming request.
-const LOG_STREAMS: usize = 256;
+/// At most this many terminating containers' logs followed at once: enough
+/// for a few hundred pods stopping together, each a long-lived streaming
+/// request; one namespace holds at most `PRESTOP_PER_NAMESPACE` of them, so
+/// the rest is always there for the others (see `pool`).
+const PRESTOP_STREAMS: usize = 256;
+const PRESTOP_PER_NAMESPACE: usize = 192;
+/// postStart reads (the start of a running container's log: short) have a
+/// pool of their own: no number of long preStops delays a canary's proof.
+const POSTSTART_STREAMS: usize = 64;
+const POSTSTART_PER_NAMESPACE: usize = 48;
+/// A postStart read, waiting for its turn included, ends within this.
+const POSTSTART_READ_LIMIT: Duration = Duration::from_secs(60);
 /// Bytes read from the start of a log to find postStart markers.
 const POSTSTART_LOG_BYTES: i64 = 64 * 1024;
 /// Bytes read from a terminating container's log to find preStop markers.
@@ -42,7 +51,11 @@ const PRESTOP_LOG_BYTES: i64 = 1024 * 1024;
 /// How often dirty policies are handed to reconcile: a hook is on the status
 /// within about a second of running, at two status writes a second per busy policy.
 const FLUSH: Duration = Duration::from_millis(500);
-/// A log follow never outlives this (the grace period is capped at an hour).
+/// Events per page of the event list (at a restart, or when a watch must
+/// list again).
+const EVENT_PAGE: u32 = 10;
+/// No log follow outlives this, whatever its deadline says (the grace
+/// period is capped at an hour).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
 
 /// What the status says when a hook's duration cannot be measured.
@@ -51,10 +64,15 @@ const EVENTS_ONLY_DURATION: &str = "not measured: this hook is verified by kubel
 /// A policy's hooks as they stand on pod templates, with the evidence each
 /// can give; cached per policy generation, since every pod event needs them.
 struct Watched {
+    /// The rendering depends on the UID too (the markers' token): a policy
+    /// created again under the same name starts at generation 1 again.
+    uid: Option<String>,
     generation: Option<i64>,
     spec: LifecyclePolicySpec,
     /// [postStart, preStop].
     evidence: [Evidence; 2],
+    /// The tokens of their marker lines, [postStart, preStop].
+    tokens: [u64; 2],
 }
 
 pub struct Observer {
@@ -63,7 +81,8 @@ pub struct Observer {
     watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
-    logs: Arc<Semaphore>,
+    post_start_logs: Arc<pool::FairPool>,
+    pre_stop_logs: Arc<pool::FairPool>,
 }
 
 impl Observer {
@@ -78,7 +97,8 @@ impl Observer {
             watched: Mutex::default(),
             metrics,
             index: Mutex::default(),
-            logs: Arc::new(Semaphore::new(LOG_STREAMS)),
+            post_start_logs: pool::FairPool::new(POSTSTART_STREAMS, POSTSTART_PER_NAMESPACE),
+            pre_stop_logs: pool::FairPool::new(PRESTOP_STREAMS, PRESTOP_PER_NAMESPACE),
         })
     }
 
@@ -99,11 +119,15 @@ impl Observer {
         )
         .backoff(crate::watches::backoff())
         .modify(trim_pod);
-        // Only the two reasons that matter, filtered by the API server.
+        // Only the two reasons that matter, filtered by the API server, in
+        // small pages: an Event's message has no size limit of its own, and
+        // a page is held whole while it is parsed (see README: Memory).
         let failed_hooks = |reason: &str| {
             watcher(
                 Api::<Event>::all(self.client.clone()),
-                watcher::Config::default().fields(&format!("type=Warning,reason={reason}")),
+                watcher::Config::default()
+                    .fields(&format!("type=Warning,reason={reason}"))
+                    .page_size(EVENT_PAGE),
             )
             .backoff(crate::watches::backoff())
             .touched_objects()
@@ -187,11 +211,18 @@ impl Observer {
             .iter()
             .map(|p| p.reference())
             .collect();
-        let (dirty, counted) = {
+        let (dirty, counted, dropped) = {
             let mut index = self.index.lock().unwrap();
             index.retain_policies(|k| live.contains(k));
-            (index.take_dirty(), index.take_counted())
+            (
+                index.take_dirty(),
+                index.take_counted(),
+                index.take_dropped(),
+            )
         };
+        if dropped > 0 {
+            self.metrics.count_dropped("failure_event", dropped);
+        }
         for c in counted {
             self.metrics
                 .count_hook_outcome(c.kind.field(), c.outcome, 1);
@@ -257,6 +288,7 @@ impl Observer {
                         container,
                         kind,
                         evidence: w.evidence[kind as usize],
+                        token: w.tokens[kind as usize],
                     });
                 }
             }
@@ -268,74 +300,82 @@ impl Observer {
         let mut cache = self.watched.lock().unwrap();
         if let Some(w) = cache.get(key)
             && w.generation == p.metadata.generation
+            && w.uid == p.metadata.uid
         {
             return w.clone();
         }
+        let uid = p.metadata.uid.as_deref();
         let evidence = [
             (HookKind::PostStart, &p.spec.post_start),
             (HookKind::PreStop, &p.spec.pre_stop),
         ]
         .map(|(kind, h)| match (p.spec.verification, h) {
-            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key).1,
+            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key, uid).1,
             _ => Evidence::Events,
         });
+        let tokens = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| h.as_ref().map_or(0, |h| marker::token(uid, kind, h)));
         let w = Arc::new(Watched {
+            uid: p.metadata.uid.clone(),
             generation: p.metadata.generation,
             spec: p.rendered(),
             evidence,
+            tokens,
         });
         cache.insert(key.to_string(), w.clone());
         w
     }
 
     fn on_event(&self, ev: &Event) {
-        let kind = match ev.reason.as_deref() {
-            Some("FailedPostStartHook") => HookKind::PostStart,
-            Some("FailedPreStopHook") => HookKind::PreStop,
-            _ => return,
-        };
-        let obj = &ev.involved_object;
-        let (Some(pod_uid), Some(path)) = (obj.uid.clone(), obj.field_path.as_deref()) else {
+        let Some(event) = FailureEvent::from_event(ev) else {
             return;
-        };
-        // Sidecars (restartable init containers) run hooks too.
-        let Some(container) = ["spec.containers{", "spec.initContainers{"]
-            .iter()
-            .find_map(|p| path.strip_prefix(p))
-            .and_then(|s| s.strip_suffix('}'))
-        else {
-            return;
-        };
-        let event = FailureEvent {
-            uid: ev.metadata.uid.clone().unwrap_or_default(),
-            pod_uid,
-            container: container.to_string(),
-            kind,
-            count: ev.count.unwrap_or(1).max(1),
-            reason: ev.reason.clone().unwrap_or_default(),
-            message: ev.message.clone().unwrap_or_default(),
-            time: ev
-                .last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| ev.event_time.as_ref().map(|t| t.0)),
         };
         self.index.lock().unwrap().event(event, Timestamp::now());
     }
 
+    /// Reads or follows one log for markers, in its pool's turn, and ends by
+    /// its deadline whatever happens (waiting for the turn included).
     fn spawn_log(self: &Arc<Self>, job: LogRequest) {
         let me = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = me.logs.clone().acquire_owned().await else {
-                return;
-            };
-            let (key, kind, since) = match job {
-                LogRequest::Read(key) => (key, HookKind::PostStart, None),
-                LogRequest::Follow { key, since_seconds } => {
-                    (key, HookKind::PreStop, Some(since_seconds))
+            let (key, kind, since, limit) = match job {
+                LogRequest::Read(key) => (key, HookKind::PostStart, None, POSTSTART_READ_LIMIT),
+                LogRequest::Follow {
+                    key,
+                    since_seconds,
+                    until,
+                } => {
+                    let left = Timestamp::now().duration_until(until);
+                    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                    (
+                        key,
+                        HookKind::PreStop,
+                        Some(since_seconds),
+                        left.min(FOLLOW_LIMIT),
+                    )
                 }
             };
-            let found = me.read_markers(&key, kind, since).await;
+            let deadline = tokio::time::Instant::now() + limit;
+            let target = me.index.lock().unwrap().log_target(&key, kind);
+            let found = match target {
+                Some(target) => {
+                    let pool = match kind {
+                        HookKind::PostStart => &me.post_start_logs,
+                        HookKind::PreStop => &me.pre_stop_logs,
+                    };
+                    match tokio::time::timeout_at(deadline, pool.acquire(&target.namespace)).await {
+                        Ok(_permit) => me.read_markers(&key, kind, target, since, deadline).await,
+                        Err(_) => {
+                            debug!(pod = %target.pod, "no log stream free before the deadline");
+                            MarkerFinding::default()
+                        }
+                    }
+                }
+                None => MarkerFinding::default(),
+            };
             me.index
                 .lock()
                 .unwrap()
@@ -345,24 +385,24 @@ impl Observer {
 
     /// Scans a container's log for this hook's marker lines: the start of the
     /// log (postStart), or a follow from `since` seconds ago until the
-    /// container stops (preStop). Bounded in bytes and time; errors only
-    /// mean "not found".
+    /// container stops (preStop). Bounded in bytes, and in time by
+    /// `deadline` (what was found by then is kept); errors only mean "not
+    /// found".
     async fn read_markers(
         &self,
         key: &InstanceKey,
         kind: HookKind,
+        target: LogTarget,
         follow_since: Option<i64>,
+        deadline: tokio::time::Instant,
     ) -> MarkerFinding {
-        let mut found = MarkerFinding::default();
-        let target = self.index.lock().unwrap().log_target(key, kind);
-        let Some(LogTarget {
+        let found = MarkerFinding::default();
+        let LogTarget {
             namespace: ns,
             pod,
             policy,
-        }) = target
-        else {
-            return found;
-        };
+            token,
+        } = target;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let params = LogParams {
             container: Some(key.container.to_string()),
@@ -376,41 +416,45 @@ impl Observer {
             }),
             ..Default::default()
         };
-        let stream = match api.log_stream(&pod, &params).await {
-            Ok(s) => s,
-            Err(e) => {
+        let stream = match tokio::time::timeout_at(deadline, api.log_stream(&pod, &params)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 debug!(%pod, error = %e, "log not readable");
                 return found;
             }
+            Err(_) => return found,
         };
-        let mut lines = stream.lines();
-        let deadline = tokio::time::sleep(FOLLOW_LIMIT);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                line = lines.try_next() => match line {
-                    Ok(Some(l)) => {
-                        if let Some(at) = l.split_once(' ').and_then(|(ts, _)| ts.parse().ok()) {
-                            found.last_line_at = Some(at);
-                        }
-                        let Some(m) = marker::parse(&l) else { continue };
-                        if m.hook != kind || m.policy != policy {
-                            continue;
-                        }
-                        match m.phase {
-                            Phase::Started => found.started = Some(m.at),
-                            Phase::Ended { rc } => {
-                                found.ended = Some(EndMarker { rc, at: m.at });
-                                return found;
-                            }
-                        }
-                    }
-                    _ => return found,
-                },
-                _ = &mut deadline => return found,
-            }
+        let mut scan = logread::MarkerScan::new(kind, &policy, token);
+        let read = read_lines(stream, &mut scan);
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            debug!(%pod, "log read reached its deadline");
+        }
+        if scan.overlong > 0 {
+            self.metrics.count_dropped("log_line", scan.overlong);
+        }
+        scan.finding()
+    }
+}
+
+/// Feeds a log stream through a bounded line buffer into `scan` until the
+/// stream ends, fails, or the scan has what it looks for.
+async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut logread::MarkerScan) {
+    let mut cutter = logread::LineCutter::new(logread::MAX_LINE);
+    let mut line = |l: &str, cut: bool| scan.line(l, cut);
+    let mut stream = Box::pin(stream);
+    loop {
+        let chunk = match stream.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let n = chunk.len();
+        let next = cutter.feed(chunk, &mut line);
+        stream.consume_unpin(n);
+        if next == logread::Next::Stop {
+            return;
         }
     }
+    cutter.finish(&mut line);
 }
 
 fn record<'a>(p: &'a LifecyclePolicy, key: &'a str) -> PolicyRecord<'a> {

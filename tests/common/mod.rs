@@ -223,14 +223,18 @@ pub async fn http_get(url: &str) -> String {
 }
 
 /// A hook as the operator puts it on the template with `verification:
-/// Markers`: shell scripts wrapped to log a marker line.
+/// Markers`: shell scripts wrapped to log marker lines, which carry a token
+/// derived from the policy's UID (so: the policy as created).
 pub fn rendered(
-    ns: &str,
-    policy: &str,
+    policy: &LifecyclePolicy,
     kind: lifecycle_operator::plan::HookKind,
     handler: Value,
 ) -> Value {
+    use kube::ResourceExt;
     let h: lifecycle_operator::types::Handler = serde_json::from_value(handler).unwrap();
-    serde_json::to_value(lifecycle_operator::marker::wrap(&h, kind, &format!("{ns}/{policy}")).0)
-        .unwrap()
+    let key = format!("{}/{}", policy.namespace().unwrap(), policy.name_any());
+    serde_json::to_value(
+        lifecycle_operator::marker::wrap(&h, kind, &key, policy.metadata.uid.as_deref()).0,
+    )
+    .unwrap()
 }
