@@ -49,6 +49,26 @@ pub fn bound(s: &mut String, max: usize) {
     }
 }
 
+/// `s` within about `max` bytes (plus a note of at most 32): its first and
+/// last halves around how much was left out, each cut at a character
+/// boundary. For messages whose end says as much as their start (a
+/// kubelet error: the command first, the exit code and output last).
+pub fn head_and_tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let half = max / 2;
+    let head = prefix(s, half);
+    // The shortest suffix of at most `half` bytes starting on a boundary.
+    let start = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|i| s.len() - i <= half)
+        .unwrap_or(s.len());
+    let tail = &s[start..];
+    format!("{head} [... {} bytes ...] {tail}", start - head.len())
+}
+
 /// Items joined with `sep` in at most `max` bytes: as many whole items as
 /// fit, then `(and N more)`. An item too long on its own is cut.
 pub fn list<S: AsRef<str>>(items: &[S], sep: &str, max: usize) -> String {
@@ -113,6 +133,24 @@ mod tests {
                 let mut m = s.to_string();
                 bound(&mut m, max);
                 assert_eq!(m, b);
+            }
+        }
+    }
+
+    #[test]
+    fn head_and_tail_keeps_both_ends() {
+        assert_eq!(head_and_tail("short", 100), "short");
+        let s = format!(
+            "Exec lifecycle hook {} exited with 3: oops",
+            "x".repeat(10_000)
+        );
+        let m = head_and_tail(&s, 64);
+        assert!(m.starts_with("Exec lifecycle hook xxx"), "{m}");
+        assert!(m.ends_with("exited with 3: oops"), "{m}");
+        assert!(m.len() <= 64 + 32, "{m}");
+        for s in SAMPLES.iter().map(|s| s.repeat(40)) {
+            for max in 0..80 {
+                assert!(head_and_tail(&s, max).len() <= max + 32, "{max}");
             }
         }
     }

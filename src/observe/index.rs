@@ -39,6 +39,7 @@ use kube::ResourceExt;
 use crate::hook::HookKind;
 use crate::marker::Evidence;
 use crate::outcome::{self, Deletion, NEAR_GRACE, Observation, Outcome, Terminated};
+use crate::text;
 use crate::types::{CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark};
 
 /// How far behind `now` the watermark stays: an instance first seen this
@@ -204,7 +205,7 @@ impl FailureEvent {
             .iter()
             .find_map(|p| path.strip_prefix(p))
             .and_then(|s| s.strip_suffix('}'))?;
-        let name = |s: &str| cut(s, MAX_NAME).to_string();
+        let name = |s: &str| text::prefix(s, MAX_NAME).to_string();
         Some(FailureEvent {
             uid: name(ev.metadata.uid.as_deref().unwrap_or_default()),
             namespace: name(namespace),
@@ -214,7 +215,7 @@ impl FailureEvent {
             kind,
             count: ev.count.unwrap_or(1).max(1),
             reason: kind_reason(kind).to_string(),
-            message: cut_middle(ev.message.as_deref().unwrap_or_default(), MAX_MESSAGE),
+            message: text::head_and_tail(ev.message.as_deref().unwrap_or_default(), MAX_MESSAGE),
             time: ev
                 .last_timestamp
                 .as_ref()
@@ -229,39 +230,6 @@ fn kind_reason(kind: HookKind) -> &'static str {
         HookKind::PostStart => "FailedPostStartHook",
         HookKind::PreStop => "FailedPreStopHook",
     }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a
-/// character boundary.
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let end = s
-        .char_indices()
-        .map(|(i, _)| i)
-        .take_while(|i| *i <= max)
-        .last()
-        .unwrap_or(0);
-    &s[..end]
-}
-
-/// `s` within about `max` bytes: its first and last halves around a note of
-/// how much was left out, each cut at a character boundary.
-pub(crate) fn cut_middle(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let half = max / 2;
-    let head = cut(s, half);
-    // The shortest suffix of at most `half` bytes starting on a boundary.
-    let start = s
-        .char_indices()
-        .map(|(i, _)| i)
-        .find(|i| s.len() - i <= half)
-        .unwrap_or(s.len());
-    let tail = &s[start..];
-    format!("{head} [... {} bytes ...] {tail}", start - head.len())
 }
 
 /// Most failure events remembered as applied, per namespace and in all:
@@ -1239,7 +1207,7 @@ fn observe_container(
         inst.waiting_message = w
             .message
             .as_deref()
-            .map(|m| cut_middle(m, MAX_MESSAGE).into())
+            .map(|m| text::head_and_tail(m, MAX_MESSAGE).into())
             .or(inst.waiting_message.take());
     }
     let started = state

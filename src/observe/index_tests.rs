@@ -852,44 +852,6 @@ fn core_event(ns: &str, uid: &str, pod_uid: &str, message: &str) -> Event {
 }
 
 #[test]
-fn cut_ends_on_a_character_boundary() {
-    assert_eq!(cut("", 0), "");
-    assert_eq!(cut("abc", 0), "");
-    assert_eq!(cut("abc", 2), "ab");
-    assert_eq!(cut("abc", 3), "abc");
-    assert_eq!(cut("abc", 99), "abc");
-    // é is two bytes, 😀 four: never half of one.
-    assert_eq!(cut("éé", 3), "é");
-    assert_eq!(cut("a😀", 4), "a");
-    assert_eq!(cut("a😀", 5), "a😀");
-    for max in 0..40 {
-        let s = "aé😀\u{10FFFF}ß\r\n\0x".repeat(2);
-        let c = cut(&s, max);
-        assert!(c.len() <= max && s.starts_with(c), "{max}");
-        let m = cut_middle(&s, max);
-        assert!(m.len() <= max + 32, "{max}: {m:?}");
-    }
-}
-
-#[test]
-fn cut_middle_keeps_both_ends() {
-    assert_eq!(cut_middle("short", 100), "short");
-    let s = format!(
-        "Exec lifecycle hook {} exited with 3: oops",
-        "x".repeat(10_000)
-    );
-    let m = cut_middle(&s, 64);
-    assert!(m.starts_with("Exec lifecycle hook xxx"), "{m}");
-    assert!(m.ends_with("exited with 3: oops"), "{m}");
-    assert!(m.len() <= 64 + 32, "{m}");
-    let total: usize = 10_000 + "Exec lifecycle hook  exited with 3: oops".len();
-    assert_eq!(s.len(), total);
-    let multi = "é".repeat(5000);
-    let m = cut_middle(&multi, 101);
-    assert!(m.len() <= 101 + 32);
-}
-
-#[test]
 fn an_event_is_bounded_on_arrival() {
     let huge = "é".repeat(128 * 1024); // 256 KiB, two bytes a character
     let ev = FailureEvent::from_event(&core_event("web", "ev1", "p1", &huge)).unwrap();
