@@ -6,8 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use lifecycle_operator::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
@@ -25,25 +24,6 @@ fn report(p: &LifecyclePolicy, pre: bool) -> Option<&HookReport> {
     } else {
         s.post_start.as_ref()
     }
-}
-
-async fn pods(ns: &Ns, name: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(ns.client.clone(), &ns.name)
-        .list(&ListParams::default().labels(&format!("pod={name}")))
-        .await
-        .unwrap()
-        .items
-}
-
-async fn scale(ns: &Ns, name: &str, replicas: i32) {
-    ns.deployments()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

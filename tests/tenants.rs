@@ -16,7 +16,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use lifecycle_operator::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
@@ -38,25 +38,6 @@ fn app(script: &str) -> Value {
     json!({"containers": [{"name": "app", "image": "busybox", "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", format!("trap 'exit 0' TERM; {script}")]}],
         "terminationGracePeriodSeconds": 20})
-}
-
-async fn pods(ns: &Ns, name: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(ns.client.clone(), &ns.name)
-        .list(&ListParams::default().labels(&format!("pod={name}")))
-        .await
-        .unwrap()
-        .items
-}
-
-async fn scale(ns: &Ns, name: &str, replicas: i32) {
-    ns.deployments()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await
-        .unwrap();
 }
 
 /// The operator's resident set, in MiB.

@@ -628,8 +628,8 @@ fn a_hook_pending_at_the_restart_is_counted_once_by_the_successor() {
     assert_eq!(op.write_status("01:03"), s);
 }
 
-#[test]
-fn old_failure_events_after_a_restart_are_not_counted_again() {
+/// Pod p1's postStart failed at 00:02, the kubelet's event `ev` says so.
+fn failed_post_start(ev: &str) -> Operator {
     let mut op = Operator::new();
     op.pod(
         &pod("p1", waiting_after_failure("aaa", "boom"), None),
@@ -637,9 +637,15 @@ fn old_failure_events_after_a_restart_are_not_counted_again() {
         "00:02",
     );
     op.index.event(
-        failure("ev1", "p1", HookKind::PostStart, 1, "00:02"),
+        failure(ev, "p1", HookKind::PostStart, 1, "00:02"),
         t("00:02"),
     );
+    op
+}
+
+#[test]
+fn old_failure_events_after_a_restart_are_not_counted_again() {
+    let mut op = failed_post_start("ev1");
     // The container restarts and this time its hook works.
     op.run("p1", "bbb", "00:20", Evidence::Events, "00:20");
     let s = op.write_status("01:00");
@@ -1092,16 +1098,7 @@ fn a_log_read_looks_for_the_token_of_the_hook_on_the_pod() {
 
 #[test]
 fn applied_events_are_remembered_within_caps_that_one_namespace_cannot_exhaust() {
-    let mut op = Operator::new();
-    op.pod(
-        &pod("p1", waiting_after_failure("aaa", "boom"), None),
-        Evidence::Events,
-        "00:02",
-    );
-    op.index.event(
-        failure("real", "p1", HookKind::PostStart, 1, "00:02"),
-        t("00:02"),
-    );
+    let mut op = failed_post_start("real");
     assert_eq!(post(&op.write_status("00:03")).failed, 1);
     // Another namespace floods the memory of applied events, past the total
     // (which used to forget every namespace's at once).

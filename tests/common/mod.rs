@@ -135,6 +135,26 @@ impl Ns {
     }
 }
 
+/// The pods of a Deployment made by [`Ns::deployment`] (labelled `pod=<name>`).
+pub async fn pods(ns: &Ns, name: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    Api::namespaced(ns.client.clone(), &ns.name)
+        .list(&kube::api::ListParams::default().labels(&format!("pod={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+pub async fn scale(ns: &Ns, name: &str, replicas: i32) {
+    ns.deployments()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Polls `f` until it returns Some, or panics after `secs` with the last state.
 pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
 where
