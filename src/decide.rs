@@ -319,7 +319,7 @@ fn fights(
     if policy.spec.on_conflict != OnConflict::Override {
         return Fights::default();
     }
-    let owners = ledger::foreign_owners(d.managed_fields());
+    let owners = ledger::foreign_owners(&d.foreign);
     let taken = match damage {
         Some(Damage::Inconsistent { not_owned, .. }) => not_owned
             .iter()

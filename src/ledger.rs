@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::patch::{escape, ledger_key};
 use crate::plan::{HookKind, Ledger, Slot};
+use crate::workload::ForeignField;
 
 /// What a field manager owns through server-side apply on one Deployment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -178,20 +179,15 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
 /// For each slot, a field manager outside the operator that owns it (any
 /// operation: an apply, `kubectl edit`, a client-side apply): who took a
 /// slot back, or holds it now.
-pub fn foreign_owners(entries: &[ManagedFieldsEntry]) -> BTreeMap<Slot, String> {
+pub fn foreign_owners(fields: &[ForeignField]) -> BTreeMap<Slot, String> {
     let mut out = BTreeMap::new();
-    for e in entries {
-        let Some(manager) = e.manager.as_deref() else {
-            continue;
+    for f in fields {
+        let slot = match (&f.container, HookKind::from_field(f.field)) {
+            (Some(c), Some(kind)) => Slot::hook(c, kind),
+            (None, _) => Slot::GracePeriod,
+            (Some(_), None) => continue,
         };
-        if manager.starts_with("lifecycle-operator") {
-            continue;
-        }
-        if let Some(f) = e.fields_v1.as_ref() {
-            for slot in slots_in(&f.0) {
-                out.entry(slot).or_insert_with(|| manager.to_string());
-            }
-        }
+        out.entry(slot).or_insert_with(|| f.manager.to_string());
     }
     out
 }

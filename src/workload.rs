@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::DynamicResourceScope;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,8 @@ pub const HOOKED_VALUE: &str = "true";
 /// The annotations and field managers of the operator all start with this.
 const DOMAIN_PREFIX: &str = "lifecycle-operator.io/";
 const MANAGER_PREFIX: &str = "lifecycle-operator/";
+/// Every field manager of the operator's (policies' and the restore manager).
+const OPERATOR_PREFIX: &str = "lifecycle-operator";
 
 /// A Deployment, StatefulSet or DaemonSet reduced to what planning reads.
 /// The kind is the watch's (kube's dynamic type), set when it is read.
@@ -39,6 +41,19 @@ pub struct Workload {
     pub spec: WorkloadSpec,
     #[serde(default)]
     pub status: WorkloadStatus,
+    /// Hooks and grace periods that field managers outside the operator own
+    /// (from managedFields, see [`trim`]): a few bytes each, not their trees.
+    #[serde(skip)]
+    pub foreign: Vec<ForeignField>,
+}
+
+/// A hook (`container` and `postStart`/`preStop`) or the grace period
+/// (`container` None) that a field manager outside the operator owns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignField {
+    pub manager: Box<str>,
+    pub container: Option<Box<str>>,
+    pub field: &'static str,
 }
 
 impl Resource for Workload {
@@ -304,29 +319,25 @@ pub fn trim(w: &mut Workload) {
     if let Some(a) = m.annotations.as_mut() {
         a.retain(|k, _| k.starts_with(DOMAIN_PREFIX));
     }
+    let mut foreign = Vec::new();
     if let Some(fields) = m.managed_fields.as_mut() {
-        fields.retain_mut(|e| {
-            let ours = e
-                .manager
-                .as_deref()
-                .is_some_and(|m| m.starts_with(MANAGER_PREFIX));
-            if ours {
+        fields.retain(|e| {
+            let manager = e.manager.as_deref().unwrap_or_default();
+            if manager.starts_with(MANAGER_PREFIX) {
                 return e.operation.as_deref() == Some("Apply");
             }
             // Another manager's entry: only which hooks (and grace period) it
             // owns, to name who took a slot back (see `ledger::foreign_owners`).
-            let Some(slots) = e.fields_v1.as_ref().and_then(|f| slot_fields(&f.0)) else {
-                return false;
-            };
-            *e = ManagedFieldsEntry {
-                manager: e.manager.take(),
-                operation: e.operation.take(),
-                fields_v1: Some(FieldsV1(slots)),
-                ..Default::default()
-            };
-            true
+            if !manager.starts_with(OPERATOR_PREFIX)
+                && let Some(f) = &e.fields_v1
+            {
+                foreign.extend(foreign_fields(manager, &f.0));
+            }
+            false
         });
     }
+    w.foreign = foreign;
+    let m = &mut w.metadata;
     m.owner_references = None;
     m.finalizers = None;
     m.creation_timestamp = None;
@@ -344,39 +355,43 @@ pub fn trim(w: &mut Workload) {
     }
 }
 
-/// The part of a fieldsV1 tree under the pod template's hooks and grace
-/// period, None when it has none.
-fn slot_fields(fields: &Value) -> Option<Value> {
-    let pod = fields.pointer("/f:spec/f:template/f:spec")?.as_object()?;
-    let mut out = serde_json::Map::new();
-    if let Some(g) = pod.get("f:terminationGracePeriodSeconds") {
-        out.insert("f:terminationGracePeriodSeconds".into(), g.clone());
+/// The hooks and grace period a fieldsV1 tree covers.
+fn foreign_fields(manager: &str, fields: &Value) -> Vec<ForeignField> {
+    let Some(pod) = fields.pointer("/f:spec/f:template/f:spec") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if pod.get("f:terminationGracePeriodSeconds").is_some() {
+        out.push(ForeignField {
+            manager: manager.into(),
+            container: None,
+            field: "terminationGracePeriodSeconds",
+        });
     }
-    for list in ["f:containers", "f:initContainers"] {
-        let mut kept = serde_json::Map::new();
-        for (key, c) in pod
-            .get(list)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            let hooks: serde_json::Map<String, Value> = c
-                .get("f:lifecycle")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| matches!(k.as_str(), "f:postStart" | "f:preStop"))
-                .map(|(k, _)| (k.clone(), Value::Object(Default::default())))
-                .collect();
-            if !hooks.is_empty() {
-                kept.insert(key.clone(), serde_json::json!({"f:lifecycle": hooks}));
+    let containers = ["f:containers", "f:initContainers"]
+        .into_iter()
+        .filter_map(|f| pod.get(f).and_then(Value::as_object))
+        .flatten();
+    for (key, c) in containers {
+        // `k:{"name":"web"}`: how managedFields key list items.
+        let Some(name) = key
+            .strip_prefix("k:")
+            .and_then(|k| serde_json::from_str::<Value>(k).ok())
+            .and_then(|v| Some(v.get("name")?.as_str()?.to_string()))
+        else {
+            continue;
+        };
+        for field in ["postStart", "preStop"] {
+            if c.pointer(&format!("/f:lifecycle/f:{field}")).is_some() {
+                out.push(ForeignField {
+                    manager: manager.into(),
+                    container: Some(name.as_str().into()),
+                    field,
+                });
             }
         }
-        if !kept.is_empty() {
-            out.insert(list.into(), Value::Object(kept));
-        }
     }
-    (!out.is_empty()).then(|| serde_json::json!({"f:spec": {"f:template": {"f:spec": out}}}))
+    out
 }
 
 #[cfg(test)]
@@ -614,5 +629,36 @@ mod tests {
         }
         // Scaled to zero and observed: settled.
         assert!(!deploy(3, 0, json!({"observedGeneration": 3})).is_rolling());
+    }
+
+    #[test]
+    fn other_managers_keep_only_the_slots_they_own() {
+        let mut w: Workload = serde_json::from_value(json!({
+            "metadata": {"name": "d", "managedFields": [
+                {"manager": "flux", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {
+                    "f:terminationGracePeriodSeconds": {},
+                    "f:containers": {"k:{\"name\":\"app\"}": {"f:image": {}, "f:lifecycle": {"f:preStop": {"f:exec": {}}}}}}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {"f:replicas": {}}}},
+                {"manager": "lifecycle-operator-restore", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:terminationGracePeriodSeconds": {}}}}}},
+            ]},
+        }))
+        .unwrap();
+        trim(&mut w);
+        assert!(
+            w.metadata.managed_fields.is_none(),
+            "their trees are dropped"
+        );
+        let flux = |container: Option<&str>, field| ForeignField {
+            manager: "flux".into(),
+            container: container.map(Into::into),
+            field,
+        };
+        assert_eq!(
+            w.foreign,
+            [
+                flux(None, "terminationGracePeriodSeconds"),
+                flux(Some("app"), "preStop")
+            ]
+        );
     }
 }
