@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -15,12 +14,13 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::ledger::{self, Damage};
+use crate::neighbours::Neighbourhood;
 use crate::patch::{
     Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
 };
-use crate::plan::{self, Contender, Fights, Input, Plan};
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
-use crate::workload::{PodShape, Workload};
+use crate::plan::{self, Fights, Input, Plan};
+use crate::types::{LifecyclePolicy, Mode, OnConflict};
+use crate::workload::Workload;
 
 /// The policy being reconciled and what it competes with.
 pub struct Scope<'a> {
@@ -28,8 +28,8 @@ pub struct Scope<'a> {
     pub selector: &'a Selector,
     /// False when the policy is being deleted: it releases everything.
     pub active: bool,
-    /// Every policy of the namespace, this one included, in any order.
-    pub neighbours: &'a [Arc<LifecyclePolicy>],
+    /// Every policy of the namespace, this one included.
+    pub neighbours: &'a Neighbourhood,
     /// Workloads (Kind/name) the policy hands back although it selects
     /// them: a halted rollout's reverted workloads.
     pub revert: &'a BTreeSet<String>,
@@ -152,12 +152,9 @@ impl Decision {
 pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision> {
     let policy = scope.policy;
     let name = policy.name_any();
-    let mut neighbours: Vec<&Arc<LifecyclePolicy>> = scope.neighbours.iter().collect();
-    neighbours.sort_by_key(|p| p.precedence());
+    let neighbours = scope.neighbours;
     workloads.sort_by_key(|d| (d.kind, d.name_any()));
-
-    // Rendered once per reconcile, not per workload.
-    let rivals: Vec<Rival> = neighbours.iter().map(|p| Rival::new(p)).collect();
+    neighbours.forget_except(&workloads);
     let rendered = policy.rendered();
     let manager = field_manager(&name);
     let limit = policy.spec.max_concurrent_rollouts;
@@ -168,11 +165,7 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         })
         .count() as i32;
 
-    let deleting: BTreeSet<&str> = neighbours
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some())
-        .filter_map(|p| p.metadata.name.as_deref())
-        .collect();
+    let deleting = neighbours.deleting();
     let mut out = Vec::new();
     for d in workloads {
         // A workload on its way out needs nothing restored.
@@ -183,13 +176,19 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
         let selected = scope.active
             && policy.spec.kinds.contains(&d.kind)
             && scope.selector.matches(d.labels());
+        // Neither selected nor ever written by this policy (no ledger, no
+        // managedFields of its manager): nothing to decide, and the common
+        // case of a namespace with many policies, so it costs no parsing.
+        if !selected && !touched(&d, &name, &manager) {
+            continue;
+        }
         let reverted = selected && scope.revert.contains(&key(&d));
         let matched = selected && !reverted;
         let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
         // Ledgers of policies that no longer exist do not block anyone. But
         // the copy may just lag their release: see `guard` below.
         let before = ledgers.len();
-        ledgers.retain(|p, _| neighbours.iter().any(|n| n.name_any() == *p));
+        ledgers.retain(|p, _| neighbours.has(p));
         let gone_ledgers = ledgers.len() < before;
         // This policy's own ledger, checked against its field manager's
         // managedFields: a damaged ledger is rebuilt, never trusted blindly.
@@ -216,7 +215,7 @@ pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision>
             .damage
             .clone()
             .filter(|dmg| !is_takeover(dmg, &fights));
-        let contenders = contenders(&rivals, &name, &d, pod);
+        let contenders = neighbours.contenders(&name, &d, pod);
         let winners = plan::winners(&contenders);
         let dry_run = policy.spec.mode == Mode::DryRun;
         let plan = plan::plan(&Input {
@@ -343,24 +342,18 @@ fn is_takeover(damage: &Damage, fights: &Fights) -> bool {
             && not_owned.iter().all(|s| fights.taken.contains_key(s)))
 }
 
-/// Whether a change to `w` can change what `policy` decides: it selects
-/// the workload, or holds a ledger on it. A workload event reconciles only
-/// those policies of its namespace, not all of them (many policies in one
-/// namespace would otherwise cost policies² × workloads per event).
-pub fn concerns(policy: &LifecyclePolicy, w: &Workload) -> bool {
-    if policy.namespace() != w.namespace() {
-        return false;
-    }
-    let name = policy.name_any();
-    let holds = w
+/// The policy may have left something on the workload: its ledger, or
+/// fields its manager applied (a ledger deleted by hand: damage).
+fn touched(w: &Workload, policy: &str, manager: &str) -> bool {
+    let ledger = w
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(&ledger_key(&name)));
-    holds
-        || (policy.spec.kinds.contains(&w.kind)
-            && Selector::try_from(LabelSelector::from(&policy.spec.selector))
-                .is_ok_and(|s| s.matches(w.labels())))
+        .is_some_and(|a| a.contains_key(&ledger_key(policy)));
+    ledger
+        || w.managed_fields()
+            .iter()
+            .any(|e| e.manager.as_deref() == Some(manager))
 }
 
 /// Kind/name of a workload.
@@ -368,51 +361,11 @@ pub fn key(w: &Workload) -> String {
     format!("{}/{}", w.kind, w.name_any())
 }
 
-/// A policy of the namespace as contention needs it: rendered hooks and a
-/// parsed selector, computed once per reconcile.
-struct Rival {
-    policy: Arc<LifecyclePolicy>,
-    spec: LifecyclePolicySpec,
-    selector: Option<Selector>,
-}
-
-impl Rival {
-    fn new(p: &Arc<LifecyclePolicy>) -> Self {
-        Rival {
-            policy: p.clone(),
-            spec: p.rendered(),
-            selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
-        }
-    }
-}
-
-/// The policies competing for slots on this workload, ranked oldest first
-/// (`rivals` is sorted by precedence). DryRun policies never block an
-/// enforcing one, but a DryRun policy sees whom it would lose to.
-fn contenders<'a>(
-    rivals: &'a [Rival],
-    me: &str,
-    d: &Workload,
-    pod: &PodShape,
-) -> Vec<Contender<'a>> {
-    rivals
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.policy.metadata.deletion_timestamp.is_none())
-        .filter(|(_, r)| r.policy.name_any() == me || plan::contends(r.policy.spec.mode))
-        .filter(|(_, r)| r.selector.as_ref().is_some_and(|s| s.matches(d.labels())))
-        .map(|(rank, r)| Contender {
-            name: r.policy.metadata.name.as_deref().unwrap_or_default(),
-            rank,
-            wants: plan::wanted(&r.spec, pod),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::workload::HOOKED_LABEL;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
@@ -469,7 +422,7 @@ mod tests {
                 policy: p,
                 selector: &selector,
                 active: true,
-                neighbours,
+                neighbours: &Neighbourhood::new(neighbours),
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -492,33 +445,6 @@ mod tests {
                 (d.name(), k)
             })
             .collect()
-    }
-
-    #[test]
-    fn contenders_rank_by_age_and_leave_out_dry_runs_and_deletions() {
-        let ps = [
-            policy("old", 100, "Enforce", false),
-            policy("dry", 150, "DryRun", false),
-            policy("going", 160, "Enforce", false),
-            policy("gone", 170, "Enforce", true),
-            policy("young", 200, "Enforce", false),
-        ];
-        let rivals: Vec<Rival> = ps.iter().map(Rival::new).collect();
-        let d = settled("d");
-        let names = |me: &str| {
-            contenders(&rivals, me, &d, d.pod())
-                .iter()
-                .map(|c| (c.name, c.rank))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names("young"), vec![("old", 0), ("going", 2), ("young", 4)]);
-        // A DryRun policy sees the enforcing ones it would compete with.
-        assert_eq!(
-            names("dry"),
-            vec![("old", 0), ("dry", 1), ("going", 2), ("young", 4)]
-        );
-        let other = deploy("o", json!({"app": "other"}), json!({}));
-        assert!(contenders(&rivals, "old", &other, other.pod()).is_empty());
     }
 
     #[test]
@@ -638,7 +564,7 @@ mod tests {
                 policy: &p,
                 selector: &selector,
                 active: true,
-                neighbours: std::slice::from_ref(&p),
+                neighbours: &Neighbourhood::new(std::slice::from_ref(&p)),
                 revert: &BTreeSet::new(),
                 hold: Some(&hold),
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -693,7 +619,7 @@ mod tests {
                     policy: &p,
                     selector: &Selector::default(),
                     active: false,
-                    neighbours: &[p.clone(), q],
+                    neighbours: &Neighbourhood::new(&[p.clone(), q]),
                     revert: &BTreeSet::new(),
                     hold: None,
                     now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -824,7 +750,7 @@ mod tests {
                 policy: &gone,
                 selector: &Selector::default(),
                 active: false,
-                neighbours: std::slice::from_ref(&gone),
+                neighbours: &Neighbourhood::new(std::slice::from_ref(&gone)),
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -842,23 +768,5 @@ mod tests {
             "{ops}"
         );
         assert!(write.apply.is_none());
-    }
-
-    #[test]
-    fn a_workload_event_concerns_the_policies_that_select_it_or_hold_a_ledger_on_it() {
-        let p = policy("p", 100, "Enforce", false);
-        let web = settled("a");
-        assert!(concerns(&p, &web));
-        let other = deploy("b", json!({"app": "other"}), json!({}));
-        assert!(!concerns(&p, &other));
-        let mut held: Workload = (*other).clone();
-        held.metadata.annotations = Some([(ledger_key("p"), "{}".to_string())].into());
-        assert!(concerns(&p, &held), "it still holds slots there");
-        let mut elsewhere: Workload = (*web).clone();
-        elsewhere.metadata.namespace = Some("ns2".into());
-        assert!(!concerns(&p, &elsewhere));
-        let mut sts: Workload = (*web).clone();
-        sts.kind = crate::types::WorkloadKind::StatefulSet;
-        assert!(!concerns(&p, &sts), "not one of its kinds");
     }
 }

@@ -5,6 +5,7 @@
 //! - `workload`: a workload as cached: the fields planning reads, nothing else.
 //! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
 //! - `decide`: a policy over all its workloads, pure: write intents, rollout slots settled.
+//! - `neighbours`: a namespace's policies indexed once per change, for contention.
 //! - `execute`: carries write intents out, bounded and in parallel; summary events.
 //! - `patch`: request bodies from a plan, pure.
 //! - `ledger`: a ledger checked against managedFields (the second record), pure.
@@ -28,6 +29,7 @@ pub mod ledger;
 pub mod liveness;
 pub mod marker;
 pub mod metrics;
+pub mod neighbours;
 pub mod observe;
 pub mod outcome;
 pub mod patch;

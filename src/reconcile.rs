@@ -23,6 +23,7 @@ use crate::decide::{self, Decision, Intent, Scope};
 use crate::execute::Executor;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
+use crate::neighbours::Neighbours;
 use crate::observe::Observer;
 use crate::plan::{self, Plan};
 use crate::rollout;
@@ -104,6 +105,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub observer: Arc<Observer>,
     pub liveness: Arc<Liveness>,
+    /// Each namespace's policies, indexed for contention once per change.
+    pub neighbours: Neighbours,
     /// Consecutive failures per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
     /// The rollout status last written, by policy uid: the policy cache can
@@ -136,6 +139,7 @@ impl Context {
             metrics,
             observer,
             liveness,
+            neighbours: Neighbours::default(),
             failures: Mutex::default(),
             written_rollouts: Mutex::default(),
         }
@@ -194,17 +198,6 @@ pub async fn run(
         "policy",
     );
     let controller = Controller::for_stream(policy_watch, store.clone());
-    let concerned = {
-        let store = store.clone();
-        move |w: Workload| {
-            store
-                .state()
-                .into_iter()
-                .filter(|p| decide::concerns(p, &w))
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        }
-    };
     let neighbours = {
         let store = store.clone();
         move |ns: Option<String>, except: Option<String>| {
@@ -228,6 +221,20 @@ pub async fn run(
         liveness.clone(),
         instance,
     ));
+    // A workload event reconciles only the policies it concerns (see
+    // `Neighbourhood::concerned`), found in its namespace's index.
+    let concerned = {
+        let ctx = ctx.clone();
+        move |w: Workload| {
+            let ns = w.namespace().unwrap_or_default();
+            ctx.neighbours
+                .of(&ctx.policies, &ns)
+                .concerned(&w)
+                .into_iter()
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        }
+    };
     let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
         .watches_stream(workload_events, concerned)
@@ -503,13 +510,9 @@ async fn evaluate(
     workloads: Vec<Arc<Workload>>,
     ctx: &Context,
 ) -> Result<Evaluated, Error> {
-    let ns = policy.namespace();
-    let neighbours: Vec<Arc<LifecyclePolicy>> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace() == ns)
-        .collect();
+    let neighbours = ctx
+        .neighbours
+        .of(&ctx.policies, &policy.namespace().unwrap_or_default());
     let decide_with = |revert: &BTreeSet<String>, hold: Option<&decide::Hold>| {
         decide::decide(
             &Scope {

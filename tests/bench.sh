@@ -17,6 +17,9 @@
 #     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
 #     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
 #     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
+#  4. contention, in-process (no cluster): P policies of one namespace, each
+#     decided once over W Deployments, with the namespace's index shared vs
+#     rebuilt for every reconcile (BENCH_CONTENTION_POLICIES, _WORKLOADS).
 #
 # Everything it creates carries lifecycle-operator.io/bench and goes away on
 # exit, whatever happens. Needs `make cluster-up`; run one cluster user at a
@@ -32,11 +35,13 @@ case $mode in
     out=target/bench
     : "${BENCH_SIZES:=1000 5000}" "${BENCH_IDLE_SECONDS:=60}" "${BENCH_LATENCY_PODS:=100}"
     : "${BENCH_RSS_DEPLOYMENTS:=10000}" "${BENCH_PODS:=40000}" "${BENCH_HOOKED_PODS:=10000}"
+    : "${BENCH_CONTENTION_POLICIES:=10,100,1000}" "${BENCH_CONTENTION_WORKLOADS:=1000}"
     ;;
   ci)
     out=target/bench-ci
     : "${BENCH_SIZES:=100 500}" "${BENCH_IDLE_SECONDS:=15}" "${BENCH_LATENCY_PODS:=20}"
     : "${BENCH_RSS_DEPLOYMENTS:=500}" "${BENCH_PODS:=2000}" "${BENCH_HOOKED_PODS:=500}"
+    : "${BENCH_CONTENTION_POLICIES:=10,100}" "${BENCH_CONTENTION_WORKLOADS:=200}"
     ;;
   *) die "usage: tests/bench.sh [full|ci]" ;;
 esac
@@ -49,8 +54,8 @@ case $BENCH_PROFILE in
   debug) profile_flag= ;;
   *) die "BENCH_PROFILE must be release or debug" ;;
 esac
-# Which parts run (all by default): speed latency rss.
-: "${BENCH_PARTS:=speed latency rss}"
+# Which parts run (all by default): speed latency rss contention.
+: "${BENCH_PARTS:=speed latency rss contention}"
 : "${BENCH_KWOK_NODES:=4}"
 port=${BENCH_PORT:-18290}
 kwok_port=${BENCH_KWOK_PORT:-18247}
@@ -354,6 +359,11 @@ EOF
     die "the operator did not count the preStop of deleted kwok pods: it does not track them as hooked"
   log "the operator counted the preStop of ${#some[@]} deleted kwok pods: $(kubectl -n "$ns" get lcp hooked -o jsonpath='{.status.preStop.summary}')"
   phase rss
+fi
+
+if part contention; then
+  driver contention --policies "$BENCH_CONTENTION_POLICIES" --workloads "$BENCH_CONTENTION_WORKLOADS" >>"$results"
+  phase contention
 fi
 
 driver table "$results" | tee "$out/table.md"

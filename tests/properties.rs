@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::Selector;
 use lifecycle_operator::decide::{self, Intent, Scope};
+use lifecycle_operator::neighbours::Neighbourhood;
 use lifecycle_operator::patch::{field_manager, ledger_key, read_ledgers};
 use lifecycle_operator::plan::Slot;
 use lifecycle_operator::types::{LifecyclePolicy, WorkloadKind};
@@ -170,7 +171,7 @@ fn reconcile(w: &mut Value, me: &Arc<LifecyclePolicy>, all: &[Arc<LifecyclePolic
             policy: me,
             selector: &selector,
             active: !deleting,
-            neighbours: all,
+            neighbours: &Neighbourhood::new(all),
             revert: &BTreeSet::new(),
             hold: None,
             now: Timestamp::from_second(1_800_000_000).unwrap(),
