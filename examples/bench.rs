@@ -886,10 +886,10 @@ async fn latency(
 /// Prints `contention.P.{workloads,indexed_s,rebuilt_s}`: one round (every
 /// policy decided once) with the index shared, then rebuilt per decision.
 fn contention(policies: usize, workloads: usize) {
-    use lifecycle_operator::decide::{Scope, decide};
-    use lifecycle_operator::neighbours::{Neighbourhood, Neighbours};
-    use lifecycle_operator::types::LifecyclePolicy;
-    use lifecycle_operator::workload::Workload;
+    use lifecycle_operator::api::types::LifecyclePolicy;
+    use lifecycle_operator::apply::decide::{Scope, decide};
+    use lifecycle_operator::apply::neighbours::{Neighbourhood, Neighbours};
+    use lifecycle_operator::apply::workload::Workload;
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
@@ -913,7 +913,7 @@ fn contention(policies: usize, workloads: usize) {
                 "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
             }))
             .expect("a workload");
-            w.kind = lifecycle_operator::types::WorkloadKind::Deployment;
+            w.kind = lifecycle_operator::api::types::WorkloadKind::Deployment;
             Arc::new(w)
         })
         .collect();

@@ -17,13 +17,13 @@ use tower::util::MapRequestLayer;
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
-use lifecycle_operator::client;
-use lifecycle_operator::liveness::Liveness;
-use lifecycle_operator::metrics::Metrics;
+use lifecycle_operator::api::types::LifecyclePolicy;
+use lifecycle_operator::apply::release;
 use lifecycle_operator::reconcile;
-use lifecycle_operator::release;
-use lifecycle_operator::server::{self, Health};
-use lifecycle_operator::types::LifecyclePolicy;
+use lifecycle_operator::runtime::client;
+use lifecycle_operator::runtime::liveness::Liveness;
+use lifecycle_operator::runtime::metrics::Metrics;
+use lifecycle_operator::runtime::server::{self, Health};
 
 #[derive(Parser, Debug)]
 #[command(

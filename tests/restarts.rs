@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kube::api::{Api, DeleteParams, ListParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::json;
 
 const PORT: u16 = 18090;

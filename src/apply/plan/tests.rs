@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::missing_containers;
 use super::*;
-use crate::patch::{Target, apply_body, ledger_key, read_ledgers, release_patch};
-use crate::types::WorkloadKind;
-use crate::workload::{HOOKED_LABEL, PodShape};
+use crate::api::types::WorkloadKind;
+use crate::apply::patch::{Target, apply_body, ledger_key, read_ledgers, release_patch};
+use crate::apply::workload::{HOOKED_LABEL, PodShape};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
     let mut base = json!({"selector": {"matchLabels": {"app": "web"}}});

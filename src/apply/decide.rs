@@ -13,14 +13,14 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
-use crate::ledger::{self, Damage};
-use crate::neighbours::Neighbourhood;
-use crate::patch::{
+use crate::api::types::{LifecyclePolicy, Mode, OnConflict};
+use crate::apply::ledger::{self, Damage};
+use crate::apply::neighbours::Neighbourhood;
+use crate::apply::patch::{
     Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
 };
-use crate::plan::{self, Fights, Input, Plan};
-use crate::types::{LifecyclePolicy, Mode, OnConflict};
-use crate::workload::Workload;
+use crate::apply::plan::{self, Fights, Input, Plan};
+use crate::apply::workload::Workload;
 
 /// The policy being reconciled and what it competes with.
 pub struct Scope<'a> {
@@ -364,7 +364,7 @@ pub fn key(w: &Workload) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::HOOKED_LABEL;
+    use crate::apply::workload::HOOKED_LABEL;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn kinds_select_and_staged_workloads_take_no_slot() {
-        use crate::types::WorkloadKind::{DaemonSet, StatefulSet};
+        use crate::api::types::WorkloadKind::{DaemonSet, StatefulSet};
         let p = policy_with(
             "p",
             100,

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
 use super::*;
-use crate::liveness::Liveness;
-use crate::metrics::Metrics;
-use crate::observe::Observer;
+use crate::runtime::liveness::Liveness;
+use crate::runtime::metrics::Metrics;
+use crate::verify::observer::Observer;
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;
 
@@ -53,8 +53,7 @@ fn deployment(ledger: bool) -> Workload {
         }]);
         d["spec"]["template"]["spec"]["containers"][0]["lifecycle"] =
             json!({"preStop": {"sleep": {"seconds": 1}}});
-        d["spec"]["template"]["metadata"] =
-            json!({"labels": {crate::workload::HOOKED_LABEL: crate::workload::HOOKED_VALUE}});
+        d["spec"]["template"]["metadata"] = json!({"labels": {crate::apply::workload::HOOKED_LABEL: crate::apply::workload::HOOKED_VALUE}});
     }
     serde_json::from_value(d).unwrap()
 }

@@ -3,10 +3,6 @@
 //! index, and hands the policies whose reports changed to reconcile, which
 //! writes them on the status (coalesced to at most twice a second per policy).
 
-pub mod index;
-pub mod logread;
-pub mod pool;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,16 +17,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::hook::HookKind;
-use crate::marker::{self, Evidence};
-use crate::metrics::Metrics;
-use crate::plan::{self, contains};
-use crate::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
-use crate::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
-pub use index::WorkloadHealth;
-use index::{
+pub use super::index::WorkloadHealth;
+use super::index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
+use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use crate::apply::plan::{self, contains};
+use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
+use crate::hooks::hook::HookKind;
+use crate::hooks::marker::{self, Evidence};
+use crate::runtime::metrics::Metrics;
 
 /// At most this many terminating containers' logs followed at once: enough
 /// for a few hundred pods stopping together, each a long-lived streaming
@@ -81,8 +77,8 @@ pub struct Observer {
     watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
-    post_start_logs: Arc<pool::FairPool>,
-    pre_stop_logs: Arc<pool::FairPool>,
+    post_start_logs: Arc<super::pool::FairPool>,
+    pre_stop_logs: Arc<super::pool::FairPool>,
 }
 
 impl Observer {
@@ -97,8 +93,8 @@ impl Observer {
             watched: Mutex::default(),
             metrics,
             index: Mutex::default(),
-            post_start_logs: pool::FairPool::new(POSTSTART_STREAMS, POSTSTART_PER_NAMESPACE),
-            pre_stop_logs: pool::FairPool::new(PRESTOP_STREAMS, PRESTOP_PER_NAMESPACE),
+            post_start_logs: super::pool::FairPool::new(POSTSTART_STREAMS, POSTSTART_PER_NAMESPACE),
+            pre_stop_logs: super::pool::FairPool::new(PRESTOP_STREAMS, PRESTOP_PER_NAMESPACE),
         })
     }
 
@@ -107,7 +103,7 @@ impl Observer {
     pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
         // The policies (and their statuses, the durable counts) must be known
         // before the first pods are: a pod nobody owns is not looked at again.
-        crate::ready::wait_ready(&self.policies).await;
+        crate::runtime::ready::wait_ready(&self.policies).await;
         debug!("policies known; watching pods and events");
         // Only pods of templates a policy hooked: the rest of the cluster's
         // pods cost nothing (the label is restored with the last hook).
@@ -117,7 +113,7 @@ impl Observer {
                 .labels(&format!("{HOOKED_LABEL}={HOOKED_VALUE}"))
                 .any_semantic(),
         )
-        .backoff(crate::watches::backoff())
+        .backoff(crate::runtime::watches::backoff())
         .modify(trim_pod);
         // Only the two reasons that matter, filtered by the API server, in
         // small pages: an Event's message has no size limit of its own, and
@@ -129,7 +125,7 @@ impl Observer {
                     .fields(&format!("type=Warning,reason={reason}"))
                     .page_size(EVENT_PAGE),
             )
-            .backoff(crate::watches::backoff())
+            .backoff(crate::runtime::watches::backoff())
             .touched_objects()
         };
         let events = futures::stream::select(
@@ -424,7 +420,7 @@ impl Observer {
             }
             Err(_) => return found,
         };
-        let mut scan = logread::MarkerScan::new(kind, &policy, token);
+        let mut scan = super::logread::MarkerScan::new(kind, &policy, token);
         let read = read_lines(stream, &mut scan);
         if tokio::time::timeout_at(deadline, read).await.is_err() {
             debug!(%pod, "log read reached its deadline");
@@ -438,8 +434,8 @@ impl Observer {
 
 /// Feeds a log stream through a bounded line buffer into `scan` until the
 /// stream ends, fails, or the scan has what it looks for.
-async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut logread::MarkerScan) {
-    let mut cutter = logread::LineCutter::new(logread::MAX_LINE);
+async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut super::logread::MarkerScan) {
+    let mut cutter = super::logread::LineCutter::new(super::logread::MAX_LINE);
     let mut line = |l: &str, cut: bool| scan.line(l, cut);
     let mut stream = Box::pin(stream);
     loop {
@@ -450,7 +446,7 @@ async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut logread::Mark
         let n = chunk.len();
         let next = cutter.feed(chunk, &mut line);
         stream.consume_unpin(n);
-        if next == logread::Next::Stop {
+        if next == super::logread::Next::Stop {
             return;
         }
     }

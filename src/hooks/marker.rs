@@ -52,8 +52,8 @@
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::hook::HookKind;
-use crate::types::{ExecAction, Handler};
+use crate::api::types::{ExecAction, Handler};
+use crate::hooks::hook::HookKind;
 
 /// Every marker line starts with this.
 pub const PREFIX: &str = "lifecycle-operator: ";
@@ -319,7 +319,7 @@ fn timestamp(s: &str) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{HttpGetAction, SleepAction};
+    use crate::api::types::{HttpGetAction, SleepAction};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use std::path::PathBuf;
     use std::process::{Command, Output};

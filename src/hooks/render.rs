@@ -3,9 +3,9 @@
 //! (see `marker`). Kept apart from `types` so the API types depend on
 //! nothing else in the crate.
 
-use crate::hook::HookKind;
-use crate::marker;
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec, Verification};
+use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Verification};
+use crate::hooks::hook::HookKind;
+use crate::hooks::marker;
 
 /// The spec with its hooks rendered. `policy` is "namespace/name", the name
 /// the marker carries; `uid` the policy's UID, from which the markers' token
@@ -40,7 +40,7 @@ pub fn scripts(
     rendered: &LifecyclePolicySpec,
 ) -> Vec<(String, String)> {
     // The script is the third word of `<shell> -c <script> [$0 args...]`.
-    let script = |h: Option<&crate::types::Handler>| {
+    let script = |h: Option<&crate::api::types::Handler>| {
         h.and_then(|h| h.exec.as_ref())
             .and_then(|e| e.command.get(2).cloned())
     };

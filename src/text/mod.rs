@@ -4,6 +4,8 @@
 //! without limit. Cuts are at a character boundary, never inside a UTF-8
 //! sequence (`String::truncate` at a byte count panics there).
 
+pub mod explain;
+
 /// Appended where a text was cut.
 pub const ELLIPSIS: &str = "…";
 

@@ -13,12 +13,12 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::decide::{Decision, Intent, Write};
-use crate::metrics::Metrics;
-use crate::patch::{RESTORE_MANAGER, at_version, field_manager};
-use crate::plan::Slot;
-use crate::types::{LifecyclePolicy, WorkloadKind};
-use crate::workload::Workload;
+use crate::api::types::{LifecyclePolicy, WorkloadKind};
+use crate::apply::decide::{Decision, Intent, Write};
+use crate::apply::patch::{RESTORE_MANAGER, at_version, field_manager};
+use crate::apply::plan::Slot;
+use crate::apply::workload::Workload;
+use crate::runtime::metrics::Metrics;
 
 /// Writes in flight at once. Each workload is one request (two when a
 /// release and a claim meet), so this is the API server's load from one policy.
@@ -214,7 +214,7 @@ impl Executor<'_> {
             )
             .map_err(kube::Error::BuildRequest)?
             .into_parts();
-        let req = http::Request::from_parts(parts, crate::wire::to_vec(ops));
+        let req = http::Request::from_parts(parts, crate::apply::wire::to_vec(ops));
         self.client.request::<Workload>(req).await
     }
 

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::plan::{HookKind, Ledger, Plan, Slot};
-use crate::types::WorkloadKind;
-use crate::workload::{ContainerShape, HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
+use crate::api::types::WorkloadKind;
+use crate::apply::plan::{Ledger, Plan, Slot};
+use crate::apply::workload::{ContainerShape, HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
+use crate::hooks::hook::HookKind;
 
 /// The workload a request body is for.
 pub struct Target<'a> {
@@ -279,7 +280,7 @@ pub fn at_version(body: &Value, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Ledger, Slot};
+    use crate::apply::plan::{Ledger, Slot};
 
     #[test]
     fn names_stay_within_kubernetes_limits() {
@@ -335,7 +336,7 @@ mod tests {
         ]}))
         .unwrap();
         let plan = Plan {
-            releases: BTreeMap::from([(Slot::hook("b", crate::plan::HookKind::PreStop), None)]),
+            releases: BTreeMap::from([(Slot::hook("b", HookKind::PreStop), None)]),
             ..Default::default()
         };
         let ann = BTreeMap::from([(ledger_key("p/x"), "{}".to_string())]);
@@ -362,7 +363,7 @@ mod tests {
         ]}))
         .unwrap();
         let plan = Plan {
-            releases: BTreeMap::from([(Slot::hook("c", crate::plan::HookKind::PreStop), None)]),
+            releases: BTreeMap::from([(Slot::hook("c", HookKind::PreStop), None)]),
             ..Default::default()
         };
         let ops = release_patch("p", &pod, None, &plan).unwrap();

@@ -1,6 +1,6 @@
 //! Reading marker lines out of a container log, pure: bytes go in, at most
 //! one bounded line is held, and what was found comes out. The driver
-//! (`observe::read_markers`) only moves the HTTP body's chunks in here.
+//! (`observer::read_markers`) only moves the HTTP body's chunks in here.
 //!
 //! Whatever the container writes, this holds at most [`MAX_LINE`] bytes: a
 //! line longer than that keeps its first `MAX_LINE` bytes (enough for the
@@ -10,8 +10,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::hook::HookKind;
-use crate::marker::{self, Phase};
+use crate::hooks::hook::HookKind;
+use crate::hooks::marker::{self, Phase};
 
 use super::index::{EndMarker, MarkerFinding};
 

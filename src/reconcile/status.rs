@@ -3,10 +3,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::plan::{self, HookKind, Outcome, Plan, Slot};
-use crate::types::{
+use crate::api::types::{
     HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadKind, WorkloadReport,
 };
+use crate::apply::plan::{self, Outcome, Plan, Slot};
+use crate::hooks::hook::HookKind;
 
 /// At most this many workloads are listed on the status.
 pub const MAX_REPORTS: usize = 20;
@@ -319,7 +320,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             "PreStopNearGracePeriod",
             &format!(
                 "a preStop used {}% or more of its grace period ({n}); raise terminationGracePeriodSeconds",
-                (crate::outcome::NEAR_GRACE * 100.0) as i64
+                (crate::verify::outcome::NEAR_GRACE * 100.0) as i64
             ),
         ),
     };
@@ -579,7 +580,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::plan::HookKind;
 
     fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> WorkloadResult {
         WorkloadResult {
@@ -801,7 +801,7 @@ mod tests {
 
     #[test]
     fn the_whole_status_stays_bounded_whatever_the_input() {
-        use crate::types::{CountedInstance, HookFailure, RolloutHalt, Watermark};
+        use crate::api::types::{CountedInstance, HookFailure, RolloutHalt, Watermark};
         let t = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
         let huge = "失败🚀e\u{301}".repeat(20_000);
         let name = |i: usize| format!("{i:03}{}", "w".repeat(250));
@@ -843,7 +843,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let keys: Vec<String> = (0..crate::rollout::MAX_WAVE)
+        let keys: Vec<String> = (0..crate::apply::rollout::MAX_WAVE)
             .map(|i| format!("StatefulSet/{}", name(i)))
             .collect();
         let rollout = RolloutStatus {

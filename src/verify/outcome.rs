@@ -4,7 +4,7 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::marker::Evidence;
+use crate::hooks::marker::Evidence;
 
 /// preStop durations at or above this share of the grace period in force are
 /// flagged (GracePeriodTooShort): the process gets little time after the hook.

@@ -19,9 +19,9 @@ use k8s_openapi::jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::hook::HookKind;
-use crate::types::{LifecyclePolicySpec, Mode, OnConflict};
-use crate::workload::{PodShape, Section};
+use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
+use crate::apply::workload::{PodShape, Section};
+use crate::hooks::hook::HookKind;
 
 /// One field of the pod template the operator can own.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -578,5 +578,4 @@ pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<Str
 }
 
 #[cfg(test)]
-#[path = "plan_tests.rs"]
 mod tests;

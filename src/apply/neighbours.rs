@@ -19,10 +19,10 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
 
-use crate::patch::ledger_key;
-use crate::plan::{self, Contender};
-use crate::types::{LifecyclePolicy, LifecyclePolicySpec};
-use crate::workload::{PodShape, Workload};
+use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec};
+use crate::apply::patch::ledger_key;
+use crate::apply::plan::{self, Contender};
+use crate::apply::workload::{PodShape, Workload};
 
 /// What of a policy its neighbours depend on: a change to anything else
 /// (its status) keeps the index.
@@ -255,7 +255,7 @@ impl Neighbours {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::WorkloadKind;
+    use crate::api::types::WorkloadKind;
     use kube::runtime::watcher;
     use serde_json::{Value, json};
 

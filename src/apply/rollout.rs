@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::types::{OnFailure, RolloutHalt, RolloutSpec, RolloutStatus, RolloutStrategy};
+use crate::api::types::{OnFailure, RolloutHalt, RolloutSpec, RolloutStatus, RolloutStrategy};
 
 /// A wave is at most this many workloads (also "all at once"), and a halt
 /// reverts at most this many: the status lists them, and must stay bounded.

@@ -15,7 +15,7 @@ use kube::core::DynamicResourceScope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::types::WorkloadKind;
+use crate::api::types::WorkloadKind;
 
 /// Pod-template label on every template a policy has hooked, so that the hook
 /// observer watches only hooked pods. Restored (removed) with the last hook.

@@ -1,6 +1,8 @@
 //! The policy reconciler: the I/O around `decide` and `execute`. Reads workloads and
 //! policies from watch caches, writes only what differs, then the status.
 
+pub mod status;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,19 +21,20 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::decide::{self, Decision, Intent, Scope};
-use crate::execute::Executor;
-use crate::liveness::Liveness;
-use crate::metrics::Metrics;
-use crate::neighbours::Neighbours;
-use crate::observe::Observer;
-use crate::plan::{self, Plan};
-use crate::rollout;
-use crate::status::{self, Done, StatusInput, WorkloadResult};
-use crate::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
-use crate::watches;
-use crate::workload::{self, Workload};
-use crate::{explain, render, text};
+use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
+use crate::apply::decide::{self, Decision, Intent, Scope};
+use crate::apply::execute::Executor;
+use crate::apply::neighbours::Neighbours;
+use crate::apply::plan::{self, Plan};
+use crate::apply::rollout;
+use crate::apply::workload::{self, Workload};
+use crate::hooks::render;
+use crate::runtime::liveness::Liveness;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::watches;
+use crate::text::{self, explain};
+use crate::verify::observer::Observer;
+use status::{Done, StatusInput, WorkloadResult};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -468,7 +471,7 @@ impl Workloads {
 
     async fn wait_ready(&self) {
         for (_, store) in &self.0 {
-            crate::ready::wait_ready(store).await;
+            crate::runtime::ready::wait_ready(store).await;
         }
     }
 }
@@ -760,7 +763,11 @@ fn workload_ref(
 ) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
     let (kind, name) = key.split_once('/')?;
     let kind = WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-    Some(crate::execute::reference(kind, name, policy.namespace()))
+    Some(crate::apply::execute::reference(
+        kind,
+        name,
+        policy.namespace(),
+    ))
 }
 
 /// Pods a workload runs once rolled out.
@@ -772,5 +779,4 @@ fn expected_pods(w: &Workload) -> i64 {
 }
 
 #[cfg(test)]
-#[path = "reconcile_faults.rs"]
 mod faults;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
-use crate::liveness::Liveness;
-use crate::metrics::Metrics;
+use crate::runtime::liveness::Liveness;
+use crate::runtime::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct Health {

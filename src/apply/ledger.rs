@@ -13,9 +13,10 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::Value;
 
-use crate::patch::{escape, ledger_key};
-use crate::plan::{HookKind, Ledger, Slot};
-use crate::workload::ForeignField;
+use crate::apply::patch::{escape, ledger_key};
+use crate::apply::plan::{Ledger, Slot};
+use crate::apply::workload::ForeignField;
+use crate::hooks::hook::HookKind;
 
 /// What a field manager owns through server-side apply on one Deployment.
 #[derive(Clone, Debug, Default, PartialEq)]

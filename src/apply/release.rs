@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta};
 use kube::{Client, ResourceExt};
 use tracing::info;
 
-use crate::types::LifecyclePolicy;
+use crate::api::types::LifecyclePolicy;
 
 /// Each API call's bound: a call that never answers must not wedge uninstall.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

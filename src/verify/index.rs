@@ -36,11 +36,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::hook::HookKind;
-use crate::marker::Evidence;
-use crate::outcome::{self, Deletion, NEAR_GRACE, Observation, Outcome, Terminated};
+use crate::api::types::{
+    CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark,
+};
+use crate::hooks::hook::HookKind;
+use crate::hooks::marker::Evidence;
 use crate::text;
-use crate::types::{CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark};
+use crate::verify::outcome::{self, Deletion, NEAR_GRACE, Observation, Outcome, Terminated};
 
 /// How far behind `now` the watermark stays: an instance first seen this
 /// long after its hook happened could otherwise be taken as counted.
@@ -1319,5 +1321,4 @@ fn terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> Termi
 }
 
 #[cfg(test)]
-#[path = "index_tests.rs"]
 mod tests;
