@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
-use crate::api::types::{LifecyclePolicy, Mode, OnConflict};
+use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
 use crate::apply::ledger::{self, Damage};
 use crate::apply::neighbours::Neighbourhood;
 use crate::apply::patch::{
@@ -149,161 +149,249 @@ impl Decision {
 
 /// Decides for every workload of the namespace (sorted by name, so slots go
 /// in a stable order) that the policy matches or holds slots on.
-pub fn decide(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Vec<Decision> {
-    let policy = scope.policy;
-    let name = policy.name_any();
-    let neighbours = scope.neighbours;
+pub fn decide(scope: &Scope, workloads: Vec<Arc<Workload>>) -> Vec<Decision> {
+    intents(scope, plan_all(scope, workloads))
+}
+
+/// One workload's plan, before the rollout gate and the rollout slots.
+#[derive(Debug)]
+pub struct Planned {
+    pub workload: Arc<Workload>,
+    /// Selected and not reverted: the policy wants its hooks here.
+    pub matched: bool,
+    pub reverted: bool,
+    pub plan: Plan,
+    /// This policy's ledger as stored on the workload.
+    stored: Option<plan::Ledger>,
+    /// The ledger disagreed with managedFields: written even if the plan
+    /// has nothing new.
+    damaged: bool,
+    /// ... unless named managers took those slots back (a contest).
+    damage: Option<Damage>,
+    /// The cached copy shows a gone policy's ledger (see `Write::guard`).
+    gone_ledgers: bool,
+}
+
+impl Planned {
+    pub fn key(&self) -> String {
+        key(&self.workload)
+    }
+
+    /// Something must be written: the plan changes the workload, or the
+    /// ledger must be repaired.
+    fn needs_write(&self) -> bool {
+        self.plan
+            .needs_write(self.workload.pod(), self.stored.as_ref())
+            || self.damaged
+    }
+
+    /// The template still has to change (now, or once a slot frees up).
+    pub fn changes_template(&self) -> bool {
+        self.needs_write() && self.plan.changes_template(self.workload.pod())
+    }
+}
+
+/// The plans of one policy over its namespace.
+#[derive(Debug)]
+pub struct Plans {
+    pub items: Vec<Planned>,
+    /// Workloads carrying this policy's ledger that are rolling now: they
+    /// hold rollout slots.
+    rolling: i32,
+}
+
+/// Selects and plans: every workload the policy selects or holds slots on,
+/// its ledgers read and checked, its plan made.
+pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
+    let name = scope.policy.name_any();
     workloads.sort_by_key(|d| (d.kind, d.name_any()));
-    neighbours.forget_except(&workloads);
-    let rendered = policy.rendered();
-    let manager = field_manager(&name);
-    let limit = policy.spec.max_concurrent_rollouts;
-    let mut rolling = workloads
+    scope.neighbours.forget_except(&workloads);
+    let rolling = workloads
         .iter()
         .filter(|d| {
-            read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name) && d.is_rolling()
+            d.is_rolling() && read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name)
         })
         .count() as i32;
+    let rendered = scope.policy.rendered();
+    let items = workloads
+        .into_iter()
+        .filter_map(|d| plan_one(scope, &rendered, d))
+        .collect();
+    Plans { items, rolling }
+}
 
-    let deleting = neighbours.deleting();
-    let mut out = Vec::new();
-    for d in workloads {
-        // A workload on its way out needs nothing restored.
-        if d.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let pod = d.pod();
-        let selected = scope.active
-            && policy.spec.kinds.contains(&d.kind)
-            && scope.selector.matches(d.labels());
-        // Neither selected nor ever written by this policy (no ledger, no
-        // managedFields of its manager): nothing to decide, and the common
-        // case of a namespace with many policies, so it costs no parsing.
-        if !selected && !touched(&d, &name, &manager) {
-            continue;
-        }
-        let reverted = selected && scope.revert.contains(&key(&d));
-        let matched = selected && !reverted;
-        let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
-        // Ledgers of policies that no longer exist do not block anyone. But
-        // the copy may just lag their release: see `guard` below.
-        let before = ledgers.len();
-        ledgers.retain(|p, _| neighbours.has(p));
-        let gone_ledgers = ledgers.len() < before;
-        // This policy's own ledger, checked against its field manager's
-        // managedFields: a damaged ledger is rebuilt, never trusted blindly.
-        let stored = ledgers.remove(&name);
-        let annotation = d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&ledger_key(&name)));
-        let checked = ledger::check(
-            &name,
-            annotation.map(String::as_str),
-            &ledger::owned_by(d.managed_fields(), &manager, &name),
-        );
-        if let Some(l) = &checked.ledger {
-            ledgers.insert(name.clone(), l.clone());
-        }
-        if !selected && checked.ledger.is_none() && checked.damage.is_none() {
-            continue;
-        }
-        let fights = fights(scope, &d, stored.as_ref(), &checked.damage);
-        // A slot another manager took back is a contest, not a damaged ledger.
-        let damage = checked
-            .damage
-            .clone()
-            .filter(|dmg| !is_takeover(dmg, &fights));
-        let contenders = neighbours.contenders(&name, &d, pod);
-        let winners = plan::winners(&contenders);
-        let dry_run = policy.spec.mode == Mode::DryRun;
-        let plan = plan::plan(&Input {
-            policy: &name,
-            spec: &rendered,
-            active: matched,
-            pod,
-            labelled: d.hooked_label(),
-            others_hold_hooks: ledgers.iter().any(|(p, l)| {
-                *p != name
-                    && !deleting.contains(p.as_str())
-                    && l.owned.keys().any(|s| matches!(s, plan::Slot::Hook { .. }))
-            }),
-            ledgers: &ledgers,
-            winners: &winners,
-            dry_run: dry_run && matched,
-            fights: &fights,
-        });
-        let staged = d.staged();
-        let changes_template = plan.changes_template(pod);
-        let rolls = changes_template && staged.is_none();
-        let held = scope
-            .hold
-            .filter(|h| matched && changes_template && !h.allow.contains(&key(&d)));
-        // DryRun withholds new changes in the plan itself: what is left to
-        // write hands slots back or repairs the ledger, and goes ahead.
-        let intent = if !plan.needs_write(pod, stored.as_ref()) && checked.damage.is_none() {
-            if plan.withheld.is_empty() {
-                Intent::UpToDate
-            } else {
-                Intent::WouldPatch
-            }
-        } else if let Some(h) = held {
-            Intent::Held(h.why.clone())
-        } else if rolls && limit > 0 && rolling >= limit {
-            Intent::WaitForSlot
-        } else {
-            if rolls {
-                rolling += 1;
-            }
-            let (ns, workload) = (d.namespace().unwrap_or_default(), d.name_any());
-            let target = Target {
-                kind: d.kind,
-                name: &workload,
-                namespace: &ns,
-            };
-            // A gone policy's ledger in the cached copy means its release
-            // may have landed since: an original read from this copy could
-            // be that policy's value, so the write must land on this very
-            // version. (Only then: a copy that merely lags this policy's own
-            // last write would just repeat it, harmlessly.)
-            let guard = (gone_ledgers && plan.records_originals(stored.as_ref()))
-                .then(|| d.metadata.resource_version.clone())
-                .flatten();
-            let mut release = release_patch(&name, pod, d.metadata.annotations.as_ref(), &plan);
-            if let (Some(ops), Some(version)) = (release.as_mut(), guard.as_deref()) {
-                guard_release(ops, version);
-            }
-            Intent::Write(Write {
-                release,
-                apply: plan
-                    .ledger
-                    .is_some()
-                    .then(|| apply_body(&target, pod, &plan)),
-                changes_template,
-                rolls,
-                guard,
-            })
-        };
-        out.push(Decision {
-            missing_containers: if matched {
-                plan::missing_containers(&policy.spec, pod)
-            } else {
-                Vec::new()
-            },
-            staged,
-            reverted,
-            grace_too_short: matched
-                .then(|| plan::grace_too_short(&policy.spec, pod))
-                .flatten(),
-            workload: d,
-            matched,
-            plan,
-            damage,
-            intent,
-        });
+fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> Option<Planned> {
+    let policy = scope.policy;
+    let name = policy.name_any();
+    let manager = field_manager(&name);
+    // A workload on its way out needs nothing restored.
+    if d.metadata.deletion_timestamp.is_some() {
+        return None;
     }
-    out
+    let selected =
+        scope.active && policy.spec.kinds.contains(&d.kind) && scope.selector.matches(d.labels());
+    // Neither selected nor ever written by this policy (no ledger, no
+    // managedFields of its manager): nothing to decide, and the common
+    // case of a namespace with many policies, so it costs no parsing.
+    if !selected && !touched(&d, &name, &manager) {
+        return None;
+    }
+    let reverted = selected && scope.revert.contains(&key(&d));
+    let matched = selected && !reverted;
+    let neighbours = scope.neighbours;
+    let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
+    // Ledgers of policies that no longer exist do not block anyone. But
+    // the copy may just lag their release: see `Write::guard`.
+    let before = ledgers.len();
+    ledgers.retain(|p, _| neighbours.has(p));
+    let gone_ledgers = ledgers.len() < before;
+    // This policy's own ledger, checked against its field manager's
+    // managedFields: a damaged ledger is rebuilt, never trusted blindly.
+    let stored = ledgers.remove(&name);
+    let annotation = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&ledger_key(&name)));
+    let checked = ledger::check(
+        &name,
+        annotation.map(String::as_str),
+        &ledger::owned_by(d.managed_fields(), &manager, &name),
+    );
+    if let Some(l) = &checked.ledger {
+        ledgers.insert(name.clone(), l.clone());
+    }
+    if !selected && checked.ledger.is_none() && checked.damage.is_none() {
+        return None;
+    }
+    let fights = fights(scope, &d, stored.as_ref(), &checked.damage);
+    // A slot another manager took back is a contest, not a damaged ledger.
+    let damage = checked
+        .damage
+        .clone()
+        .filter(|dmg| !is_takeover(dmg, &fights));
+    let pod = d.pod();
+    let contenders = neighbours.contenders(&name, &d, pod);
+    let winners = plan::winners(&contenders);
+    let deleting = neighbours.deleting();
+    let plan = plan::plan(&Input {
+        policy: &name,
+        spec: rendered,
+        active: matched,
+        pod,
+        labelled: d.hooked_label(),
+        others_hold_hooks: ledgers.iter().any(|(p, l)| {
+            *p != name
+                && !deleting.contains(p.as_str())
+                && l.owned.keys().any(|s| matches!(s, plan::Slot::Hook { .. }))
+        }),
+        ledgers: &ledgers,
+        winners: &winners,
+        dry_run: policy.spec.mode == Mode::DryRun && matched,
+        fights: &fights,
+    });
+    Some(Planned {
+        matched,
+        reverted,
+        plan,
+        stored,
+        damaged: checked.damage.is_some(),
+        damage,
+        gone_ledgers,
+        workload: d,
+    })
+}
+
+/// The rollout gate and slots, then the writes: one [`Decision`] per plan.
+pub fn intents(scope: &Scope, plans: Plans) -> Vec<Decision> {
+    let policy = scope.policy;
+    let name = policy.name_any();
+    let limit = policy.spec.max_concurrent_rollouts;
+    let mut rolling = plans.rolling;
+    plans
+        .items
+        .into_iter()
+        .map(|p| {
+            let pod = p.workload.pod();
+            let staged = p.workload.staged();
+            let changes_template = p.plan.changes_template(pod);
+            let rolls = changes_template && staged.is_none();
+            let held = scope
+                .hold
+                .filter(|h| p.matched && changes_template && !h.allow.contains(&p.key()));
+            // DryRun withholds new changes in the plan itself: what is left to
+            // write hands slots back or repairs the ledger, and goes ahead.
+            let intent = if !p.needs_write() {
+                if p.plan.withheld.is_empty() {
+                    Intent::UpToDate
+                } else {
+                    Intent::WouldPatch
+                }
+            } else if let Some(h) = held {
+                Intent::Held(h.why.clone())
+            } else if rolls && limit > 0 && rolling >= limit {
+                Intent::WaitForSlot
+            } else {
+                if rolls {
+                    rolling += 1;
+                }
+                Intent::Write(write(&name, &p, changes_template, rolls))
+            };
+            Decision {
+                missing_containers: if p.matched {
+                    plan::missing_containers(&policy.spec, pod)
+                } else {
+                    Vec::new()
+                },
+                staged,
+                reverted: p.reverted,
+                grace_too_short: p
+                    .matched
+                    .then(|| plan::grace_too_short(&policy.spec, pod))
+                    .flatten(),
+                workload: p.workload,
+                matched: p.matched,
+                plan: p.plan,
+                damage: p.damage,
+                intent,
+            }
+        })
+        .collect()
+}
+
+/// The requests that carry out one plan.
+fn write(policy: &str, p: &Planned, changes_template: bool, rolls: bool) -> Write {
+    let d = &p.workload;
+    let pod = d.pod();
+    let (ns, workload) = (d.namespace().unwrap_or_default(), d.name_any());
+    let target = Target {
+        kind: d.kind,
+        name: &workload,
+        namespace: &ns,
+    };
+    // A gone policy's ledger in the cached copy means its release may have
+    // landed since: an original read from this copy could be that policy's
+    // value, so the write must land on this very version. (Only then: a
+    // copy that merely lags this policy's own last write would just repeat
+    // it, harmlessly.)
+    let guard = (p.gone_ledgers && p.plan.records_originals(p.stored.as_ref()))
+        .then(|| d.metadata.resource_version.clone())
+        .flatten();
+    let mut release = release_patch(policy, pod, d.metadata.annotations.as_ref(), &p.plan);
+    if let (Some(ops), Some(version)) = (release.as_mut(), guard.as_deref()) {
+        guard_release(ops, version);
+    }
+    Write {
+        release,
+        apply: p
+            .plan
+            .ledger
+            .is_some()
+            .then(|| apply_body(&target, pod, &p.plan)),
+        changes_template,
+        rolls,
+        guard,
+    }
 }
 
 /// The tug-of-war with other field managers on one workload: under

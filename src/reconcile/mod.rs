@@ -1,9 +1,11 @@
 //! The policy reconciler: the I/O around `decide` and `execute`. Reads workloads and
 //! policies from watch caches, writes only what differs, then the status.
 
+pub mod error;
+pub mod pipeline;
 pub mod status;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,6 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
-use crate::apply::decide::{self, Decision, Intent, Scope};
 use crate::apply::execute::Executor;
 use crate::apply::neighbours::Neighbours;
 use crate::apply::plan::{self, Plan};
@@ -34,6 +35,9 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::watches;
 use crate::text::{self, explain};
 use crate::verify::observer::Observer;
+pub use error::Error;
+use error::{Retry, write_error};
+use pipeline::Snapshot;
 use status::{Done, StatusInput, WorkloadResult};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
@@ -44,61 +48,6 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-check this soon while something waits (rollout slots, another policy).
 const PENDING_RETRY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("{0} workloads could not be written (see the policy's status)")]
-    WritesFailed(usize),
-    #[error("{0} workloads still carry this policy's hooks (waiting for rollout slots)")]
-    CleanupPending(usize),
-    #[error("reconcile did not finish within {}s", RECONCILE_TIMEOUT.as_secs())]
-    Timeout,
-    #[error("{0} workloads changed since they were read (another writer); retrying")]
-    StaleWrites(usize),
-    #[error("the policy's status could not be written: {0}")]
-    StatusRefused(String),
-    /// Recording a rollout step failed: nothing it causes was written.
-    #[error(
-        "the rollout step could not be recorded on the policy's status ({0}); no workload was changed"
-    )]
-    RolloutNotRecorded(String),
-}
-
-/// Writes refused because the Deployment changed since it was read (409, a
-/// failed JSON-patch `test` 422, 404) are retried soon: the watch brings the
-/// new version. Anything else backs off from 5 s.
-fn write_error(failed: usize, stale: usize) -> Error {
-    if failed == stale {
-        Error::StaleWrites(failed)
-    } else {
-        Error::WritesFailed(failed)
-    }
-}
-
-fn is_stale_write(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(a) if matches!(a.code, 404 | 409 | 422))
-}
-
-impl Error {
-    /// A write rejected because the object changed or vanished since the
-    /// cached copy was read: a finalizer added twice, a policy already gone.
-    fn is_stale_read(&self) -> bool {
-        use kube::runtime::finalizer::Error as F;
-        let Error::Finalizer(f) = self else {
-            return false;
-        };
-        let api = match f.as_ref() {
-            F::AddFinalizer(kube::Error::Api(e)) | F::RemoveFinalizer(kube::Error::Api(e)) => e,
-            _ => return false,
-        };
-        // 422 is how the API server reports a failed JSON-patch `test`.
-        matches!(api.code, 404 | 409 | 422)
-    }
-}
 
 pub struct Context {
     pub client: Client,
@@ -309,22 +258,18 @@ pub(crate) fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    if let Error::Finalizer(f) = error
-        && let kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupPending(n)) = f.as_ref()
-    {
-        // Waiting, not failing: releases queue behind maxConcurrentRollouts.
-        info!(policy = %policy.name_any(), workloads = n, "waiting to hand hooks back");
-        return Action::requeue(PENDING_RETRY);
-    }
-    if error.is_stale_read() {
-        // Our cache lagged a write of our own; the watch event that follows re-triggers.
-        debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
-        return Action::requeue(Duration::from_secs(1));
-    }
-    use kube::runtime::finalizer::Error as F;
-    let stale = matches!(error, Error::Finalizer(f)
-        if matches!(f.as_ref(), F::ApplyFailed(Error::StaleWrites(_)) | F::CleanupFailed(Error::StaleWrites(_))));
-    let base = if stale { 1 } else { 5 };
+    ctx.metrics.count_reconcile_error(error.kind());
+    let base = match error.retry() {
+        Retry::Pending(n) => {
+            info!(policy = %policy.name_any(), workloads = n, "waiting to hand hooks back");
+            return Action::requeue(PENDING_RETRY);
+        }
+        Retry::StaleRead => {
+            debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
+            return Action::requeue(Duration::from_secs(1));
+        }
+        Retry::Backoff(base) => base,
+    };
     let mut failures = ctx.failures.lock().unwrap();
     let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
     *n = n.saturating_add(1);
@@ -416,7 +361,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
     }
     let waiting = results
         .iter()
-        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.plan))
+        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.decision.plan))
         || rollout.as_ref().is_some_and(|r| !r.waiting_on.is_empty());
     Ok(Action::requeue(if waiting {
         PENDING_RETRY
@@ -504,8 +449,9 @@ async fn fresh_workloads(
     Ok(out)
 }
 
-/// Decides on every workload of the namespace that the policy matches or
-/// still holds slots on, then (in Enforce mode) carries the writes out.
+/// Gathers what the policy decides from, decides (`pipeline`), records a
+/// rollout step that must come first, then (in Enforce mode) carries the
+/// writes out.
 async fn evaluate(
     policy: &LifecyclePolicy,
     selector: &Selector,
@@ -516,86 +462,40 @@ async fn evaluate(
     let neighbours = ctx
         .neighbours
         .of(&ctx.policies, &policy.namespace().unwrap_or_default());
-    let decide_with = |revert: &BTreeSet<String>, hold: Option<&decide::Hold>| {
-        decide::decide(
-            &Scope {
-                policy,
-                selector,
-                active,
-                neighbours: &neighbours,
-                revert,
-                hold,
-                now: Timestamp::now(),
-            },
-            workloads.clone(),
-        )
+    let rolls_out = active && policy.spec.mode == Mode::Enforce;
+    let health = if rolls_out {
+        ctx.observer.workload_health(policy)
+    } else {
+        HashMap::new()
     };
-    let mut decisions = decide_with(&BTreeSet::new(), None);
-    // The safe rollout (Enforce only): a canary, then waves; halt and
-    // revert. Decided again with the step's gate, so that held workloads
-    // take no rollout slot.
-    let mut rollout = None;
-    if active && policy.spec.mode == Mode::Enforce {
-        let step = rollout_step(policy, &decisions, ctx);
-        let hold = decide::Hold {
-            allow: step.allow.clone(),
-            why: step
-                .waiting_for
-                .clone()
-                .unwrap_or_else(|| "waiting for the rollout".to_string()),
-        };
-        decisions = decide_with(&step.revert, Some(&hold));
-        // Decide, record, then act: a halt or a new wave is on the status
-        // before the writes it causes, so a refused status write can never
-        // make the next reconcile redo or undo them.
-        if records_first(policy, &step, ctx) {
+    let previous = previous_rollout(policy, ctx);
+    let decided = pipeline::decide(&Snapshot {
+        policy,
+        selector,
+        active,
+        neighbours: &neighbours,
+        workloads,
+        health: &health,
+        previous: previous.as_ref(),
+        now: Timestamp::now(),
+    });
+    if let Some(step) = &decided.step {
+        if decided.records_first {
             record_rollout(policy, &step.status, ctx).await?;
         }
-        rollout_events(policy, &step, ctx).await;
-        rollout = Some(step.status);
+        rollout_events(policy, step, ctx).await;
     }
     let executor = Executor {
         client: &ctx.client,
         recorder: &ctx.recorder,
         metrics: &ctx.metrics,
     };
-    let written = executor.run(policy, &decisions).await;
-    let mut stale = 0;
-    let results = decisions
-        .into_iter()
-        .zip(written)
-        .map(|(d, result)| {
-            let done = match (&d.intent, result) {
-                (_, Some(Ok(()))) => Done::Patched,
-                (_, Some(Err(e))) => {
-                    if is_stale_write(&e) {
-                        stale += 1;
-                    }
-                    Done::Failed(explain::api_error(&e))
-                }
-                (Intent::WouldPatch, None) => Done::WouldPatch,
-                (Intent::WaitForSlot, None) => Done::WaitingForRolloutSlot,
-                (Intent::Held(why), None) => Done::Held(why.clone()),
-                (_, None) => Done::UpToDate,
-            };
-            WorkloadResult {
-                name: d.name(),
-                integrity: d.integrity(),
-                kind: d.workload.kind,
-                staged: d.staged,
-                missing_containers: d.missing_containers,
-                reverted: d.reverted,
-                matched: d.matched,
-                grace_too_short: d.grace_too_short,
-                plan: d.plan,
-                done,
-            }
-        })
-        .collect();
+    let written = executor.run(policy, &decided.decisions).await;
+    let (results, stale) = pipeline::results(decided.decisions, written);
     Ok(Evaluated {
         results,
         stale,
-        rollout,
+        rollout: decided.step.map(|s| s.status),
     })
 }
 
@@ -611,13 +511,6 @@ fn previous_rollout(policy: &LifecyclePolicy, ctx: &Context) -> Option<RolloutSt
     written
         .or_else(|| policy.status.as_ref().and_then(|s| s.rollout.clone()))
         .filter(|r| r.generation == generation)
-}
-
-/// Whether the step starts a wave or halts (and reverts): then its status
-/// is written before any workload.
-fn records_first(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Context) -> bool {
-    let was_halted = previous_rollout(policy, ctx).is_some_and(|p| p.halted.is_some());
-    step.new_wave || (step.status.halted.is_some() && !was_halted)
 }
 
 /// Writes the rollout status alone (a JSON patch of `status.rollout`, the
@@ -656,56 +549,6 @@ struct Evaluated {
     results: Vec<WorkloadResult>,
     stale: usize,
     rollout: Option<RolloutStatus>,
-}
-
-/// The rollout step for the decisions as they stand: which matched
-/// workloads still need the hooks, which carry them and are healthy.
-fn rollout_step(policy: &LifecyclePolicy, decisions: &[Decision], ctx: &Context) -> rollout::Step {
-    let health = ctx.observer.workload_health(policy);
-    let generation = policy.metadata.generation.unwrap_or_default();
-    let previous = previous_rollout(policy, ctx);
-    let previous = previous.as_ref();
-    // A wave just patched must show its new pods ran postStart, not just
-    // a finished rollout: a postStart failing after a second can let a pod
-    // look available for a moment.
-    let strong =
-        policy.spec.post_start.is_some() && policy.spec.verification != Verification::Disabled;
-    let scripts = render::scripts(&policy.spec, &policy.rendered());
-    let candidates: Vec<rollout::Candidate> = decisions
-        .iter()
-        .filter(|d| d.matched && (d.plan.ledger.is_some() || d.changes_template()))
-        .map(|d| {
-            let key = d.key();
-            let carries = !d.changes_template();
-            let h = health.get(&key).cloned().unwrap_or_default();
-            let in_wave = previous.is_some_and(|p| p.waiting_on.contains(&key));
-            let verified =
-                !strong || !in_wave || h.post_start_ok as i64 >= expected_pods(&d.workload);
-            // A workload without pods has nothing to prove or disprove: done
-            // once patched (its controller's status may lag for seconds).
-            let pods = expected_pods(&d.workload);
-            rollout::Candidate {
-                healthy: carries && (pods == 0 || (!d.workload.is_rolling() && verified)),
-                failure: h.failure.filter(|_| carries).map(|f| rollout::Failure {
-                    pod: text::bounded(&f.pod, text::NAME),
-                    container: text::bounded(&f.container, text::NAME),
-                    reason: text::bounded(&f.reason, text::NAME),
-                    message: explain::hook_failure(&f.message, &scripts),
-                }),
-                has_pods: pods > 0,
-                carries,
-                key,
-            }
-        })
-        .collect();
-    rollout::step(&rollout::Input {
-        spec: &policy.spec.rollout,
-        max_concurrent_rollouts: policy.spec.max_concurrent_rollouts,
-        generation,
-        previous,
-        candidates: &candidates,
-        now: Timestamp::now(),
-    })
 }
 
 /// An event when a wave (the canary first) starts, and when the rollout halts.
@@ -768,14 +611,6 @@ fn workload_ref(
         name,
         policy.namespace(),
     ))
-}
-
-/// Pods a workload runs once rolled out.
-fn expected_pods(w: &Workload) -> i64 {
-    match w.kind {
-        WorkloadKind::DaemonSet => w.status.desired_number_scheduled.unwrap_or(0) as i64,
-        _ => w.spec.replicas.unwrap_or(1) as i64,
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::types::{
-    HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadKind, WorkloadReport,
-};
+use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
+use crate::apply::decide::Decision;
 use crate::apply::plan::{self, Outcome, Plan, Slot};
 use crate::hooks::hook::HookKind;
 
@@ -30,35 +29,28 @@ pub enum Done {
 }
 
 /// One workload the policy matched or still holds slots on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct WorkloadResult {
-    pub kind: WorkloadKind,
-    pub name: String,
-    pub matched: bool,
-    pub plan: Plan,
+    pub decision: Decision,
     pub done: Done,
-    /// The preStop sleep would outlast the grace period in force.
-    pub grace_too_short: Option<String>,
-    /// The policy's ledger here was damaged, or holds originals that are lost.
-    pub integrity: Option<String>,
-    /// Why a template change restarts no pod (StatefulSet partition, OnDelete).
-    pub staged: Option<String>,
-    /// Named containers this template does not have.
-    pub missing_containers: Vec<String>,
-    /// Selected, but handed back by a halted rollout.
-    pub reverted: bool,
 }
 
 impl WorkloadResult {
     fn report(&self, mode: Mode) -> WorkloadReport {
-        let missing = (!self.missing_containers.is_empty()).then(|| {
+        let missing = (!self.decision.missing_containers.is_empty()).then(|| {
             format!(
                 "not in this pod template: {}",
-                self.missing_containers.join(", ")
+                self.decision.missing_containers.join(", ")
             )
         });
-        let conflicts: Vec<String> = self.plan.conflicts().map(|(s, o)| describe(s, o)).collect();
+        let conflicts: Vec<String> = self
+            .decision
+            .plan
+            .conflicts()
+            .map(|(s, o)| describe(s, o))
+            .collect();
         let held: Vec<String> = self
+            .decision
             .plan
             .outcomes
             .iter()
@@ -67,12 +59,12 @@ impl WorkloadResult {
             .collect();
         let (state, message) = match &self.done {
             Done::Failed(e) => ("Error", e.clone()),
-            _ if self.plan.contested().is_some() => ("Contested", conflicts.join("; ")),
-            _ if self.integrity.is_some() => {
-                ("LedgerDamaged", self.integrity.clone().unwrap_or_default())
+            _ if self.decision.plan.contested().is_some() => ("Contested", conflicts.join("; ")),
+            _ if self.decision.integrity().is_some() => {
+                ("LedgerDamaged", self.decision.integrity().unwrap_or_default())
             }
             _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
-            _ if self.reverted => (
+            _ if self.decision.reverted => (
                 "Reverted",
                 "a hook failed here: the template from before the policy is back; the rollout is halted".to_string(),
             ),
@@ -82,8 +74,8 @@ impl WorkloadResult {
             ),
             Done::Held(why) => ("Pending", why.clone()),
             _ if !held.is_empty() => ("Pending", held.join("; ")),
-            Done::WouldPatch => ("WouldPatch", changes(&self.plan)),
-            _ if self.matched && self.plan.outcomes.is_empty() => (
+            Done::WouldPatch => ("WouldPatch", changes(&self.decision.plan)),
+            _ if self.decision.matched && self.decision.plan.outcomes.is_empty() => (
                 "NoContainers",
                 match &missing {
                     Some(m) => format!("no selected container in the pod template ({m})"),
@@ -91,7 +83,7 @@ impl WorkloadResult {
                 },
             ),
             _ if mode == Mode::DryRun => ("UpToDate", missing.unwrap_or_default()),
-            _ => match (&self.staged, missing) {
+            _ => match (&self.decision.staged, missing) {
                 (Some(why), m) => (
                     "Staged",
                     [Some(why.clone()), m]
@@ -102,7 +94,7 @@ impl WorkloadResult {
                 ),
                 (None, m) => (
                     "Patched",
-                    [m, grace_note(&self.plan), takeover_note(&self.plan)]
+                    [m, grace_note(&self.decision.plan), takeover_note(&self.decision.plan)]
                         .into_iter()
                         .flatten()
                         .collect::<Vec<_>>()
@@ -111,8 +103,8 @@ impl WorkloadResult {
             },
         };
         WorkloadReport {
-            kind: self.kind,
-            name: self.name.clone(),
+            kind: self.decision.workload.kind,
+            name: self.decision.name(),
             state: state.to_string(),
             message,
         }
@@ -120,10 +112,11 @@ impl WorkloadResult {
 
     /// Carries every slot the policy wins here.
     fn patched(&self) -> bool {
-        self.matched
+        self.decision.matched
             && matches!(self.done, Done::UpToDate | Done::Patched)
-            && !self.plan.outcomes.is_empty()
+            && !self.decision.plan.outcomes.is_empty()
             && self
+                .decision
                 .plan
                 .outcomes
                 .values()
@@ -135,6 +128,7 @@ impl WorkloadResult {
             self.done,
             Done::WaitingForRolloutSlot | Done::WouldPatch | Done::Held(_)
         ) || self
+            .decision
             .plan
             .outcomes
             .values()
@@ -228,7 +222,10 @@ pub struct StatusInput<'a> {
 /// status does not change, so an unchanged world yields an identical status.
 pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let results = input.results;
-    let matched = results.iter().filter(|r| r.matched || r.reverted).count();
+    let matched = results
+        .iter()
+        .filter(|r| r.decision.matched || r.decision.reverted)
+        .count();
     let patched = results.iter().filter(|r| r.patched()).count();
     let failed = results
         .iter()
@@ -238,22 +235,28 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let conflicts: Vec<String> = results
         .iter()
         .flat_map(|r| {
-            r.plan
-                .conflicts()
-                .map(move |(s, o)| format!("{} {}: {}", r.kind, r.name, describe(s, o)))
+            r.decision.plan.conflicts().map(move |(s, o)| {
+                format!(
+                    "{} {}: {}",
+                    r.decision.workload.kind,
+                    r.decision.name(),
+                    describe(s, o)
+                )
+            })
         })
         .collect();
     let damaged: Vec<String> = results
         .iter()
         .filter_map(|r| {
-            r.integrity
+            r.decision
+                .integrity()
                 .as_ref()
-                .map(|m| format!("{} {}: {m}", r.kind, r.name))
+                .map(|m| format!("{} {}: {m}", r.decision.workload.kind, r.decision.name()))
         })
         .collect();
     let grace: Vec<&String> = results
         .iter()
-        .filter_map(|r| r.grace_too_short.as_ref())
+        .filter_map(|r| r.decision.grace_too_short.as_ref())
         .collect();
 
     let applied = if let Some(why) = &input.invalid {
@@ -371,7 +374,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
 
     let mut reports: Vec<(u8, WorkloadReport)> = results
         .iter()
-        .filter(|r| r.matched || r.reverted || r.done != Done::UpToDate)
+        .filter(|r| r.decision.matched || r.decision.reverted || r.done != Done::UpToDate)
         .map(|r| {
             let rep = r.report(input.mode);
             let rank = match rep.state.as_str() {
@@ -580,22 +583,37 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::api::types::WorkloadKind;
 
     fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> WorkloadResult {
+        result_of(WorkloadKind::Deployment, name, outcomes, done)
+    }
+
+    fn result_of(
+        kind: WorkloadKind,
+        name: &str,
+        outcomes: Vec<(Slot, Outcome)>,
+        done: Done,
+    ) -> WorkloadResult {
+        let mut workload: crate::apply::workload::Workload =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        workload.kind = kind;
         WorkloadResult {
-            kind: WorkloadKind::Deployment,
-            staged: None,
-            missing_containers: Vec::new(),
-            reverted: false,
-            name: name.into(),
-            matched: true,
-            plan: Plan {
-                outcomes: outcomes.into_iter().collect::<BTreeMap<_, _>>(),
-                ..Default::default()
+            decision: Decision {
+                workload: std::sync::Arc::new(workload),
+                matched: true,
+                reverted: false,
+                staged: None,
+                missing_containers: Vec::new(),
+                plan: Plan {
+                    outcomes: outcomes.into_iter().collect::<BTreeMap<_, _>>(),
+                    ..Default::default()
+                },
+                damage: None,
+                grace_too_short: None,
+                intent: crate::apply::decide::Intent::UpToDate,
             },
             done,
-            grace_too_short: None,
-            integrity: None,
         }
     }
 
@@ -718,13 +736,17 @@ mod tests {
 
     #[test]
     fn staged_workloads_and_missing_containers_are_reported() {
-        let mut staged = result("db", vec![(slot(), Outcome::Claimed)], Done::Patched);
-        staged.kind = WorkloadKind::StatefulSet;
-        staged.staged = Some("StatefulSet: updateStrategy OnDelete: ...".into());
+        let mut staged = result_of(
+            WorkloadKind::StatefulSet,
+            "db",
+            vec![(slot(), Outcome::Claimed)],
+            Done::Patched,
+        );
+        staged.decision.staged = Some("StatefulSet: updateStrategy OnDelete: ...".into());
         let mut missing = result("web", vec![(slot(), Outcome::Claimed)], Done::UpToDate);
-        missing.missing_containers = vec!["envoy".into()];
+        missing.decision.missing_containers = vec!["envoy".into()];
         let mut none = result("bare", vec![], Done::UpToDate);
-        none.missing_containers = vec!["envoy".into()];
+        none.decision.missing_containers = vec!["envoy".into()];
         let s = build_at(&[staged, missing, none], Mode::Enforce, None, 1);
         let by_name = |n: &str| s.workloads.iter().find(|w| w.name == n).unwrap().clone();
         assert_eq!(by_name("db").state, "Staged");
@@ -812,9 +834,9 @@ mod tests {
                     vec![(slot(), Outcome::LostTo(huge.clone()))],
                     Done::Failed(huge.clone()),
                 );
-                r.integrity = Some(huge.clone());
-                r.grace_too_short = Some(huge.clone());
-                r.missing_containers = vec![huge.clone()];
+                r.decision.damage = Some(crate::apply::ledger::Damage::Unparsable(huge.clone()));
+                r.decision.grace_too_short = Some(huge.clone());
+                r.decision.missing_containers = vec![huge.clone()];
                 r
             })
             .collect();

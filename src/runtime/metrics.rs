@@ -14,6 +14,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
     pub hook: String,
     pub outcome: String,
@@ -44,6 +49,8 @@ fn duration_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ResultLabels, Counter>,
+    /// Failed reconciles by the kind of error (`reconcile::Error::kind`).
+    pub reconcile_errors: Family<KindLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub deployments_patched: Counter,
     pub deployments_released: Counter,
@@ -62,6 +69,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("lifecycle_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<KindLabels, Counter>::default();
         let reconcile_duration = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]);
         let deployments_patched = Counter::default();
         let deployments_released = Counter::default();
@@ -94,6 +102,11 @@ impl Default for Metrics {
             reconciles.clone(),
         );
         registry.register(
+            "reconcile_errors",
+            "Failed policy reconciles by the kind of error",
+            reconcile_errors.clone(),
+        );
+        registry.register(
             "reconcile_duration_seconds",
             "Time spent reconciling one policy",
             reconcile_duration.clone(),
@@ -121,6 +134,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             reconciles,
+            reconcile_errors,
             reconcile_duration,
             deployments_patched,
             deployments_released,
@@ -141,6 +155,14 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_reconcile_error(&self, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn count_request(&self, method: &http::Method) {
