@@ -108,29 +108,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
-    // One cache per kind, fed by a watch of its own.
-    let mut stores = Vec::new();
-    let mut streams = Vec::new();
-    for kind in WorkloadKind::ALL {
-        let writer = reflector::store::Writer::new(kind);
-        stores.push((kind, writer.as_reader()));
-        streams.push(
-            watcher(
-                Api::<Workload>::all_with(client.clone(), &kind),
-                watcher::Config::default().any_semantic(),
-            )
-            .backoff(watches::backoff())
-            .modify(move |w| {
-                w.kind = kind;
-                workload::trim(w);
-            })
-            .reflect(writer)
-            .touched_objects()
-            .boxed(),
-        );
-    }
-    let workloads = Workloads(stores);
-    let workload_events = watches::errors_logged(futures::stream::select_all(streams), "workload");
+    let (workloads, workload_events) = workload_caches(&client);
     // Any policy's spec change can change who wins a contested hook in its
     // namespace, so it re-triggers its neighbours too.
     let policy_spec_changes = watches::errors_logged(
@@ -150,18 +128,10 @@ pub async fn run(
         "policy",
     );
     let controller = Controller::for_stream(policy_watch, store.clone());
-    let neighbours = {
+    let others = {
         let store = store.clone();
-        move |ns: Option<String>, except: Option<String>| {
-            store
-                .state()
-                .into_iter()
-                .filter(|p| p.namespace() == ns && p.metadata.name != except)
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        }
+        move |p: LifecyclePolicy| others_in_namespace(&store, &p)
     };
-    let neighbours2 = neighbours.clone();
     let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
@@ -190,9 +160,7 @@ pub async fn run(
     let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
     controller
         .watches_stream(workload_events, concerned)
-        .watches_stream(policy_spec_changes, move |p: LifecyclePolicy| {
-            neighbours2(p.namespace(), p.metadata.name.clone())
-        })
+        .watches_stream(policy_spec_changes, others)
         // The observer names the policies whose hook outcomes changed.
         .reconcile_on(observed_rx)
         .graceful_shutdown_on(shutdown)
@@ -205,6 +173,51 @@ pub async fn run(
         })
         .await;
     drop(observing);
+}
+
+/// One cache per workload kind, each fed by a watch of its own; and the
+/// stream of their changes.
+fn workload_caches(
+    client: &Client,
+) -> (
+    Workloads,
+    impl futures::Stream<Item = Result<Workload, watcher::Error>> + Send + 'static,
+) {
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    for kind in WorkloadKind::ALL {
+        let writer = reflector::store::Writer::new(kind);
+        stores.push((kind, writer.as_reader()));
+        streams.push(
+            watcher(
+                Api::<Workload>::all_with(client.clone(), &kind),
+                watcher::Config::default().any_semantic(),
+            )
+            .backoff(watches::backoff())
+            .modify(move |w| {
+                w.kind = kind;
+                workload::trim(w);
+            })
+            .reflect(writer)
+            .touched_objects()
+            .boxed(),
+        );
+    }
+    let events = watches::errors_logged(futures::stream::select_all(streams), "workload");
+    (Workloads(stores), events)
+}
+
+/// The other policies of a policy's namespace.
+fn others_in_namespace(
+    store: &Store<LifecyclePolicy>,
+    p: &LifecyclePolicy,
+) -> Vec<ObjectRef<LifecyclePolicy>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace() == p.namespace() && o.metadata.name != p.metadata.name)
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
 }
 
 /// Aborts the task when dropped, so that a cancelled `run` leaves nothing behind.
