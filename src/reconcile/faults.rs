@@ -189,6 +189,14 @@ async fn refused_write(response: fn() -> Response<Body>, first: u64) {
         delays,
         [first, 2 * first].map(|s| Action::requeue(Duration::from_secs(s)))
     );
+    // Counted by kind, as the retry was chosen.
+    let kind = if first == 1 {
+        "stale_writes"
+    } else {
+        "writes_failed"
+    };
+    let line = format!("lifecycle_operator_reconcile_errors_total{{kind=\"{kind}\"}} 2");
+    assert!(ctx.metrics.render().contains(&line), "{line}");
     for s in server.await.unwrap() {
         assert_eq!(
             condition(&s, "Applied"),
