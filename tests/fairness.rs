@@ -162,7 +162,8 @@ fn end_processes(ns: &str, pod: &str) {
     .stdout(std::process::Stdio::null())
     .output();
     match done {
-        Ok(out) if out.status.success() => {}
+        // 137: the container ended (its PID 1 with it) before the exec did.
+        Ok(out) if out.status.success() || out.status.code() == Some(137) => {}
         Ok(out) => eprintln!(
             "cleanup: ending {ns}/{pod}'s processes: {}",
             String::from_utf8_lossy(&out.stderr).trim()
