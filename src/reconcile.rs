@@ -210,7 +210,12 @@ pub async fn run(
         }
     };
     let neighbours2 = neighbours.clone();
-    let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
+    let observer = Observer::new(
+        client.clone(),
+        store.clone(),
+        metrics.clone(),
+        crate::observe::LogStreams::configured(),
+    );
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client,
