@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::client::ClientBuilder;
@@ -24,6 +24,8 @@ use lifecycle_operator::runtime::client;
 use lifecycle_operator::runtime::liveness::Liveness;
 use lifecycle_operator::runtime::metrics::Metrics;
 use lifecycle_operator::runtime::server::{self, Health};
+use lifecycle_operator::verify::observer::LogStreams;
+use lifecycle_operator::verify::pool::PoolSize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,8 +55,50 @@ struct Args {
     /// This replica's identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Terminating containers' logs followed at once for preStop markers
+    /// (each a streaming request for as long as its pod stops).
+    #[arg(long, env = "LCO_PRESTOP_LOG_STREAMS", default_value_t = LogStreams::DEFAULT.pre_stop.total())]
+    prestop_log_streams: usize,
+    /// Of those, the most one namespace holds: the rest is always there for
+    /// the others. At least 1, at most --prestop-log-streams.
+    #[arg(long, env = "LCO_PRESTOP_LOG_STREAMS_PER_NAMESPACE", default_value_t = LogStreams::DEFAULT.pre_stop.per_namespace())]
+    prestop_log_streams_per_namespace: usize,
+    /// Running containers' logs read at once for postStart markers (a pool
+    /// of its own: preStop follows never delay them).
+    #[arg(long, env = "LCO_POSTSTART_LOG_STREAMS", default_value_t = LogStreams::DEFAULT.post_start.total())]
+    poststart_log_streams: usize,
+    /// Of those, the most one namespace holds. At least 1, at most
+    /// --poststart-log-streams.
+    #[arg(long, env = "LCO_POSTSTART_LOG_STREAMS_PER_NAMESPACE", default_value_t = LogStreams::DEFAULT.post_start.per_namespace())]
+    poststart_log_streams_per_namespace: usize,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Args {
+    /// The log stream pools the flags ask for; a share of 0, or above its
+    /// pool, is refused (never clamped), naming the flags.
+    fn log_streams(&self) -> anyhow::Result<LogStreams> {
+        let size = |hook: &str, total: usize, per_namespace: usize| {
+            PoolSize::new(total, per_namespace).map_err(|e| {
+                anyhow::anyhow!(
+                    "--{hook}-log-streams={total} --{hook}-log-streams-per-namespace={per_namespace}: {e}"
+                )
+            })
+        };
+        Ok(LogStreams {
+            pre_stop: size(
+                "prestop",
+                self.prestop_log_streams,
+                self.prestop_log_streams_per_namespace,
+            )?,
+            post_start: size(
+                "poststart",
+                self.poststart_log_streams,
+                self.poststart_log_streams_per_namespace,
+            )?,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +152,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn operate() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Refused like any bad flag: clap's message and exit code 2.
+    let streams = args.log_streams().unwrap_or_else(|e| {
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit()
+    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
     match args.log_format {
         LogFormat::Text => fmt().with_env_filter(filter).init(),
@@ -207,11 +257,13 @@ async fn operate() -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
+    info!(pre_stop = %streams.pre_stop, post_start = %streams.post_start, "log streams");
     let controller = reconcile::run(
         client,
         metrics.clone(),
         liveness.clone(),
         identity,
+        streams,
         stopping(),
     );
     tokio::pin!(controller);
@@ -332,4 +384,70 @@ async fn signals(stop: watch::Sender<bool>) {
     }
     warn!("second signal: exiting at once");
     std::process::exit(130);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(flags: &[&str]) -> anyhow::Result<LogStreams> {
+        let argv = std::iter::once("lifecycle-operator").chain(flags.iter().copied());
+        Args::try_parse_from(argv).unwrap().log_streams()
+    }
+
+    #[test]
+    fn log_streams_default_to_todays_pools() {
+        let s = streams(&[]).unwrap();
+        assert_eq!(s, LogStreams::default());
+        assert_eq!((s.pre_stop.total(), s.pre_stop.per_namespace()), (256, 192));
+        assert_eq!(
+            (s.post_start.total(), s.post_start.per_namespace()),
+            (64, 48)
+        );
+    }
+
+    #[test]
+    fn log_streams_come_from_the_flags() {
+        let s = streams(&[
+            "--prestop-log-streams=4",
+            "--prestop-log-streams-per-namespace",
+            "3",
+            "--poststart-log-streams=2",
+            "--poststart-log-streams-per-namespace=2",
+        ])
+        .unwrap();
+        assert_eq!(s.pre_stop, PoolSize::new(4, 3).unwrap());
+        assert_eq!(s.post_start, PoolSize::new(2, 2).unwrap());
+    }
+
+    #[test]
+    fn a_share_of_zero_or_above_its_pool_is_refused_naming_the_flags() {
+        for (flags, want) in [
+            (
+                &["--prestop-log-streams-per-namespace=0"][..],
+                "--prestop-log-streams=256 --prestop-log-streams-per-namespace=0: the per-namespace share is 0",
+            ),
+            (
+                &["--prestop-log-streams=100"][..],
+                "--prestop-log-streams=100 --prestop-log-streams-per-namespace=192: the per-namespace share (192) is above the total (100)",
+            ),
+            (
+                &["--poststart-log-streams-per-namespace=65"][..],
+                "--poststart-log-streams=64 --poststart-log-streams-per-namespace=65: the per-namespace share (65) is above the total (64)",
+            ),
+            (
+                &[
+                    "--poststart-log-streams=0",
+                    "--poststart-log-streams-per-namespace=0",
+                ][..],
+                "--poststart-log-streams=0 --poststart-log-streams-per-namespace=0: the pool has no stream",
+            ),
+        ] {
+            let err = streams(flags).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{flags:?}: {err}");
+        }
+        // Not a number at all: clap's own error.
+        let argv = ["lifecycle-operator", "--prestop-log-streams=-1"];
+        assert!(Args::try_parse_from(argv).is_err());
+    }
 }

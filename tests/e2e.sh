@@ -114,6 +114,18 @@ check "image.digest, extraArgs, extraEnv, revisionHistoryLimit" rendered_ok \
      (.image | endswith("@sha256:'"$(printf 'a%.0s' {1..64})"'")) and (.args | index("--log=debug") != null) and (.env | map(.name) | index("EXTRA") != null))' \
   --set image.digest=sha256:"$(printf 'a%.0s' {1..64})" --set 'extraArgs[0]=--log=debug' --set 'extraEnv[0].name=EXTRA' --set 'extraEnv[0].value=1' --set revisionHistoryLimit=7
 check "the operator listens on [::] (IPv6 and IPv4)" rendered_ok '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].args | index("--http-addr=[::]:8080") != null'
+# streams_args TOTAL SHARE TOTAL SHARE: a jq test of the Deployment's log stream flags (preStop, postStart).
+streams_args() {
+  printf '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].args | (index("--prestop-log-streams=%s") != null and index("--prestop-log-streams-per-namespace=%s") != null and index("--poststart-log-streams=%s") != null and index("--poststart-log-streams-per-namespace=%s") != null)' "$@"
+}
+check "the observer's log stream pools: the binary's defaults as flags" rendered_ok "$(streams_args 256 192 64 48)"
+check "observer.logStreams.* become the operator's flags" rendered_ok "$(streams_args 4 3 2 2)" \
+  --set observer.logStreams.preStop.total=4 --set observer.logStreams.preStop.perNamespace=3 \
+  --set observer.logStreams.postStart.total=2 --set observer.logStreams.postStart.perNamespace=2
+check "a log stream share above its pool fails the render" render_fails "postStart.perNamespace=5 is above its total=4" \
+  --set observer.logStreams.postStart.total=4 --set observer.logStreams.postStart.perNamespace=5
+check "values.schema.json rejects a log stream share of 0" render_fails "preStop.perNamespace: Must be greater than or equal to 1" \
+  --set observer.logStreams.preStop.perNamespace=0
 check "opt-in NetworkPolicy, PrometheusRule, Grafana dashboard" rendered_ok \
   '([.[] | .kind] | index("NetworkPolicy") != null and index("PrometheusRule") != null and index("ServiceMonitor") != null)
    and (.[] | select(.kind == "PrometheusRule") | [.spec.groups[0].rules[].expr] | any(test("lifecycle_operator_hook_outcomes_total")) and any(test("lifecycle_operator_reconciles_total")))

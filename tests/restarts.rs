@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::operator::Operator;
 use common::*;
 use kube::api::{Api, DeleteParams, ListParams};
 use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
@@ -17,85 +17,9 @@ use serde_json::json;
 
 const PORT: u16 = 18090;
 
-/// The operator binary as a child process, stopped on drop.
-struct Operator {
-    child: Child,
-}
-
-impl Operator {
-    async fn start() -> Operator {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/target/it/restarts-operator.log"
-            ))
-            .expect("operator log opens");
-        let child = Command::new(env!("CARGO_BIN_EXE_lifecycle-operator"))
-            .args([
-                "--http-addr",
-                &format!("127.0.0.1:{PORT}"),
-                "--log-format",
-                "json",
-            ])
-            .env(
-                "KUBECONFIG",
-                std::env::var("KUBECONFIG").unwrap_or_else(|_| {
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/target/cluster/kubeconfig").into()
-                }),
-            )
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("operator starts");
-        // SAFETY: set before any other thread of this test reads the environment.
-        unsafe {
-            std::env::set_var(
-                "LCO_METRICS_URL",
-                format!("http://127.0.0.1:{PORT}/metrics"),
-            )
-        };
-        let op = Operator { child };
-        eventually("operator ready", 60, || async {
-            let ready = tokio::net::TcpStream::connect(("127.0.0.1", PORT))
-                .await
-                .is_ok();
-            if ready {
-                Ok(())
-            } else {
-                Err("not listening".to_string())
-            }
-        })
-        .await;
-        op
-    }
-
-    /// Sends `signal` and waits for the exit; returns how long it took.
-    async fn stop(mut self, signal: &str) -> Duration {
-        let t0 = Instant::now();
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(sent.success(), "kill {signal} {pid}");
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                return t0.elapsed();
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "operator ignored {signal}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// This file's operator (its port, its log), started afresh.
+async fn operator() -> Operator {
+    Operator::start(PORT, "restarts-operator.log", &[]).await
 }
 
 /// The operator's metrics text.
@@ -203,7 +127,7 @@ async fn finish(ns: Ns, policy: &str) {
 
 #[tokio::test]
 async fn the_seeds_nginx_hooks_keep_their_counts_through_kill_and_sigterm() {
-    let op = Operator::start().await;
+    let op = operator().await;
     let ns = Ns::new("durable").await;
     let nginx = json!({"containers": [{"name": "nginx", "image": "nginx", "imagePullPolicy": "IfNotPresent",
         "ports": [{"containerPort": 80}]}]});
@@ -230,7 +154,7 @@ async fn the_seeds_nginx_hooks_keep_their_counts_through_kill_and_sigterm() {
 
     let took = op.stop("-KILL").await;
     println!("SIGKILL: exited in {took:?}");
-    let op = Operator::start().await;
+    let op = operator().await;
     caught_up().await;
     let p = ns.policies().get("nginx-graceful").await.unwrap();
     println!("after kill -9 and a restart: {}", counts(&p));
@@ -269,7 +193,7 @@ async fn the_seeds_nginx_hooks_keep_their_counts_through_kill_and_sigterm() {
     let took = op.stop("-TERM").await;
     println!("SIGTERM: exited in {took:?}");
     let before = counts(&p);
-    let op = Operator::start().await;
+    let op = operator().await;
     caught_up().await;
     let p = ns.policies().get("nginx-graceful").await.unwrap();
     println!("after a SIGTERM restart: {}", counts(&p));
@@ -281,7 +205,7 @@ async fn the_seeds_nginx_hooks_keep_their_counts_through_kill_and_sigterm() {
 
 #[tokio::test]
 async fn hooks_report_how_long_they_ran() {
-    let op = Operator::start().await;
+    let op = operator().await;
     // Other namespaces may hold hooked pods: measure the histogram by deltas
     // from once the fresh operator has looked at them.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -355,7 +279,7 @@ async fn hooks_report_how_long_they_ran() {
 /// resumes where it was: every Deployment ends patched, none twice.
 #[tokio::test]
 async fn a_rollout_killed_mid_wave_resumes_without_patching_twice() {
-    let op = Operator::start().await;
+    let op = operator().await;
     let ns = Ns::new("midwave").await;
     let names: Vec<String> = (1..=5).map(|i| format!("mid-{i}")).collect();
     let sleeper = json!({"containers": [{"name": "app", "image": "busybox", "imagePullPolicy": "IfNotPresent",
@@ -401,7 +325,7 @@ async fn a_rollout_killed_mid_wave_resumes_without_patching_twice() {
     println!("killed at wave {:?}", waves(&p));
     let took = op.stop("-KILL").await;
     println!("SIGKILL: exited in {took:?}");
-    let op = Operator::start().await;
+    let op = operator().await;
     let p = wait_policy(&ns, "waves", 180, |p| waves(p).1 == "Complete").await;
     println!(
         "after the restart: {:?}",

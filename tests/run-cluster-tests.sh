@@ -2,7 +2,8 @@
 # Runs the operator as a process against the test cluster, then the cluster
 # test suites against it. Expects `make cluster-up` to have run.
 # With arguments, runs only the suites named (e.g. `tenants hooks`), each
-# against the one operator process; `restarts` starts operators of its own.
+# against the one operator process; `restarts` and `fairness` start
+# operators of their own, after it has stopped.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT" || exit 1
@@ -92,14 +93,24 @@ if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
   exit 1
 fi
 
-wanted restarts || exit 0
-
-# The restart tests kill and start operators of their own: none other may run.
+# The suites that start operators of their own: none other may run.
+wanted restarts || wanted fairness || exit 0
 kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
 stop_operator
-: >"$out/restarts-operator.log"
-cargo test --features cluster-tests --test restarts -- --test-threads=1 --nocapture
-if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/restarts-operator.log"; then
-  echo "operator logged errors (see $out/restarts-operator.log)" >&2
-  exit 1
-fi
+# own_operator NAME: the suite NAME, then its operator's log (target/it/NAME-operator.log)
+# checked like the one above.
+own_operator() {
+  local name=$1
+  # The suite before may have left namespaces going away (their pods too).
+  kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  : >"$out/$name-operator.log"
+  cargo test --features cluster-tests --test "$name" -- --test-threads=1 --nocapture
+  if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/$name-operator.log"; then
+    echo "operator logged errors (see $out/$name-operator.log)" >&2
+    exit 1
+  fi
+}
+# restarts kills and starts operators; fairness starts one with small log
+# stream pools and reads its gauge, which must see its own pods alone.
+if wanted restarts; then own_operator restarts; fi
+if wanted fairness; then own_operator fairness; fi

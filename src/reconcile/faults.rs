@@ -17,7 +17,7 @@ use tower_test::mock::{self, Handle};
 use super::*;
 use crate::runtime::liveness::Liveness;
 use crate::runtime::metrics::Metrics;
-use crate::verify::observer::Observer;
+use crate::verify::observer::{LogStreams, Observer};
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;
 
@@ -84,7 +84,12 @@ async fn context_with(p: &LifecyclePolicy, ds: Vec<Workload>) -> (Arc<Context>, 
         stores.push((kind, w.as_reader()));
     }
     let metrics = Arc::new(Metrics::default());
-    let observer = Observer::new(client.clone(), policies.clone(), metrics.clone());
+    let observer = Observer::new(
+        client.clone(),
+        policies.clone(),
+        metrics.clone(),
+        LogStreams::default(),
+    );
     let ctx = Context::new(
         client,
         policies,

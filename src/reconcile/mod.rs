@@ -34,7 +34,7 @@ use crate::runtime::liveness::Liveness;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::watches;
 use crate::text::{self, explain};
-use crate::verify::observer::Observer;
+use crate::verify::observer::{LogStreams, Observer};
 pub use error::Error;
 use error::{Retry, write_error};
 use pipeline::Snapshot;
@@ -105,6 +105,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     instance: String,
+    log_streams: LogStreams,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies = Api::<LifecyclePolicy>::all(client.clone());
@@ -132,7 +133,7 @@ pub async fn run(
         let store = store.clone();
         move |p: LifecyclePolicy| others_in_namespace(&store, &p)
     };
-    let observer = Observer::new(client.clone(), store.clone(), metrics.clone());
+    let observer = Observer::new(client.clone(), store.clone(), metrics.clone(), log_streams);
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client,

@@ -39,6 +39,22 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogStreamLabels {
+    pub hook: String,
+    /// `in_use` (being read) or `waiting` (for a stream of its pool).
+    pub state: String,
+}
+
+/// One pool's load, as the pool keeps it: the two series of
+/// `lifecycle_operator_log_streams` for its hook (they share their values
+/// with the registry's).
+#[derive(Clone, Debug, Default)]
+pub struct LogStreamGauges {
+    pub in_use: Gauge,
+    pub waiting: Gauge,
+}
+
 /// Buckets from 100 ms to the longest grace period people set.
 fn duration_histogram() -> Histogram {
     Histogram::new([
@@ -63,6 +79,8 @@ pub struct Metrics {
     pub hook_duration: Family<HookKindLabels, Histogram, fn() -> Histogram>,
     /// What the observer let go to stay within its memory bounds.
     pub observer_dropped: Family<DroppedLabels, Counter>,
+    /// The observer's log streams per hook: in use, and requests waiting.
+    pub log_streams: Family<LogStreamLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +99,12 @@ impl Default for Metrics {
                 duration_histogram,
             );
         let observer_dropped = Family::<DroppedLabels, Counter>::default();
+        let log_streams = Family::<LogStreamLabels, Gauge>::default();
+        registry.register(
+            "log_streams",
+            "Container log streams of the hook observer, per pool (hook: preStop follows, postStart reads): in_use (being read) and waiting (for a stream: the pool is full, or the namespace holds its share)",
+            log_streams.clone(),
+        );
         registry.register(
             "observer_dropped",
             "What the hook observer dropped to stay within its memory bounds: failure_event (a kubelet failure event that matched no pod yet, the oldest beyond the caps), log_line (a container log line longer than a marker can be)",
@@ -131,7 +155,7 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
-        Metrics {
+        let metrics = Metrics {
             registry,
             reconciles,
             reconcile_errors,
@@ -143,7 +167,13 @@ impl Default for Metrics {
             hook_outcomes,
             hook_duration,
             observer_dropped,
+            log_streams,
+        };
+        // Both pools' series exist from the start, at 0.
+        for hook in ["preStop", "postStart"] {
+            metrics.log_stream_gauges(hook);
         }
+        metrics
     }
 }
 
@@ -200,6 +230,23 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// The `in_use` and `waiting` series of one hook's pool, for the pool to
+    /// keep up to date.
+    pub fn log_stream_gauges(&self, hook: &str) -> LogStreamGauges {
+        let series = |state: &str| {
+            self.log_streams
+                .get_or_create(&LogStreamLabels {
+                    hook: hook.to_string(),
+                    state: state.to_string(),
+                })
+                .clone()
+        };
+        LogStreamGauges {
+            in_use: series("in_use"),
+            waiting: series("waiting"),
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -238,6 +285,36 @@ mod tests {
         for line in [
             "lifecycle_operator_observer_dropped_total{what=\"failure_event\"} 5",
             "lifecycle_operator_observer_dropped_total{what=\"log_line\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn log_streams_are_a_gauge_per_hook_and_state() {
+        let m = Metrics::default();
+        // Both pools show from the start, idle.
+        let text = m.render();
+        for hook in ["preStop", "postStart"] {
+            for state in ["in_use", "waiting"] {
+                let line = format!(
+                    "lifecycle_operator_log_streams{{hook=\"{hook}\",state=\"{state}\"}} 0"
+                );
+                assert!(text.contains(&line), "{line} missing from:\n{text}");
+            }
+        }
+        // What a pool sets on its gauges is what /metrics says.
+        let pre = m.log_stream_gauges("preStop");
+        pre.in_use.set(3);
+        pre.waiting.set(1);
+        m.log_stream_gauges("postStart").in_use.set(2);
+        let text = m.render();
+        for line in [
+            "# TYPE lifecycle_operator_log_streams gauge",
+            "lifecycle_operator_log_streams{hook=\"preStop\",state=\"in_use\"} 3",
+            "lifecycle_operator_log_streams{hook=\"preStop\",state=\"waiting\"} 1",
+            "lifecycle_operator_log_streams{hook=\"postStart\",state=\"in_use\"} 2",
+            "lifecycle_operator_log_streams{hook=\"postStart\",state=\"waiting\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

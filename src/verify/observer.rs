@@ -28,16 +28,43 @@ use crate::hooks::hook::HookKind;
 use crate::hooks::marker::{self, Evidence};
 use crate::runtime::metrics::Metrics;
 
-/// At most this many terminating containers' logs followed at once: enough
-/// for a few hundred pods stopping together, each a long-lived streaming
-/// request; one namespace holds at most `PRESTOP_PER_NAMESPACE` of them, so
-/// the rest is always there for the others (see `pool`).
-const PRESTOP_STREAMS: usize = 256;
-const PRESTOP_PER_NAMESPACE: usize = 192;
-/// postStart reads (the start of a running container's log: short) have a
-/// pool of their own: no number of long preStops delays a canary's proof.
-const POSTSTART_STREAMS: usize = 64;
-const POSTSTART_PER_NAMESPACE: usize = 48;
+use super::pool::{self, PoolSize};
+
+/// How many container logs the observer reads at once (see `pool`): the
+/// operator's `--prestop-log-streams*` and `--poststart-log-streams*` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogStreams {
+    /// Terminating containers' logs followed at once: by default 256, enough
+    /// for a few hundred pods stopping together, each a long-lived streaming
+    /// request; one namespace holds at most 192 of them, so the rest is
+    /// always there for the others.
+    pub pre_stop: PoolSize,
+    /// postStart reads (the start of a running container's log: short) have
+    /// a pool of their own, by default 64, at most 48 per namespace: no
+    /// number of long preStops delays a canary's proof.
+    pub post_start: PoolSize,
+}
+
+impl LogStreams {
+    pub const DEFAULT: LogStreams = LogStreams {
+        pre_stop: checked(256, 192),
+        post_start: checked(64, 48),
+    };
+}
+
+impl Default for LogStreams {
+    fn default() -> Self {
+        LogStreams::DEFAULT
+    }
+}
+
+/// A size known when compiling: a bad one fails the build.
+const fn checked(total: usize, per_namespace: usize) -> PoolSize {
+    match PoolSize::new(total, per_namespace) {
+        Ok(size) => size,
+        Err(_) => panic!("a default log stream pool size is invalid"),
+    }
+}
 /// A postStart read, waiting for its turn included, ends within this.
 const POSTSTART_READ_LIMIT: Duration = Duration::from_secs(60);
 /// Bytes read from the start of a log to find postStart markers.
@@ -86,15 +113,17 @@ impl Observer {
         client: Client,
         policies: Store<LifecyclePolicy>,
         metrics: Arc<Metrics>,
+        streams: LogStreams,
     ) -> Arc<Self> {
+        let gauges = |kind: HookKind| metrics.log_stream_gauges(kind.field());
         Arc::new(Observer {
             client,
+            post_start_logs: pool::FairPool::new(streams.post_start, gauges(HookKind::PostStart)),
+            pre_stop_logs: pool::FairPool::new(streams.pre_stop, gauges(HookKind::PreStop)),
             policies,
             watched: Mutex::default(),
             metrics,
             index: Mutex::default(),
-            post_start_logs: super::pool::FairPool::new(POSTSTART_STREAMS, POSTSTART_PER_NAMESPACE),
-            pre_stop_logs: super::pool::FairPool::new(PRESTOP_STREAMS, PRESTOP_PER_NAMESPACE),
         })
     }
 

@@ -5,15 +5,77 @@
 //! for the others), and when a stream ends it goes to the waiting namespace
 //! that holds the fewest (the longest waiting among equals). It is pure
 //! (requests and releases in, grants out); [`FairPool`] is the async
-//! wrapper the observer uses.
+//! wrapper the observer uses, which also keeps its load on a gauge.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::runtime::metrics::LogStreamGauges;
+
 /// A request's number, in the order requests came.
 pub type Ticket = u64;
+
+/// A pool's size: `total` streams, at most `per_namespace` of them held by
+/// one namespace. Checked when made: `1 <= per_namespace <= total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSize {
+    total: usize,
+    per_namespace: usize,
+}
+
+/// Why a [`PoolSize`] was refused (nothing is ever clamped into shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolSizeError {
+    #[error("the pool has no stream: nothing would ever be read")]
+    Empty,
+    #[error("the per-namespace share is 0: no namespace could ever have a log read")]
+    NoShare,
+    #[error(
+        "the per-namespace share ({per_namespace}) is above the total ({total}): no namespace can hold more streams than the pool has"
+    )]
+    ShareAboveTotal { per_namespace: usize, total: usize },
+}
+
+impl PoolSize {
+    pub const fn new(total: usize, per_namespace: usize) -> Result<PoolSize, PoolSizeError> {
+        if total == 0 {
+            Err(PoolSizeError::Empty)
+        } else if per_namespace == 0 {
+            Err(PoolSizeError::NoShare)
+        } else if per_namespace > total {
+            Err(PoolSizeError::ShareAboveTotal {
+                per_namespace,
+                total,
+            })
+        } else {
+            Ok(PoolSize {
+                total,
+                per_namespace,
+            })
+        }
+    }
+
+    pub fn total(self) -> usize {
+        self.total
+    }
+
+    pub fn per_namespace(self) -> usize {
+        self.per_namespace
+    }
+}
+
+impl fmt::Display for PoolSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (at most {} per namespace)",
+            self.total, self.per_namespace
+        )
+    }
+}
 
 /// Who gets the next stream.
 #[derive(Debug)]
@@ -28,12 +90,10 @@ pub struct FairQueue {
 }
 
 impl FairQueue {
-    /// `per_namespace` is at least 1 and at most `capacity`.
-    pub fn new(capacity: usize, per_namespace: usize) -> Self {
-        let capacity = capacity.max(1);
+    pub fn new(size: PoolSize) -> Self {
         FairQueue {
-            capacity,
-            per_namespace: per_namespace.clamp(1, capacity),
+            capacity: size.total,
+            per_namespace: size.per_namespace,
             held: HashMap::new(),
             in_use: 0,
             waiting: VecDeque::new(),
@@ -131,6 +191,7 @@ impl FairQueue {
 }
 
 /// The async side: waits for a grant, and gives the stream back on drop.
+/// Its gauges follow every request, grant, release and cancel.
 pub struct FairPool {
     state: Mutex<PoolState>,
 }
@@ -138,6 +199,16 @@ pub struct FairPool {
 struct PoolState {
     queue: FairQueue,
     wakers: HashMap<Ticket, oneshot::Sender<()>>,
+    gauges: LogStreamGauges,
+}
+
+impl PoolState {
+    /// Sets the gauges from the queue; called under the lock after each
+    /// change, so they never show a state the queue was not in.
+    fn publish(&self) {
+        self.gauges.in_use.set(self.queue.in_use() as i64);
+        self.gauges.waiting.set(self.queue.waiting() as i64);
+    }
 }
 
 /// A granted stream; released when dropped.
@@ -157,12 +228,15 @@ impl Drop for Permit {
 }
 
 impl FairPool {
-    pub fn new(capacity: usize, per_namespace: usize) -> Arc<Self> {
+    pub fn new(size: PoolSize, gauges: LogStreamGauges) -> Arc<Self> {
+        let state = PoolState {
+            queue: FairQueue::new(size),
+            wakers: HashMap::new(),
+            gauges,
+        };
+        state.publish();
         Arc::new(FairPool {
-            state: Mutex::new(PoolState {
-                queue: FairQueue::new(capacity, per_namespace),
-                wakers: HashMap::new(),
-            }),
+            state: Mutex::new(state),
         })
     }
 
@@ -177,7 +251,9 @@ impl FairPool {
         };
         let rx = {
             let mut st = self.state.lock().unwrap();
-            match st.queue.request(namespace) {
+            let request = st.queue.request(namespace);
+            st.publish();
+            match request {
                 Ok(_) => return permit,
                 Err(ticket) => {
                     let (tx, rx) = oneshot::channel();
@@ -196,7 +272,9 @@ impl FairPool {
 
     fn release(&self, namespace: &str) {
         let mut st = self.state.lock().unwrap();
-        for ticket in st.queue.release(namespace) {
+        let granted = st.queue.release(namespace);
+        st.publish();
+        for ticket in granted {
             if let Some(tx) = st.wakers.remove(&ticket) {
                 // A failed send means the waiter is being dropped: its
                 // `Waiting::drop` finds the ticket granted and gives the
@@ -242,6 +320,7 @@ impl Drop for Waiting {
         // was granted while being dropped, and the permit gives it back
         // (after the lock is let go).
         permit.granted = !st.queue.cancel(self.ticket);
+        st.publish();
         drop(st);
         drop(permit);
     }
@@ -250,10 +329,37 @@ impl Drop for Waiting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::metrics::Metrics;
+
+    fn size(total: usize, per_namespace: usize) -> PoolSize {
+        PoolSize::new(total, per_namespace).unwrap()
+    }
+
+    #[test]
+    fn a_pool_size_is_checked_never_clamped() {
+        assert_eq!(size(256, 192).total(), 256);
+        assert_eq!(size(256, 192).per_namespace(), 192);
+        // The whole pool for one namespace is allowed (no fairness, but a
+        // deliberate choice); one stream is the least.
+        assert_eq!(size(4, 4).per_namespace(), 4);
+        assert_eq!(size(1, 1).total(), 1);
+        assert_eq!(PoolSize::new(0, 0), Err(PoolSizeError::Empty));
+        assert_eq!(PoolSize::new(0, 1), Err(PoolSizeError::Empty));
+        assert_eq!(PoolSize::new(4, 0), Err(PoolSizeError::NoShare));
+        assert_eq!(
+            PoolSize::new(4, 5),
+            Err(PoolSizeError::ShareAboveTotal {
+                per_namespace: 5,
+                total: 4
+            })
+        );
+        let why = PoolSize::new(4, 5).unwrap_err().to_string();
+        assert!(why.contains("(5) is above the total (4)"), "{why}");
+    }
 
     #[test]
     fn one_namespace_never_holds_more_than_its_cap() {
-        let mut q = FairQueue::new(8, 6);
+        let mut q = FairQueue::new(size(8, 6));
         let a: Vec<_> = (0..20).map(|_| q.request("a")).collect();
         assert_eq!(a.iter().filter(|r| r.is_ok()).count(), 6);
         assert_eq!((q.held("a"), q.in_use(), q.waiting()), (6, 6, 14));
@@ -278,7 +384,7 @@ mod tests {
 
     #[test]
     fn releases_go_to_whoever_holds_fewest_oldest_first() {
-        let mut q = FairQueue::new(4, 4);
+        let mut q = FairQueue::new(size(4, 4));
         for _ in 0..4 {
             assert!(q.request("a").is_ok());
         }
@@ -302,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_request_never_overtakes_its_own_namespace() {
-        let mut q = FairQueue::new(2, 2);
+        let mut q = FairQueue::new(size(2, 2));
         assert!(q.request("a").is_ok());
         assert!(q.request("a").is_ok());
         let a3 = q.request("a").unwrap_err();
@@ -321,7 +427,7 @@ mod tests {
         // ask too (more than will ever be granted here). As streams end (the
         // biggest holder's first), the others catch up until all hold the
         // same, within one.
-        let mut q = FairQueue::new(20, 20);
+        let mut q = FairQueue::new(size(20, 20));
         let names: Vec<String> = (0..10).map(|i| format!("ns{i}")).collect();
         for n in &names {
             for _ in 0..300 {
@@ -340,28 +446,81 @@ mod tests {
         assert!(hi - lo <= 1, "{held:?}");
     }
 
+    /// The gauges' (in_use, waiting).
+    fn shown(g: &LogStreamGauges) -> (i64, i64) {
+        (g.in_use.get(), g.waiting.get())
+    }
+
     #[tokio::test]
     async fn the_async_pool_grants_in_fair_order_and_cancels_cleanly() {
-        let pool = FairPool::new(2, 2);
+        let gauges = Metrics::default().log_stream_gauges("preStop");
+        let pool = FairPool::new(size(2, 2), gauges.clone());
+        assert_eq!(shown(&gauges), (0, 0));
         let a1 = pool.acquire("a").await;
         let a2 = pool.acquire("a").await;
         assert_eq!(pool.load(), (2, 0));
-        // A waiter that gives up (a deadline) leaves the queue.
-        let gave_up =
-            tokio::time::timeout(std::time::Duration::from_millis(20), pool.acquire("a")).await;
-        assert!(gave_up.is_err());
+        assert_eq!(shown(&gauges), (2, 0));
+        // A waiter that gives up (a deadline) leaves the queue, and the gauge.
+        let p = pool.clone();
+        let gives_up = tokio::spawn(async move {
+            tokio::time::timeout(std::time::Duration::from_millis(200), p.acquire("a")).await
+        });
+        while pool.load().1 == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(shown(&gauges), (2, 1), "queued");
+        assert!(gives_up.await.unwrap().is_err());
         assert_eq!(pool.load(), (2, 0));
+        assert_eq!(shown(&gauges), (2, 0), "cancelled");
         // b waits, and gets the first stream to end.
         let p = pool.clone();
         let b = tokio::spawn(async move { p.acquire("b").await });
         while pool.load().1 == 0 {
             tokio::task::yield_now().await;
         }
+        assert_eq!(shown(&gauges), (2, 1));
         drop(a1);
+        assert_eq!(shown(&gauges), (2, 0), "released to b");
         let b = b.await.unwrap();
         assert_eq!(pool.load(), (2, 0));
         drop(b);
         drop(a2);
         assert_eq!(pool.load(), (0, 0));
+        assert_eq!(shown(&gauges), (0, 0), "released");
+    }
+
+    /// tests/fairness.rs on the real cluster, in small: four long preStops
+    /// of one namespace in a pool of 4, then another namespace's preStop.
+    /// With a share of 3 it gets the stream left over at once; with the
+    /// whole pool as the share, it waits behind them.
+    #[tokio::test]
+    async fn a_namespace_at_its_share_leaves_a_stream_for_the_others() {
+        for share in [3, 4] {
+            let gauges = Metrics::default().log_stream_gauges("preStop");
+            let pool = FairPool::new(size(4, share), gauges.clone());
+            let mut held_by_a = Vec::new();
+            for _ in 0..4 {
+                let p = pool.clone();
+                held_by_a.push(tokio::spawn(async move { p.acquire("a").await }));
+            }
+            let a_load = (share as i64, 4 - share as i64);
+            while shown(&gauges) != a_load {
+                tokio::task::yield_now().await;
+            }
+            let b = tokio::time::timeout(std::time::Duration::from_millis(200), pool.acquire("b"))
+                .await;
+            match (share, b) {
+                (3, Ok(b)) => {
+                    assert_eq!(shown(&gauges), (4, 1), "b took the stream a left");
+                    drop(b);
+                    assert_eq!(shown(&gauges), (3, 1), "a is at its share: it waits on");
+                }
+                (4, Err(_)) => assert_eq!(shown(&gauges), (4, 0), "b gave up, a holds all"),
+                (_, b) => panic!("share {share}: b granted: {}", b.is_ok()),
+            }
+            for a in held_by_a {
+                a.abort();
+            }
+        }
     }
 }

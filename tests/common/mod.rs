@@ -2,6 +2,8 @@
 //! starts it and the operator; see tests/run-cluster-tests.sh).
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;

@@ -88,3 +88,18 @@ operator's selector labels, so its Service and PDB do not count them. */}}
 {{- $own := dict "app.kubernetes.io/instance" .context.Release.Name "app.kubernetes.io/component" .component -}}
 {{- toYaml (merge $own (deepCopy (.context.Values.commonLabels | default dict))) -}}
 {{- end -}}
+
+{{/* The observer's log stream flags. A pool's per-namespace share above its
+total fails the render (the operator would refuse it at startup). */}}
+{{- define "lifecycle-operator.logStreamArgs" -}}
+{{- range $hook, $flag := dict "preStop" "prestop" "postStart" "poststart" }}
+{{- $pool := index $.Values.observer.logStreams $hook }}
+{{- $total := int $pool.total }}
+{{- $share := int $pool.perNamespace }}
+{{- if gt $share $total }}
+{{- fail (printf "observer.logStreams.%s.perNamespace=%d is above its total=%d: no namespace can hold more streams than the pool has." $hook $share $total) }}
+{{- end }}
+- --{{ $flag }}-log-streams={{ $total }}
+- --{{ $flag }}-log-streams-per-namespace={{ $share }}
+{{- end }}
+{{- end -}}
