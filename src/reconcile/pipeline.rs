@@ -257,6 +257,12 @@ mod tests {
             .collect()
     }
 
+    /// The rollout status once the canary (a, of a and b) was started.
+    fn canary_started(p: &LifecyclePolicy) -> RolloutStatus {
+        let ws = vec![deployment("a", false), deployment("b", false)];
+        run(p, ws, &HashMap::new(), None).step.unwrap().status
+    }
+
     #[test]
     fn the_canary_goes_first_and_is_recorded_before_it_is_written() {
         let p = policy(json!({}));
@@ -287,13 +293,7 @@ mod tests {
     #[test]
     fn a_healthy_canary_lets_the_next_wave_through() {
         let p = policy(json!({}));
-        let first = run(
-            &p,
-            vec![deployment("a", false), deployment("b", false)],
-            &HashMap::new(),
-            None,
-        );
-        let status = first.step.unwrap().status;
+        let status = canary_started(&p);
         let ws = vec![deployment("a", true), deployment("b", false)];
         let next = run(&p, ws, &HashMap::new(), Some(&status));
         assert_eq!(
@@ -308,13 +308,7 @@ mod tests {
     #[test]
     fn a_failing_canary_halts_and_is_handed_back_first() {
         let p = policy(json!({}));
-        let first = run(
-            &p,
-            vec![deployment("a", false), deployment("b", false)],
-            &HashMap::new(),
-            None,
-        );
-        let status = first.step.unwrap().status;
+        let status = canary_started(&p);
         let failure = WorkloadFailure {
             pod: "a-1".into(),
             container: "c".into(),
