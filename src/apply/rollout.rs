@@ -15,7 +15,9 @@ use crate::api::types::{OnFailure, RolloutHalt, RolloutSpec, RolloutStatus, Roll
 /// reverts at most this many: the status lists them, and must stay bounded.
 pub const MAX_WAVE: usize = 100;
 
-/// A hook failure seen in a workload's pods.
+/// A hook failure seen in a workload's pods: the observer's index keeps the
+/// latest per workload (`verify::index::WorkloadHealth`), and reconcile hands
+/// it here bounded, its message explained.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     pub pod: String,

@@ -114,6 +114,7 @@ fn rollout_step(s: &Snapshot, plans: &[Planned]) -> rollout::Step {
                 // A workload without pods has nothing to prove or disprove:
                 // done once patched (its controller's status may lag).
                 healthy: carries && (pods == 0 || (!p.workload.is_rolling() && verified)),
+                // Bounded for the status, the wrapper replaced by the user's command.
                 failure: h.failure.filter(|_| carries).map(|f| rollout::Failure {
                     pod: text::bounded(&f.pod, text::NAME),
                     container: text::bounded(&f.container, text::NAME),
@@ -178,7 +179,6 @@ pub fn results(decisions: Vec<Decision>, written: Vec<Written>) -> (Vec<Workload
 mod tests {
     use super::*;
     use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE};
-    use crate::verify::index::WorkloadFailure;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use serde_json::{Value, json};
 
@@ -309,7 +309,7 @@ mod tests {
     fn a_failing_canary_halts_and_is_handed_back_first() {
         let p = policy(json!({}));
         let status = canary_started(&p);
-        let failure = WorkloadFailure {
+        let failure = rollout::Failure {
             pod: "a-1".into(),
             container: "c".into(),
             reason: "FailedPreStopHook".into(),

@@ -39,6 +39,7 @@ use kube::ResourceExt;
 use crate::api::types::{
     CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark,
 };
+use crate::apply::rollout::Failure;
 use crate::hooks::hook::HookKind;
 use crate::hooks::marker::Evidence;
 use crate::text;
@@ -465,15 +466,7 @@ pub struct WorkloadHealth {
     /// counted before a restart count too: had one failed, the halt would
     /// have been written with its count.
     pub post_start_ok: u32,
-    pub failure: Option<WorkloadFailure>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkloadFailure {
-    pub pod: String,
-    pub container: String,
-    pub reason: String,
-    pub message: String,
+    pub failure: Option<Failure>,
 }
 
 /// The workload (Kind/name) that owns a pod: a Deployment through its
@@ -1084,7 +1077,7 @@ impl Index {
                     health.post_start_ok += 1
                 }
                 (Outcome::Failed { reason, message }, _) => {
-                    health.failure = Some(WorkloadFailure {
+                    health.failure = Some(Failure {
                         pod: r.pod.to_string(),
                         container: r.container.to_string(),
                         reason: reason.clone(),
@@ -1092,7 +1085,7 @@ impl Index {
                     })
                 }
                 (Outcome::TimedOut, _) => {
-                    health.failure = Some(WorkloadFailure {
+                    health.failure = Some(Failure {
                         pod: r.pod.to_string(),
                         container: r.container.to_string(),
                         reason: "TimedOut".into(),
