@@ -3,8 +3,14 @@
 //! including operators restarted (a fresh index seeded from the last status)
 //! in the middle of a pod's life.
 
-use super::*;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
+
+use super::counts::short_id;
+use super::*;
+use crate::api::types::{CountedInstance, HookReport, LifecyclePolicyStatus};
+use crate::hooks::marker::Evidence;
 
 const POLICY: &str = "web/nginx-graceful";
 const UID: &str = "policy-uid-1";
