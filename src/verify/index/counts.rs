@@ -28,11 +28,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::health::WorkloadHealth;
+use super::instances::oldest_pending;
 use super::{Index, floor_second, idx};
 use crate::api::types::{
     CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark,
 };
-use crate::apply::rollout::Failure;
 use crate::hooks::hook::HookKind;
 use crate::verify::outcome::{self, NEAR_GRACE, Outcome};
 
@@ -46,6 +46,9 @@ pub const MAX_AFTER: usize = 256;
 
 /// Length of the container ID prefix kept in the status.
 const ID_LEN: usize = 16;
+/// What a timed-out preStop's failure says, in the report and the
+/// workload's health.
+pub(super) const TIMED_OUT: &str = "the grace period ran out before the preStop hook finished";
 
 /// A policy as the index needs it to seed and reset its tallies.
 pub struct PolicyRecord<'a> {
@@ -85,6 +88,31 @@ struct CountedId {
 impl Record {
     fn holds(&self, id: &str, at: Timestamp) -> bool {
         self.before.is_some_and(|b| at < b) || self.after.iter().any(|c| c.id == id)
+    }
+
+    /// Adds a counted instance, then moves the watermark as far as is safe:
+    /// never past `pending` (the oldest instance still to count) nor past
+    /// `now - SETTLE_MARGIN`; beyond [`MAX_AFTER`] listed, the oldest seconds
+    /// are folded under it.
+    fn add(&mut self, id: String, at: Timestamp, pending: Option<Timestamp>, now: Timestamp) {
+        if self.before.is_none_or(|b| at >= b) {
+            self.after.push(CountedId { id, at });
+        }
+        let mut limit = floor_second(now - SETTLE_MARGIN);
+        if let Some(p) = pending {
+            limit = limit.min(floor_second(p));
+        }
+        if self.before.is_none_or(|b| limit > b) {
+            self.before = Some(limit);
+        }
+        if self.after.len() > MAX_AFTER {
+            // Fold the oldest seconds under the watermark.
+            self.after.sort_by_key(|c| c.at);
+            let cut = self.after[self.after.len() - MAX_AFTER].at + SignedDuration::from_secs(1);
+            self.before = Some(self.before.map_or(cut, |b| b.max(cut)));
+        }
+        let before = self.before;
+        self.after.retain(|c| before.is_none_or(|b| c.at >= b));
     }
 }
 
@@ -135,6 +163,91 @@ impl HookTally {
     /// Counted before this tally began.
     pub(super) fn holds(&self, id: &str, at: Timestamp) -> bool {
         self.inherited.holds(id, at)
+    }
+
+    /// Adds an outcome to the report: its count, its evidence, the last
+    /// failure or oddity, its duration. Returns the outcome's metric label;
+    /// None for a pending one, which counts nothing.
+    fn add(&mut self, r: &Counting, o: &Outcome, now: Timestamp) -> Option<&'static str> {
+        let report = &mut self.report;
+        let time = Time(now);
+        let label = match o {
+            Outcome::Ran { evidence } => {
+                report.ran += 1;
+                self.evidence.insert(evidence.to_string());
+                "ran"
+            }
+            Outcome::StoppedContainer { exit_code, after } => {
+                report.ran += 1;
+                self.evidence.insert("containerExit".into());
+                report.last_container_exit = Some(format!(
+                    "pod {} container {}: {}",
+                    r.pod,
+                    r.container,
+                    outcome::explain_stopped_container(*exit_code, *after)
+                ));
+                "ran"
+            }
+            Outcome::Implied => {
+                report.implied += 1;
+                self.evidence.insert("implied".into());
+                "implied"
+            }
+            Outcome::Failed { reason, message } => {
+                report.failed += 1;
+                report.last_failure = Some(HookFailure {
+                    pod: r.pod.to_string(),
+                    container: r.container.to_string(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                    time: Time(r.failure_time.unwrap_or(now)),
+                });
+                "failed"
+            }
+            Outcome::TimedOut => {
+                report.timed_out += 1;
+                report.last_failure = Some(HookFailure {
+                    pod: r.pod.to_string(),
+                    container: r.container.to_string(),
+                    reason: "TimedOut".into(),
+                    message: TIMED_OUT.into(),
+                    time,
+                });
+                "timed_out"
+            }
+            Outcome::NotTriggered { why } => {
+                report.not_triggered += 1;
+                report.last_not_triggered = Some(format!("{}/{}: {why}", r.pod, r.container));
+                "not_triggered"
+            }
+            Outcome::Unknown { .. } => {
+                report.unknown += 1;
+                "unknown"
+            }
+            Outcome::Pending => return None,
+        };
+        self.add_duration(r);
+        Some(label)
+    }
+
+    /// The hook's last and longest duration, and whether it came near its
+    /// grace period.
+    fn add_duration(&mut self, r: &Counting) {
+        let report = &mut self.report;
+        if let Some(d) = r.duration {
+            let secs = seconds(d);
+            report.last_duration_seconds = Some(secs);
+            report.max_duration_seconds =
+                Some(report.max_duration_seconds.map_or(secs, |m| m.max(secs)));
+            if let Some(grace) = r.grace_seconds.filter(|g| *g > 0)
+                && secs >= NEAR_GRACE * grace as f64
+            {
+                report.near_grace_period = Some(format!(
+                    "pod {} container {}: preStop took {secs:.1}s of its {grace}s grace period",
+                    r.pod, r.container
+                ));
+            }
+        }
     }
 }
 
@@ -247,6 +360,8 @@ impl Index {
         out
     }
 
+    /// Counts one settled outcome: in its hook's report, in its workload's
+    /// health, and in the record the watermark describes.
     pub(super) fn count(&mut self, r: Counting, o: Outcome, now: Timestamp) {
         let Some(tally) = self.tallies.get_mut(&*r.policy) else {
             return; // The policy is gone.
@@ -257,134 +372,15 @@ impl Index {
         }
         // The oldest instance of this policy and hook still pending bounds
         // the watermark.
-        let pending = self
-            .instances
-            .values()
-            .filter_map(|inst| {
-                let h = inst.hooks[i].open()?;
-                (h.policy == r.policy)
-                    .then(|| inst.hook_time(r.kind))
-                    .flatten()
-            })
-            .min();
-        let t = &mut tally.hooks[i];
-        let report = &mut t.report;
-        let time = Time(now);
-        let label = match &o {
-            Outcome::Ran { evidence } => {
-                report.ran += 1;
-                t.evidence.insert(evidence.to_string());
-                "ran"
-            }
-            Outcome::StoppedContainer { exit_code, after } => {
-                report.ran += 1;
-                t.evidence.insert("containerExit".into());
-                report.last_container_exit = Some(format!(
-                    "pod {} container {}: {}",
-                    r.pod,
-                    r.container,
-                    outcome::explain_stopped_container(*exit_code, *after)
-                ));
-                "ran"
-            }
-            Outcome::Implied => {
-                report.implied += 1;
-                t.evidence.insert("implied".into());
-                "implied"
-            }
-            Outcome::Failed { reason, message } => {
-                report.failed += 1;
-                report.last_failure = Some(HookFailure {
-                    pod: r.pod.to_string(),
-                    container: r.container.to_string(),
-                    reason: reason.clone(),
-                    message: message.clone(),
-                    time: Time(r.failure_time.unwrap_or(now)),
-                });
-                "failed"
-            }
-            Outcome::TimedOut => {
-                report.timed_out += 1;
-                report.last_failure = Some(HookFailure {
-                    pod: r.pod.to_string(),
-                    container: r.container.to_string(),
-                    reason: "TimedOut".into(),
-                    message: "the grace period ran out before the preStop hook finished".into(),
-                    time,
-                });
-                "timed_out"
-            }
-            Outcome::NotTriggered { why } => {
-                report.not_triggered += 1;
-                report.last_not_triggered = Some(format!("{}/{}: {why}", r.pod, r.container));
-                "not_triggered"
-            }
-            Outcome::Unknown { .. } => {
-                report.unknown += 1;
-                "unknown"
-            }
-            Outcome::Pending => return,
+        let pending = oldest_pending(&self.instances, &r.policy, r.kind);
+        let Some(label) = tally.hooks[i].add(&r, &o, now) else {
+            return; // Pending: nothing to count yet.
         };
-        if let Some(d) = r.duration {
-            let secs = seconds(d);
-            report.last_duration_seconds = Some(secs);
-            report.max_duration_seconds =
-                Some(report.max_duration_seconds.map_or(secs, |m| m.max(secs)));
-            if let Some(grace) = r.grace_seconds.filter(|g| *g > 0)
-                && secs >= NEAR_GRACE * grace as f64
-            {
-                report.near_grace_period = Some(format!(
-                    "pod {} container {}: preStop took {secs:.1}s of its {grace}s grace period",
-                    r.pod, r.container
-                ));
-            }
-        }
         if let Some(w) = &r.workload {
             let health = tally.workloads.entry(w.to_string()).or_default();
-            match (&o, r.kind) {
-                (Outcome::Ran { .. } | Outcome::Implied, HookKind::PostStart) => {
-                    health.post_start_ok += 1
-                }
-                (Outcome::Failed { reason, message }, _) => {
-                    health.failure = Some(Failure {
-                        pod: r.pod.to_string(),
-                        container: r.container.to_string(),
-                        reason: reason.clone(),
-                        message: message.clone(),
-                    })
-                }
-                (Outcome::TimedOut, _) => {
-                    health.failure = Some(Failure {
-                        pod: r.pod.to_string(),
-                        container: r.container.to_string(),
-                        reason: "TimedOut".into(),
-                        message: "the grace period ran out before the preStop hook finished".into(),
-                    })
-                }
-                _ => {}
-            }
+            health.add(&o, r.kind, &r.pod, &r.container);
         }
-        let t = &mut tally.hooks[i];
-        // The record: this instance, then move the watermark as far as is safe.
-        let rec = &mut t.record;
-        if rec.before.is_none_or(|b| r.at >= b) {
-            rec.after.push(CountedId { id: r.id, at: r.at });
-        }
-        let mut limit = floor_second(now - SETTLE_MARGIN);
-        if let Some(p) = pending {
-            limit = limit.min(floor_second(p));
-        }
-        if rec.before.is_none_or(|b| limit > b) {
-            rec.before = Some(limit);
-        }
-        if rec.after.len() > MAX_AFTER {
-            // Fold the oldest seconds under the watermark.
-            rec.after.sort_by_key(|c| c.at);
-            let cut = rec.after[rec.after.len() - MAX_AFTER].at + SignedDuration::from_secs(1);
-            rec.before = Some(rec.before.map_or(cut, |b| b.max(cut)));
-        }
-        let before = rec.before;
-        rec.after.retain(|c| before.is_none_or(|b| c.at >= b));
+        tally.hooks[i].record.add(r.id, r.at, pending, now);
         self.counted.push(Counted {
             kind: r.kind,
             outcome: label,

@@ -9,7 +9,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::Index;
+use super::counts::TIMED_OUT;
 use crate::apply::rollout::Failure;
+use crate::hooks::hook::HookKind;
+use crate::verify::outcome::Outcome;
 
 /// What this generation's hooks did in one workload's pods.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -19,6 +22,35 @@ pub struct WorkloadHealth {
     /// have been written with its count.
     pub post_start_ok: u32,
     pub failure: Option<Failure>,
+}
+
+impl WorkloadHealth {
+    /// Adds a counted outcome: a postStart that ran (or is implied), or a
+    /// failure of either hook, the latest kept.
+    pub(super) fn add(&mut self, o: &Outcome, kind: HookKind, pod: &str, container: &str) {
+        match (o, kind) {
+            (Outcome::Ran { .. } | Outcome::Implied, HookKind::PostStart) => {
+                self.post_start_ok += 1
+            }
+            (Outcome::Failed { reason, message }, _) => {
+                self.failure = Some(Failure {
+                    pod: pod.to_string(),
+                    container: container.to_string(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                })
+            }
+            (Outcome::TimedOut, _) => {
+                self.failure = Some(Failure {
+                    pod: pod.to_string(),
+                    container: container.to_string(),
+                    reason: "TimedOut".into(),
+                    message: TIMED_OUT.into(),
+                })
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The workload (Kind/name) that owns a pod: a Deployment through its

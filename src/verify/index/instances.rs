@@ -172,6 +172,24 @@ impl Instance {
     }
 }
 
+/// When the oldest instance whose hook of this kind, owned by this policy, is
+/// still to be counted had its hook happen: the watermark stays below it.
+pub(super) fn oldest_pending(
+    instances: &HashMap<InstanceKey, Instance>,
+    policy: &str,
+    kind: HookKind,
+) -> Option<Timestamp> {
+    instances
+        .values()
+        .filter_map(|inst| {
+            let h = inst.hooks[idx(kind)].open()?;
+            (*h.policy == *policy)
+                .then(|| inst.hook_time(kind))
+                .flatten()
+        })
+        .min()
+}
+
 impl Index {
     /// Applies a pod as the watch saw it (`deleted`: the object is gone).
     /// Returns the logs to read.
