@@ -1,9 +1,9 @@
 //! The driver of `make bench` (tests/bench.sh builds it with `cargo build
-//! --release --example bench` and runs it; the README's Performance section
-//! says what each figure means). Every subcommand is one step against the
-//! cluster of KUBECONFIG; measurements go to stdout as `key value` lines,
-//! progress to stderr. `table` renders the collected lines as one Markdown
-//! table.
+//! --release --example bench-driver`, Cargo.toml says why an example, and
+//! runs it; the README's Performance section says what each figure means).
+//! Every subcommand is one step against the cluster of KUBECONFIG;
+//! measurements go to stdout as `key value` lines, progress to stderr.
+//! `table` renders the collected lines as one Markdown table.
 //!
 //! The raw baseline is written with the operator's own client library
 //! (kube-rs, no client-side rate limit): server-side apply, 16 requests in
