@@ -19,7 +19,7 @@ use lifecycle_operator::api::types::{LifecyclePolicy, WorkloadKind};
 use lifecycle_operator::apply::decide::{self, Intent, Scope};
 use lifecycle_operator::apply::neighbours::Neighbourhood;
 use lifecycle_operator::apply::patch::{field_manager, ledger_key, read_ledgers};
-use lifecycle_operator::apply::plan::Slot;
+use lifecycle_operator::apply::slot::Slot;
 use lifecycle_operator::apply::workload::{self, Workload};
 use proptest::prelude::*;
 use serde_json::{Value, json};

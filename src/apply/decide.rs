@@ -20,6 +20,7 @@ use crate::apply::patch::{
     Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
 };
 use crate::apply::plan::{self, Fights, Input, Plan};
+use crate::apply::slot::Slot;
 use crate::apply::workload::Workload;
 
 /// The policy being reconciled and what it competes with.
@@ -122,7 +123,7 @@ impl Decision {
     /// What the status says about the ledger here: damage found now,
     /// originals lost earlier, hooks removed rather than restored.
     pub fn integrity(&self) -> Option<String> {
-        let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
+        let list = |s: &mut dyn Iterator<Item = &Slot>| {
             s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
         };
         let mut parts = Vec::new();
@@ -283,7 +284,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
         others_hold_hooks: ledgers.iter().any(|(p, l)| {
             *p != name
                 && !deleting.contains(p.as_str())
-                && l.owned.keys().any(|s| matches!(s, plan::Slot::Hook { .. }))
+                && l.owned.keys().any(|s| matches!(s, Slot::Hook { .. }))
         }),
         ledgers: &ledgers,
         winners: &winners,

@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::Value;
 
 use crate::apply::patch::{escape, ledger_key};
-use crate::apply::plan::{Ledger, Slot};
+use crate::apply::plan::Ledger;
+use crate::apply::slot::Slot;
 use crate::apply::workload::ForeignField;
 use crate::hooks::hook::HookKind;
 

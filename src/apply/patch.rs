@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::api::types::WorkloadKind;
-use crate::apply::plan::{Ledger, Plan, Slot};
+use crate::apply::plan::{Ledger, Plan};
+use crate::apply::slot::Slot;
 use crate::apply::workload::{ContainerShape, HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
 use crate::hooks::hook::HookKind;
 
@@ -280,7 +281,8 @@ pub fn at_version(body: &Value, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::plan::{Ledger, Slot};
+    use crate::apply::plan::Ledger;
+    use crate::apply::slot::Slot;
 
     #[test]
     fn names_stay_within_kubernetes_limits() {

@@ -12,7 +12,6 @@
 //! claimed), so a restore always changes the field.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
@@ -20,66 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
+use crate::apply::slot::Slot;
 use crate::apply::workload::{PodShape, Section};
 use crate::hooks::hook::HookKind;
-
-/// One field of the pod template the operator can own.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Slot {
-    Hook { container: String, kind: HookKind },
-    GracePeriod,
-}
-
-const GRACE_KEY: &str = "terminationGracePeriodSeconds";
-
-impl fmt::Display for Slot {
-    // Container names are DNS labels, so `/` cannot appear in them.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Slot::Hook { container, kind } => write!(f, "{container}/{}", kind.field()),
-            Slot::GracePeriod => f.write_str(GRACE_KEY),
-        }
-    }
-}
-
-impl Slot {
-    pub fn hook(container: &str, kind: HookKind) -> Self {
-        Slot::Hook {
-            container: container.to_string(),
-            kind,
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        if s == GRACE_KEY {
-            return Some(Slot::GracePeriod);
-        }
-        let (container, field) = s.rsplit_once('/')?;
-        let kind = HookKind::from_field(field)?;
-        Some(Slot::hook(container, kind))
-    }
-
-    /// The slot's current value in a pod spec, as JSON; None when unset.
-    pub fn current(&self, pod: &PodShape) -> Option<Value> {
-        match self {
-            Slot::GracePeriod => pod.termination_grace_period_seconds.map(Value::from),
-            Slot::Hook { container, kind } => pod.find(container)?.2.handler(kind.field()).cloned(),
-        }
-    }
-}
-
-impl Serialize for Slot {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Slot {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Slot::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown slot {s:?}")))
-    }
-}
 
 /// What one policy set on one Deployment: each claimed slot with the value it
 /// replaced (None: the slot was unset). Stored as JSON in an annotation.

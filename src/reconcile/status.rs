@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
 use crate::apply::decide::Decision;
-use crate::apply::plan::{self, Outcome, Plan, Slot};
+use crate::apply::plan::{self, Outcome, Plan};
+use crate::apply::slot::Slot;
 use crate::hooks::hook::HookKind;
 
 /// At most this many workloads are listed on the status.

@@ -23,6 +23,7 @@ use super::index::{
 };
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
+use crate::apply::slot::Slot;
 use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 use crate::hooks::hook::HookKind;
 use crate::hooks::marker::{self, Evidence};
@@ -301,10 +302,10 @@ impl Observer {
             let key = p.reference();
             let w = self.watched(p, &key);
             for (slot, want) in plan::wanted(&w.spec, &spec) {
-                let plan::Slot::Hook { container, kind } = slot else {
+                let Slot::Hook { container, kind } = slot else {
                     continue;
                 };
-                let Some(have) = plan::Slot::hook(&container, kind).current(&spec) else {
+                let Some(have) = Slot::hook(&container, kind).current(&spec) else {
                     continue;
                 };
                 if contains(&have, &want) {
