@@ -14,11 +14,9 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
-use crate::apply::ledger::{self, Damage};
+use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
 use crate::apply::neighbours::Neighbourhood;
-use crate::apply::patch::{
-    Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
-};
+use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
 use crate::apply::plan::{self, Fights, Input, Plan};
 use crate::apply::slot::Slot;
 use crate::apply::workload::Workload;
@@ -163,7 +161,7 @@ pub struct Planned {
     pub reverted: bool,
     pub plan: Plan,
     /// This policy's ledger as stored on the workload.
-    stored: Option<plan::Ledger>,
+    stored: Option<Ledger>,
     /// The ledger disagreed with managedFields: written even if the plan
     /// has nothing new.
     damaged: bool,
@@ -397,12 +395,7 @@ fn write(policy: &str, p: &Planned, changes_template: bool, rolls: bool) -> Writ
 
 /// The tug-of-war with other field managers on one workload: under
 /// `onConflict: Override` only (Skip leaves another manager's hook alone).
-fn fights(
-    scope: &Scope,
-    d: &Workload,
-    stored: Option<&plan::Ledger>,
-    damage: &Option<Damage>,
-) -> Fights {
+fn fights(scope: &Scope, d: &Workload, stored: Option<&Ledger>, damage: &Option<Damage>) -> Fights {
     let policy = scope.policy;
     if policy.spec.on_conflict != OnConflict::Override {
         return Fights::default();

@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 
 use crate::api::types::{LifecyclePolicy, WorkloadKind};
 use crate::apply::decide::{Decision, Intent, Write};
-use crate::apply::patch::{RESTORE_MANAGER, at_version, field_manager};
+use crate::apply::ledger::field_manager;
+use crate::apply::patch::{RESTORE_MANAGER, at_version};
 use crate::apply::slot::Slot;
 use crate::apply::workload::Workload;
 use crate::runtime::metrics::Metrics;

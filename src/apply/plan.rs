@@ -14,50 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::SignedDuration;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
+use crate::apply::ledger::{CONTEST_LIMIT, CONTEST_WINDOW, Contest, Ledger};
 use crate::apply::slot::Slot;
 use crate::apply::workload::{PodShape, Section};
 use crate::hooks::hook::HookKind;
-
-/// What one policy set on one Deployment: each claimed slot with the value it
-/// replaced (None: the slot was unset). Stored as JSON in an annotation.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct Ledger {
-    pub policy: String,
-    pub owned: BTreeMap<Slot, Option<Value>>,
-    /// Owned slots whose original value was lost (a damaged ledger rebuilt
-    /// from managedFields): releasing them removes the field.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub unknown: BTreeSet<Slot>,
-    /// Containers whose `lifecycle` was `{}` (not absent) before the policy
-    /// claimed a hook there: a release gives back exactly `{}`.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub empty_lifecycle: BTreeSet<String>,
-    /// Another field manager keeps taking this policy's slots back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contest: Option<Contest>,
-}
-
-/// A tug-of-war with another field manager (a GitOps tool re-applying its
-/// manifest with force, say): when it took the policy's slots back, for the
-/// policy's generation. Kept in the ledger, so it outlives restarts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Contest {
-    pub manager: String,
-    pub slots: BTreeSet<Slot>,
-    pub generation: i64,
-    /// The takeovers within [`CONTEST_WINDOW`], oldest first, at most [`CONTEST_LIMIT`].
-    pub times: Vec<Time>,
-}
-
-/// After this many takeovers within [`CONTEST_WINDOW`] the policy stops
-/// re-claiming the slots: they stay the other manager's (`Contested`).
-pub const CONTEST_LIMIT: usize = 3;
-pub const CONTEST_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 
 /// What decides a tug-of-war on one workload (see [`Contest`]).
 #[derive(Clone, Debug, Default)]

@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
 use crate::apply::decide::Decision;
-use crate::apply::plan::{self, Outcome, Plan};
+use crate::apply::ledger;
+use crate::apply::plan::{Outcome, Plan};
 use crate::apply::slot::Slot;
 use crate::hooks::hook::HookKind;
 
@@ -149,8 +150,8 @@ fn describe(slot: &Slot, outcome: &Outcome) -> String {
         Outcome::Contested(m) => format!(
             "{slot}: field manager {m} took it back {} times within {} minutes, so the policy no longer re-claims it; \
              remove the hook from {m}'s manifest, set onConflict: Skip, or make that tool ignore the field (README: GitOps tools), then change the policy's spec to retry",
-            plan::CONTEST_LIMIT,
-            plan::CONTEST_WINDOW.as_secs() / 60
+            ledger::CONTEST_LIMIT,
+            ledger::CONTEST_WINDOW.as_secs() / 60
         ),
         Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
         Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
@@ -178,14 +179,14 @@ fn grace_note(plan: &Plan) -> Option<String> {
 /// Another manager took a slot back, and the policy took it again.
 fn takeover_note(plan: &Plan) -> Option<String> {
     let c = plan.ledger.as_ref()?.contest.as_ref()?;
-    (c.times.len() < plan::CONTEST_LIMIT).then(|| {
+    (c.times.len() < ledger::CONTEST_LIMIT).then(|| {
         format!(
             "field manager {} took {} back {} time(s) within {} minutes; re-claimed (the policy stops after {})",
             c.manager,
             c.slots.iter().map(Slot::to_string).collect::<Vec<_>>().join(", "),
             c.times.len(),
-            plan::CONTEST_WINDOW.as_secs() / 60,
-            plan::CONTEST_LIMIT
+            ledger::CONTEST_WINDOW.as_secs() / 60,
+            ledger::CONTEST_LIMIT
         )
     })
 }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::missing_containers;
 use super::*;
 use crate::api::types::WorkloadKind;
-use crate::apply::patch::{Target, apply_body, ledger_key, read_ledgers, release_patch};
+use crate::apply::ledger::{ledger_key, read_ledgers};
+use crate::apply::patch::{Target, apply_body, release_patch};
 use crate::apply::workload::{HOOKED_LABEL, PodShape};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
@@ -464,27 +465,6 @@ fn contains_is_a_structural_subset() {
     );
     assert!(contains(&json!([{"x": 1, "d": 0}]), &json!([{"x": 1}])));
     assert!(!contains(&json!("1"), &json!(1)));
-}
-
-#[test]
-fn slots_round_trip_through_the_ledger() {
-    let l = Ledger {
-        policy: "p".into(),
-        owned: BTreeMap::from([
-            (Slot::hook("web", HookKind::PostStart), None),
-            (Slot::hook("web", HookKind::PreStop), Some(sh("orig"))),
-            (Slot::GracePeriod, Some(json!(30))),
-        ]),
-        ..Default::default()
-    };
-    let text = serde_json::to_string(&l).unwrap();
-    assert!(
-        text.contains("\"web/postStart\"") && text.contains("\"terminationGracePeriodSeconds\"")
-    );
-    assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
-    assert!(
-        serde_json::from_str::<Ledger>(r#"{"policy":"p","owned":{"web/bogus":null}}"#).is_err()
-    );
 }
 
 // --- Round trips through the request bodies -------------------------------
