@@ -140,7 +140,7 @@ pub fn winners<'a>(contenders: &[Contender<'a>]) -> BTreeMap<Slot, &'a str> {
 
 /// How a wanted slot turned out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SlotOutcome {
     /// The policy owns the slot (its value is, or will be, in the template).
     Claimed,
     /// The template already holds exactly the wanted value, set by someone else.
@@ -170,7 +170,7 @@ pub struct Plan {
     /// The ledger after this plan; None when the policy holds nothing here.
     pub ledger: Option<Ledger>,
     /// One entry per wanted slot.
-    pub outcomes: BTreeMap<Slot, Outcome>,
+    pub outcomes: BTreeMap<Slot, SlotOutcome>,
     /// Released slots whose original value is unknown: removed, not restored.
     pub unrestorable: BTreeSet<Slot>,
     /// The template lacks the hooked-pods label that the apply adds.
@@ -229,21 +229,21 @@ pub fn plan(input: &Input) -> Plan {
         let winner = input.winners.get(&slot).copied().unwrap_or(input.policy);
         let skip = input.spec.on_conflict == OnConflict::Skip;
         let outcome = if winner != input.policy {
-            Outcome::LostTo(winner.to_string())
+            SlotOutcome::LostTo(winner.to_string())
         } else if let Some(c) = stopped.filter(|c| {
             c.slots.contains(&slot) && input.fights.owners.get(&slot) == Some(&c.manager)
         }) {
-            Outcome::Contested(c.manager.clone())
+            SlotOutcome::Contested(c.manager.clone())
         } else if let Some(original) = held_by_me {
             if original.as_ref() == Some(&value) {
                 // The wanted value is the original again: hand the slot back.
-                Outcome::AlreadySet
+                SlotOutcome::AlreadySet
             } else if let (Slot::GracePeriod, true, Some(own)) =
                 (&slot, skip, original.as_ref().and_then(Value::as_i64))
                 && value.as_i64().is_some_and(|want| own >= want)
             {
                 // Shortened by an earlier build: the template's own comes back.
-                Outcome::KeptLonger(own)
+                SlotOutcome::KeptLonger(own)
             } else if input.dry_run && !current.as_ref().is_some_and(|c| contains(c, &value)) {
                 // Keep what is there; report the new value as withheld.
                 p.withheld.insert(slot.clone(), value);
@@ -251,26 +251,26 @@ pub fn plan(input: &Input) -> Plan {
                     p.claims.insert(slot.clone(), c);
                 }
                 owned.insert(slot.clone(), original.clone());
-                Outcome::Claimed
+                SlotOutcome::Claimed
             } else {
                 p.claims.insert(slot.clone(), value);
                 owned.insert(slot.clone(), original.clone());
-                Outcome::Claimed
+                SlotOutcome::Claimed
             }
         } else if let Some(holder) = holder_other_than(input, &slot) {
-            Outcome::HeldBy(holder.to_string())
+            SlotOutcome::HeldBy(holder.to_string())
         } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
-            Outcome::AlreadySet
+            SlotOutcome::AlreadySet
         } else if current.is_some() && is_hook(&slot) && skip {
-            Outcome::SkippedExisting
+            SlotOutcome::SkippedExisting
         } else if let (Slot::GracePeriod, true, Some(own)) =
             (&slot, skip, current.as_ref().and_then(Value::as_i64))
             && value.as_i64().is_some_and(|want| own >= want)
         {
-            Outcome::KeptLonger(own)
+            SlotOutcome::KeptLonger(own)
         } else if input.dry_run {
             p.withheld.insert(slot.clone(), value);
-            Outcome::Claimed
+            SlotOutcome::Claimed
         } else {
             if let Some(c) = current.as_ref().filter(|c| !same_handler_type(c, &value)) {
                 p.replaces.insert(slot.clone(), c.clone());
@@ -282,7 +282,7 @@ pub fn plan(input: &Input) -> Plan {
             }
             p.claims.insert(slot.clone(), value);
             owned.insert(slot.clone(), current);
-            Outcome::Claimed
+            SlotOutcome::Claimed
         };
         p.outcomes.insert(slot, outcome);
     }
@@ -430,11 +430,11 @@ impl Plan {
             .is_some_and(|l| l.owned.keys().any(is_hook))
     }
 
-    pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &Outcome)> {
+    pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &SlotOutcome)> {
         self.outcomes.iter().filter(|(_, o)| {
             matches!(
                 o,
-                Outcome::SkippedExisting | Outcome::LostTo(_) | Outcome::Contested(_)
+                SlotOutcome::SkippedExisting | SlotOutcome::LostTo(_) | SlotOutcome::Contested(_)
             )
         })
     }
@@ -442,7 +442,7 @@ impl Plan {
     /// The workload's slots another manager took back too often.
     pub fn contested(&self) -> Option<&str> {
         self.outcomes.values().find_map(|o| match o {
-            Outcome::Contested(m) => Some(m.as_str()),
+            SlotOutcome::Contested(m) => Some(m.as_str()),
             _ => None,
         })
     }
@@ -472,7 +472,7 @@ pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<Str
     // 30 s is the API server's default for an unset grace period.
     let own = pod.termination_grace_period_seconds;
     let grace = match (spec.termination_grace_period_seconds, spec.on_conflict) {
-        // Skip never shortens the template's own (see `Outcome::KeptLonger`).
+        // Skip never shortens the template's own (see `SlotOutcome::KeptLonger`).
         (Some(g), OnConflict::Skip) => g.max(own.unwrap_or(0)),
         (Some(g), OnConflict::Override) => g,
         (None, _) => own.unwrap_or(30),

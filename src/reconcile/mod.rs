@@ -411,7 +411,7 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
 fn has_held(plan: &Plan) -> bool {
     plan.outcomes
         .values()
-        .any(|o| matches!(o, plan::Outcome::HeldBy(_)))
+        .any(|o| matches!(o, plan::SlotOutcome::HeldBy(_)))
 }
 
 /// The workload caches, one per kind.

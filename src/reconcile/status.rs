@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
 use crate::apply::decide::Decision;
 use crate::apply::ledger;
-use crate::apply::plan::{Outcome, Plan};
+use crate::apply::plan::{Plan, SlotOutcome};
 use crate::apply::slot::Slot;
 use crate::hooks::hook::HookKind;
 
@@ -56,7 +56,7 @@ impl WorkloadResult {
             .plan
             .outcomes
             .iter()
-            .filter(|(_, o)| matches!(o, Outcome::HeldBy(_)))
+            .filter(|(_, o)| matches!(o, SlotOutcome::HeldBy(_)))
             .map(|(s, o)| describe(s, o))
             .collect();
         let (state, message) = match &self.done {
@@ -122,7 +122,7 @@ impl WorkloadResult {
                 .plan
                 .outcomes
                 .values()
-                .all(|o| !matches!(o, Outcome::HeldBy(_)))
+                .all(|o| !matches!(o, SlotOutcome::HeldBy(_)))
     }
 
     fn pending(&self) -> bool {
@@ -134,33 +134,33 @@ impl WorkloadResult {
             .plan
             .outcomes
             .values()
-            .any(|o| matches!(o, Outcome::HeldBy(_)))
+            .any(|o| matches!(o, SlotOutcome::HeldBy(_)))
     }
 }
 
-fn describe(slot: &Slot, outcome: &Outcome) -> String {
+fn describe(slot: &Slot, outcome: &SlotOutcome) -> String {
     match outcome {
-        Outcome::SkippedExisting => {
+        SlotOutcome::SkippedExisting => {
             format!("{slot}: kept the container's own hook (onConflict: Skip)")
         }
-        Outcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
-        Outcome::KeptLonger(own) => format!(
+        SlotOutcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
+        SlotOutcome::KeptLonger(own) => format!(
             "{slot}: kept the template's own {own}s, at least the policy's (onConflict: Skip never shortens it)"
         ),
-        Outcome::Contested(m) => format!(
+        SlotOutcome::Contested(m) => format!(
             "{slot}: field manager {m} took it back {} times within {} minutes, so the policy no longer re-claims it; \
              remove the hook from {m}'s manifest, set onConflict: Skip, or make that tool ignore the field (README: GitOps tools), then change the policy's spec to retry",
             ledger::CONTEST_LIMIT,
             ledger::CONTEST_WINDOW.as_secs() / 60
         ),
-        Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
-        Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
+        SlotOutcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
+        SlotOutcome::Claimed | SlotOutcome::AlreadySet => slot.to_string(),
     }
 }
 
 /// What became of the grace period under onConflict: Skip, when it says something.
 fn grace_note(plan: &Plan) -> Option<String> {
-    if let Some(kept @ Outcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
+    if let Some(kept @ SlotOutcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
         return Some(describe(&Slot::GracePeriod, kept));
     }
     let set = plan.claims.get(&Slot::GracePeriod)?.as_i64()?;
@@ -587,14 +587,14 @@ mod tests {
     use super::*;
     use crate::api::types::WorkloadKind;
 
-    fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> WorkloadResult {
+    fn result(name: &str, outcomes: Vec<(Slot, SlotOutcome)>, done: Done) -> WorkloadResult {
         result_of(WorkloadKind::Deployment, name, outcomes, done)
     }
 
     fn result_of(
         kind: WorkloadKind,
         name: &str,
-        outcomes: Vec<(Slot, Outcome)>,
+        outcomes: Vec<(Slot, SlotOutcome)>,
         done: Done,
     ) -> WorkloadResult {
         let mut workload: crate::apply::workload::Workload =
@@ -649,8 +649,8 @@ mod tests {
     #[test]
     fn all_applied_is_ready() {
         let rs = [
-            result("a", vec![(slot(), Outcome::Claimed)], Done::Patched),
-            result("b", vec![(slot(), Outcome::AlreadySet)], Done::UpToDate),
+            result("a", vec![(slot(), SlotOutcome::Claimed)], Done::Patched),
+            result("b", vec![(slot(), SlotOutcome::AlreadySet)], Done::UpToDate),
         ];
         let s = build_at(&rs, Mode::Enforce, None, 100);
         assert_eq!((s.matched_workloads, s.patched_workloads), (2, 2));
@@ -674,7 +674,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::Failed("boom".into()),
                 ),
                 Mode::Enforce,
@@ -682,7 +682,7 @@ mod tests {
                 "Error",
             ),
             (
-                result("a", vec![(slot(), Outcome::Claimed)], Done::WouldPatch),
+                result("a", vec![(slot(), SlotOutcome::Claimed)], Done::WouldPatch),
                 Mode::DryRun,
                 "DryRun",
                 "WouldPatch",
@@ -690,7 +690,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::WaitingForRolloutSlot,
                 ),
                 Mode::Enforce,
@@ -700,7 +700,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::HeldBy("old".into()))],
+                    vec![(slot(), SlotOutcome::HeldBy("old".into()))],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -710,7 +710,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::LostTo("old".into()))],
+                    vec![(slot(), SlotOutcome::LostTo("old".into()))],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -720,7 +720,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::SkippedExisting)],
+                    vec![(slot(), SlotOutcome::SkippedExisting)],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -741,11 +741,11 @@ mod tests {
         let mut staged = result_of(
             WorkloadKind::StatefulSet,
             "db",
-            vec![(slot(), Outcome::Claimed)],
+            vec![(slot(), SlotOutcome::Claimed)],
             Done::Patched,
         );
         staged.decision.staged = Some("StatefulSet: updateStrategy OnDelete: ...".into());
-        let mut missing = result("web", vec![(slot(), Outcome::Claimed)], Done::UpToDate);
+        let mut missing = result("web", vec![(slot(), SlotOutcome::Claimed)], Done::UpToDate);
         missing.decision.missing_containers = vec!["envoy".into()];
         let mut none = result("bare", vec![], Done::UpToDate);
         none.decision.missing_containers = vec!["envoy".into()];
@@ -780,13 +780,17 @@ mod tests {
 
     #[test]
     fn transition_times_move_only_on_change() {
-        let ok = [result("a", vec![(slot(), Outcome::Claimed)], Done::Patched)];
+        let ok = [result(
+            "a",
+            vec![(slot(), SlotOutcome::Claimed)],
+            Done::Patched,
+        )];
         let first = build_at(&ok, Mode::Enforce, None, 100);
         let again = build_at(&ok, Mode::Enforce, Some(&first), 200);
         assert_eq!(first, again, "an unchanged world gives an identical status");
         let bad = [result(
             "a",
-            vec![(slot(), Outcome::LostTo("x".into()))],
+            vec![(slot(), SlotOutcome::LostTo("x".into()))],
             Done::UpToDate,
         )];
         let changed = build_at(&bad, Mode::Enforce, Some(&again), 300);
@@ -806,14 +810,14 @@ mod tests {
             .map(|i| {
                 result(
                     &format!("ok-{i:02}"),
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::Patched,
                 )
             })
             .collect();
         rs.push(result(
             "zz-broken",
-            vec![(slot(), Outcome::Claimed)],
+            vec![(slot(), SlotOutcome::Claimed)],
             Done::Failed("denied".into()),
         ));
         let s = build_at(&rs, Mode::Enforce, None, 1);
@@ -833,7 +837,7 @@ mod tests {
             .map(|i| {
                 let mut r = result(
                     &name(i),
-                    vec![(slot(), Outcome::LostTo(huge.clone()))],
+                    vec![(slot(), SlotOutcome::LostTo(huge.clone()))],
                     Done::Failed(huge.clone()),
                 );
                 r.decision.damage = Some(crate::apply::ledger::Damage::Unparsable(huge.clone()));
