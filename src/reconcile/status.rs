@@ -829,7 +829,9 @@ mod tests {
 
     #[test]
     fn the_whole_status_stays_bounded_whatever_the_input() {
-        use crate::api::types::{CountedInstance, HookFailure, RolloutHalt, Watermark};
+        use crate::api::types::{
+            CountedInstance, HookFailure, RolloutHalt, RolloutPhase, Watermark,
+        };
         let t = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
         let huge = "失败🚀e\u{301}".repeat(20_000);
         let name = |i: usize| format!("{i:03}{}", "w".repeat(250));
@@ -876,7 +878,9 @@ mod tests {
             .collect();
         let rollout = RolloutStatus {
             generation: 2,
-            phase: "Halted".into(),
+            phase: RolloutPhase::Halted,
+            rolled_out: 0,
+            pending: 0,
             waiting_on: keys.clone(),
             wave_started_at: Some(t(0)),
             halted: Some(RolloutHalt {
@@ -888,7 +892,7 @@ mod tests {
                 reverted: keys,
                 time: t(0),
             }),
-            ..Default::default()
+            waves: 0,
         };
         let s = build(&StatusInput {
             generation: Some(2),
