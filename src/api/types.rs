@@ -738,10 +738,40 @@ pub struct WorkloadReport {
     /// Patched, Staged (the template carries the hooks but the workload's
     /// update strategy restarts no pod for it), WouldPatch, Pending, Conflict,
     /// NoContainers, LedgerDamaged or Error.
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: WorkloadState,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+status_words! {
+    /// What the policy did, or would do, to one workload
+    /// (`status.workloads[].state`), a problem first.
+    pub enum WorkloadState {
+        /// A write failed.
+        Error,
+        /// Another field manager took the slots back too often.
+        Contested,
+        /// The ledger disagreed with managedFields and was rebuilt.
+        LedgerDamaged,
+        /// A hook stays another's (onConflict: Skip, or an older policy).
+        Conflict,
+        /// Handed its template from before the policy back by a halted rollout.
+        Reverted,
+        /// Waiting: the rollout, a rollout slot, or another policy.
+        Pending,
+        /// DryRun: the policy would change the template.
+        WouldPatch,
+        /// No selected container in the pod template.
+        NoContainers,
+        /// DryRun: nothing would change.
+        UpToDate,
+        /// The template carries the hooks, but its update strategy restarts no pod for it.
+        Staged,
+        /// The template carries the hooks.
+        Patched,
+    }
 }
 
 impl From<&PolicySelector> for LabelSelector {
@@ -803,6 +833,15 @@ mod tests {
                 phase
             );
             assert_eq!(phase.to_string(), text);
+        }
+        for state in [
+            WorkloadState::Error,
+            WorkloadState::WouldPatch,
+            WorkloadState::NoContainers,
+        ] {
+            let text = format!("{state:?}");
+            assert_eq!(serde_json::to_value(&state).unwrap(), text.as_str());
+            assert_eq!(state, text.as_str());
         }
         let other: RolloutPhase = serde_json::from_value("Rolling".into()).unwrap();
         assert_eq!(other, RolloutPhase::Other("Rolling".into()));

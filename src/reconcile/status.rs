@@ -3,7 +3,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
+use crate::api::types::{
+    HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport, WorkloadState,
+};
 use crate::apply::decide::Decision;
 use crate::apply::ledger;
 use crate::apply::plan::{Plan, SlotOutcome};
@@ -60,34 +62,39 @@ impl WorkloadResult {
             .map(|(s, o)| describe(s, o))
             .collect();
         let (state, message) = match &self.done {
-            Done::Failed(e) => ("Error", e.clone()),
-            _ if self.decision.plan.contested().is_some() => ("Contested", conflicts.join("; ")),
-            _ if self.decision.integrity().is_some() => {
-                ("LedgerDamaged", self.decision.integrity().unwrap_or_default())
+            Done::Failed(e) => (WorkloadState::Error, e.clone()),
+            _ if self.decision.plan.contested().is_some() => {
+                (WorkloadState::Contested, conflicts.join("; "))
             }
-            _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
+            _ if self.decision.integrity().is_some() => (
+                WorkloadState::LedgerDamaged,
+                self.decision.integrity().unwrap_or_default(),
+            ),
+            _ if !conflicts.is_empty() => (WorkloadState::Conflict, conflicts.join("; ")),
             _ if self.decision.reverted => (
-                "Reverted",
+                WorkloadState::Reverted,
                 "a hook failed here: the template from before the policy is back; the rollout is halted".to_string(),
             ),
             Done::WaitingForRolloutSlot => (
-                "Pending",
+                WorkloadState::Pending,
                 "waiting for a rollout slot (maxConcurrentRollouts)".to_string(),
             ),
-            Done::Held(why) => ("Pending", why.clone()),
-            _ if !held.is_empty() => ("Pending", held.join("; ")),
-            Done::WouldPatch => ("WouldPatch", changes(&self.decision.plan)),
+            Done::Held(why) => (WorkloadState::Pending, why.clone()),
+            _ if !held.is_empty() => (WorkloadState::Pending, held.join("; ")),
+            Done::WouldPatch => (WorkloadState::WouldPatch, changes(&self.decision.plan)),
             _ if self.decision.matched && self.decision.plan.outcomes.is_empty() => (
-                "NoContainers",
+                WorkloadState::NoContainers,
                 match &missing {
                     Some(m) => format!("no selected container in the pod template ({m})"),
                     None => "no selected container in the pod template".to_string(),
                 },
             ),
-            _ if mode == Mode::DryRun => ("UpToDate", missing.unwrap_or_default()),
+            _ if mode == Mode::DryRun => {
+                (WorkloadState::UpToDate, missing.unwrap_or_default())
+            }
             _ => match (&self.decision.staged, missing) {
                 (Some(why), m) => (
-                    "Staged",
+                    WorkloadState::Staged,
                     [Some(why.clone()), m]
                         .into_iter()
                         .flatten()
@@ -95,7 +102,7 @@ impl WorkloadResult {
                         .join("; "),
                 ),
                 (None, m) => (
-                    "Patched",
+                    WorkloadState::Patched,
                     [m, grace_note(&self.decision.plan), takeover_note(&self.decision.plan)]
                         .into_iter()
                         .flatten()
@@ -107,7 +114,7 @@ impl WorkloadResult {
         WorkloadReport {
             kind: self.decision.workload.kind,
             name: self.decision.name(),
-            state: state.to_string(),
+            state,
             message,
         }
     }
@@ -379,12 +386,14 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .filter(|r| r.decision.matched || r.decision.reverted || r.done != Done::UpToDate)
         .map(|r| {
             let rep = r.report(input.mode);
-            let rank = match rep.state.as_str() {
-                "Error" | "Reverted" => 0,
-                "Conflict" | "Contested" | "LedgerDamaged" => 1,
-                "Pending" => 2,
-                "NoContainers" => 3,
-                "WouldPatch" => 4,
+            let rank = match rep.state {
+                WorkloadState::Error | WorkloadState::Reverted => 0,
+                WorkloadState::Conflict
+                | WorkloadState::Contested
+                | WorkloadState::LedgerDamaged => 1,
+                WorkloadState::Pending => 2,
+                WorkloadState::NoContainers => 3,
+                WorkloadState::WouldPatch => 4,
                 _ => 5,
             };
             (rank, rep)
