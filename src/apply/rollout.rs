@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::api::names::reason;
 use crate::api::types::{
     OnFailure, RolloutHalt, RolloutPhase, RolloutSpec, RolloutStatus, RolloutStrategy,
 };
@@ -157,7 +158,7 @@ pub fn step(input: &Input) -> Step {
                 workload: first.key.clone(),
                 pod: String::new(),
                 container: String::new(),
-                reason: "ProgressDeadlineExceeded".into(),
+                reason: reason::PROGRESS_DEADLINE_EXCEEDED.into(),
                 message: format!(
                     "{} not rolled out with its hooks verified within {}s",
                     crate::text::list(&late, ", ", 600),

@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::names::{ConditionType, reason};
 use crate::api::types::{
     HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport, WorkloadState,
 };
@@ -269,12 +270,12 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .collect();
 
     let applied = if let Some(why) = &input.invalid {
-        cond("Applied", false, "InvalidSpec", why)
+        cond(ConditionType::Applied, false, reason::INVALID_SPEC, why)
     } else if failed > 0 {
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "PatchFailed",
+            reason::PATCH_FAILED,
             &format!("{failed} of {matched} workloads could not be patched"),
         )
     } else if input.mode == Mode::DryRun {
@@ -283,53 +284,63 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             .filter(|r| r.done == Done::WouldPatch)
             .count();
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "DryRun",
+            reason::DRY_RUN,
             &format!("DryRun: {would} of {matched} workloads would change; nothing was patched"),
         )
     } else if pending > 0 {
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "Pending",
+            reason::PENDING,
             &format!(
                 "{pending} of {matched} workloads are waiting (the canary or a wave, rollout slots, or another policy)"
             ),
         )
     } else {
         cond(
-            "Applied",
+            ConditionType::Applied,
             true,
-            "Applied",
+            reason::APPLIED,
             &format!("{patched} of {matched} matched workloads carry the policy's hooks"),
         )
     };
     let conflict = if conflicts.is_empty() {
-        cond("Conflict", false, "NoConflict", "")
+        cond(ConditionType::Conflict, false, reason::NO_CONFLICT, "")
     } else {
-        cond("Conflict", true, "HooksNotApplied", &summarize(&conflicts))
+        cond(
+            ConditionType::Conflict,
+            true,
+            reason::HOOKS_NOT_APPLIED,
+            &summarize(&conflicts),
+        )
     };
     let near = input
         .pre_stop
         .as_ref()
         .and_then(|r| r.near_grace_period.as_ref());
     let grace_cond = match (grace.is_empty(), near) {
-        (true, None) => cond("GracePeriodTooShort", false, "GracePeriodSufficient", ""),
+        (true, None) => cond(
+            ConditionType::GracePeriodTooShort,
+            false,
+            reason::GRACE_PERIOD_SUFFICIENT,
+            "",
+        ),
         (false, _) => {
             let mut msgs: Vec<String> = grace.into_iter().cloned().collect();
             msgs.extend(near.cloned());
             cond(
-                "GracePeriodTooShort",
+                ConditionType::GracePeriodTooShort,
                 true,
-                "PreStopOutlastsGracePeriod",
+                reason::PRE_STOP_OUTLASTS_GRACE_PERIOD,
                 &summarize(&msgs),
             )
         }
         (true, Some(n)) => cond(
-            "GracePeriodTooShort",
+            ConditionType::GracePeriodTooShort,
             true,
-            "PreStopNearGracePeriod",
+            reason::PRE_STOP_NEAR_GRACE_PERIOD,
             &format!(
                 "a preStop used {}% or more of its grace period ({n}); raise terminationGracePeriodSeconds",
                 (crate::verify::outcome::NEAR_GRACE * 100.0) as i64
@@ -337,18 +348,23 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         ),
     };
     let ledger_cond = if damaged.is_empty() {
-        cond("LedgerIntact", true, "LedgerIntact", "")
+        cond(ConditionType::LedgerIntact, true, reason::LEDGER_INTACT, "")
     } else {
-        cond("LedgerIntact", false, "LedgerDamaged", &summarize(&damaged))
+        cond(
+            ConditionType::LedgerIntact,
+            false,
+            reason::LEDGER_DAMAGED,
+            &summarize(&damaged),
+        )
     };
     let verified: Vec<Condition> = [
         (
-            "PostStartVerified",
+            ConditionType::PostStartVerified,
             HookKind::PostStart,
             input.post_start.as_ref(),
         ),
         (
-            "PreStopVerified",
+            ConditionType::PreStopVerified,
             HookKind::PreStop,
             input.pre_stop.as_ref(),
         ),
@@ -359,7 +375,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let hook_problem = verified.iter().find(|c| c.status == "False");
     let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
     let halt_cond = match halted {
-        None => cond("RolloutHalted", false, "NotHalted", ""),
+        None => cond(ConditionType::RolloutHalted, false, reason::NOT_HALTED, ""),
         Some(h) => {
             let mut msg = h.workload.clone();
             if !h.pod.is_empty() {
@@ -370,15 +386,22 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
                 msg.push_str(&format!("; reverted {}", h.reverted.join(", ")));
             }
             msg.push_str("; no other workload is patched until the policy's spec changes");
-            cond("RolloutHalted", true, &h.reason, &msg)
+            cond(ConditionType::RolloutHalted, true, &h.reason, &msg)
         }
     };
     let ready = match (&applied, &conflict, hook_problem) {
-        _ if halted.is_some() => cond("Ready", false, "RolloutHalted", &halt_cond.message),
-        (a, _, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
-        (_, c, _) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
-        (_, _, Some(h)) => cond("Ready", false, &h.reason, &h.message),
-        _ => cond("Ready", true, "Ready", &applied.message),
+        _ if halted.is_some() => cond(
+            ConditionType::Ready,
+            false,
+            reason::ROLLOUT_HALTED,
+            &halt_cond.message,
+        ),
+        (a, _, _) if a.status != "True" => cond(ConditionType::Ready, false, &a.reason, &a.message),
+        (_, c, _) if c.status == "True" => {
+            cond(ConditionType::Ready, false, reason::CONFLICT, &c.message)
+        }
+        (_, _, Some(h)) => cond(ConditionType::Ready, false, &h.reason, &h.message),
+        _ => cond(ConditionType::Ready, true, reason::READY, &applied.message),
     };
 
     let mut reports: Vec<(u8, WorkloadReport)> = results
@@ -442,7 +465,7 @@ fn bound(s: &mut LifecyclePolicyStatus) {
         text::bound(&mut c.message, CONDITION_MESSAGE);
         if !is_reason(&c.reason) {
             // A reason from outside (a halt's) that the CRD would refuse.
-            c.reason = "Unknown".into();
+            c.reason = reason::UNKNOWN.into();
         }
     }
     for w in &mut s.workloads {
@@ -494,7 +517,7 @@ pub const MAX_STATUS_BYTES: usize = 128 * 1024;
 /// PostStartVerified / PreStopVerified: True once hooks were seen to run and
 /// none failed; False on a failure or (preStop) a timeout; Unknown before
 /// there is anything to go on.
-fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition {
+fn verified_condition(type_: ConditionType, kind: HookKind, r: &HookReport) -> Condition {
     let last = |r: &HookReport| {
         r.last_failure
             .as_ref()
@@ -510,13 +533,13 @@ fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition 
         return cond(
             type_,
             false,
-            "HookFailed",
+            reason::HOOK_FAILED,
             &format!("{} failed{}", r.failed, last(r)),
         );
     }
     if r.timed_out > 0 {
         let m = format!("{} cut short by the grace period{}", r.timed_out, last(r));
-        return cond(type_, false, "TimedOut", &m);
+        return cond(type_, false, reason::TIMED_OUT, &m);
     }
     let ran = match kind {
         HookKind::PostStart => r.ran + r.implied,
@@ -535,9 +558,9 @@ fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition 
                 r.not_triggered
             ));
         }
-        return cond(type_, true, "HooksRan", &m);
+        return cond(type_, true, reason::HOOKS_RAN, &m);
     }
-    let mut c = cond(type_, false, "NotObservedYet", "");
+    let mut c = cond(type_, false, reason::NOT_OBSERVED_YET, "");
     c.status = "Unknown".into();
     c.message = match (kind, &r.last_not_triggered) {
         (HookKind::PreStop, Some(why)) => format!(
@@ -564,9 +587,9 @@ fn summarize(items: &[String]) -> String {
     s
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
+fn cond(type_: ConditionType, ok: bool, reason: &str, message: &str) -> Condition {
     Condition {
-        type_: type_.to_string(),
+        type_: type_.as_str().to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),

@@ -21,6 +21,7 @@ pub use super::index::WorkloadHealth;
 use super::index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
+use crate::api::names::reason;
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
 use crate::apply::slot::Slot;
@@ -159,8 +160,8 @@ impl Observer {
             .touched_objects()
         };
         let events = futures::stream::select(
-            failed_hooks("FailedPostStartHook"),
-            failed_hooks("FailedPreStopHook"),
+            failed_hooks(reason::FAILED_POST_START_HOOK),
+            failed_hooks(reason::FAILED_PRE_STOP_HOOK),
         );
         let me = self.clone();
         let pod_loop = pods.for_each(move |ev| {
