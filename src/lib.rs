@@ -1,11 +1,12 @@
 //! lifecycle-operator: puts postStart/preStop hooks on Deployments, StatefulSets and DaemonSets from a
 //! `LifecyclePolicy` and reports what it did. ARCHITECTURE.md draws the data flow; the folders:
 //!
-//! - `api`: the `LifecyclePolicy` API (spec, status, CRD schema).
+//! - `api`: the `LifecyclePolicy` API (spec, status, CRD schema), and the condition types and
+//!   reasons users match on.
 //! - `hooks`: the hook kinds, the marker format (written by the wrapper, read from logs),
 //!   a policy's hooks rendered for templates; shared by `apply` and `verify`.
 //! - `apply`: from a policy to patched templates, pure at the core: workloads as cached,
-//!   ledgers, plans, decisions, the safe rollout, request bodies; the executor writes them.
+//!   slots, ledgers, plans, decisions, the safe rollout, request bodies; the executor writes them.
 //! - `verify`: from pods, kubelet events and logs to counted hooks: outcomes, the
 //!   observer's pure index and its driver.
 //! - `reconcile`: the controller: gather, decide, execute, write the status; the finalizer.

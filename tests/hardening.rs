@@ -52,7 +52,7 @@ fn workload_state(p: &LifecyclePolicy, name: &str) -> Option<(String, String)> {
         .workloads
         .iter()
         .find(|w| w.name == name)
-        .map(|w| (w.state.clone(), w.message.clone()))
+        .map(|w| (w.state.to_string(), w.message.clone()))
 }
 
 async fn generation(ns: &Ns, name: &str) -> i64 {

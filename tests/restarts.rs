@@ -318,7 +318,7 @@ async fn a_rollout_killed_mid_wave_resumes_without_patching_twice() {
         p.status
             .as_ref()
             .and_then(|s| s.rollout.as_ref())
-            .map(|r| (r.waves, r.phase.clone()))
+            .map(|r| (r.waves, r.phase.to_string()))
             .unwrap_or_default()
     };
     let p = wait_policy(&ns, "waves", 120, |p| waves(p).0 >= 3).await;

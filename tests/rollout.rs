@@ -84,7 +84,7 @@ fn phase(p: &LifecyclePolicy) -> String {
     p.status
         .as_ref()
         .and_then(|s| s.rollout.as_ref())
-        .map(|r| r.phase.clone())
+        .map(|r| r.phase.to_string())
         .unwrap_or_default()
 }
 

@@ -17,6 +17,47 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// An enum of the words a status field holds, each variant written as its
+/// name. Any other text a stored status holds (set by hand, or by another
+/// version) reads as `Other`, kept as it was: a status that did not parse
+/// would take its policy out of every list and watch. The operator itself
+/// writes only the named variants. The field keeps its plain-string schema
+/// (`#[schemars(with = "String")]`).
+macro_rules! status_words {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident,)+ }) => {
+        $(#[$meta])*
+        #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// Text this version does not write, as read from a stored status.
+            #[serde(untagged)]
+            Other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => stringify!($variant),)+
+                    $name::Other(s) => s,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Compared with the text a user sees.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 /// Longest hook sleep and grace period we accept: one hour. Kubernetes itself
 /// has no bound, but a longer hook blocks node drains for longer than any
 /// sane rollout.
@@ -470,13 +511,14 @@ pub struct LifecyclePolicyStatus {
 
 /// Where the rollout of the policy's current generation stands. The
 /// status is its durable record: a restarted operator carries on from it.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// The policy generation this rollout is for.
     pub generation: i64,
     /// Canary, Waves, Complete or Halted.
-    pub phase: String,
+    #[schemars(with = "String")]
+    pub phase: RolloutPhase,
     /// Matched workloads carrying the current hooks, their new pods verified.
     pub rolled_out: i32,
     /// Matched workloads not patched yet.
@@ -494,6 +536,21 @@ pub struct RolloutStatus {
     /// Why the rollout stopped; it stays stopped until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<RolloutHalt>,
+}
+
+status_words! {
+    /// Where a rollout stands (`status.rollout.phase`).
+    pub enum RolloutPhase {
+        /// The first workload is being patched or verified.
+        Canary,
+        /// Waves after the canary (Immediate: workloads still to patch).
+        Waves,
+        /// Every matched workload carries the hooks, verified.
+        Complete,
+        /// A hook failed or a wave missed its deadline: nothing more is
+        /// patched until the spec changes.
+        Halted,
+    }
 }
 
 /// A halted rollout: which workload, pod and container failed, and how.
@@ -681,10 +738,40 @@ pub struct WorkloadReport {
     /// Patched, Staged (the template carries the hooks but the workload's
     /// update strategy restarts no pod for it), WouldPatch, Pending, Conflict,
     /// NoContainers, LedgerDamaged or Error.
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: WorkloadState,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+status_words! {
+    /// What the policy did, or would do, to one workload
+    /// (`status.workloads[].state`), a problem first.
+    pub enum WorkloadState {
+        /// A write failed.
+        Error,
+        /// Another field manager took the slots back too often.
+        Contested,
+        /// The ledger disagreed with managedFields and was rebuilt.
+        LedgerDamaged,
+        /// A hook stays another's (onConflict: Skip, or an older policy).
+        Conflict,
+        /// Handed its template from before the policy back by a halted rollout.
+        Reverted,
+        /// Waiting: the rollout, a rollout slot, or another policy.
+        Pending,
+        /// DryRun: the policy would change the template.
+        WouldPatch,
+        /// No selected container in the pod template.
+        NoContainers,
+        /// DryRun: nothing would change.
+        UpToDate,
+        /// The template carries the hooks, but its update strategy restarts no pod for it.
+        Staged,
+        /// The template carries the hooks.
+        Patched,
+    }
 }
 
 impl From<&PolicySelector> for LabelSelector {
@@ -722,5 +809,47 @@ impl LifecyclePolicy {
             self.metadata.creation_timestamp.as_ref().map(|t| t.0),
             self.metadata.name.clone().unwrap_or_default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each word is written exactly as the string it replaced; text this
+    /// version does not write still parses, and is written back unchanged.
+    #[test]
+    fn status_words_are_the_strings_they_always_were() {
+        let phases = [
+            (RolloutPhase::Canary, "Canary"),
+            (RolloutPhase::Waves, "Waves"),
+            (RolloutPhase::Complete, "Complete"),
+            (RolloutPhase::Halted, "Halted"),
+        ];
+        for (phase, text) in phases {
+            assert_eq!(serde_json::to_value(&phase).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<RolloutPhase>(text.into()).unwrap(),
+                phase
+            );
+            assert_eq!(phase.to_string(), text);
+        }
+        for state in [
+            WorkloadState::Error,
+            WorkloadState::WouldPatch,
+            WorkloadState::NoContainers,
+        ] {
+            let text = format!("{state:?}");
+            assert_eq!(serde_json::to_value(&state).unwrap(), text.as_str());
+            assert_eq!(state, text.as_str());
+        }
+        let other: RolloutPhase = serde_json::from_value("Rolling".into()).unwrap();
+        assert_eq!(other, RolloutPhase::Other("Rolling".into()));
+        assert_eq!(serde_json::to_value(&other).unwrap(), "Rolling");
+        let stored: RolloutStatus = serde_json::from_value(serde_json::json!(
+            {"generation": 1, "phase": "", "rolledOut": 0, "pending": 0}
+        ))
+        .unwrap();
+        assert_eq!(stored.phase, RolloutPhase::Other(String::new()));
     }
 }

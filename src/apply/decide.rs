@@ -14,12 +14,11 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
-use crate::apply::ledger::{self, Damage};
+use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
 use crate::apply::neighbours::Neighbourhood;
-use crate::apply::patch::{
-    Target, apply_body, field_manager, guard_release, ledger_key, read_ledgers, release_patch,
-};
+use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
 use crate::apply::plan::{self, Fights, Input, Plan};
+use crate::apply::slot::Slot;
 use crate::apply::workload::Workload;
 
 /// The policy being reconciled and what it competes with.
@@ -122,7 +121,7 @@ impl Decision {
     /// What the status says about the ledger here: damage found now,
     /// originals lost earlier, hooks removed rather than restored.
     pub fn integrity(&self) -> Option<String> {
-        let list = |s: &mut dyn Iterator<Item = &plan::Slot>| {
+        let list = |s: &mut dyn Iterator<Item = &Slot>| {
             s.map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
         };
         let mut parts = Vec::new();
@@ -162,7 +161,7 @@ pub struct Planned {
     pub reverted: bool,
     pub plan: Plan,
     /// This policy's ledger as stored on the workload.
-    stored: Option<plan::Ledger>,
+    stored: Option<Ledger>,
     /// The ledger disagreed with managedFields: written even if the plan
     /// has nothing new.
     damaged: bool,
@@ -283,7 +282,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
         others_hold_hooks: ledgers.iter().any(|(p, l)| {
             *p != name
                 && !deleting.contains(p.as_str())
-                && l.owned.keys().any(|s| matches!(s, plan::Slot::Hook { .. }))
+                && l.owned.keys().any(|s| matches!(s, Slot::Hook { .. }))
         }),
         ledgers: &ledgers,
         winners: &winners,
@@ -396,12 +395,7 @@ fn write(policy: &str, p: &Planned, changes_template: bool, rolls: bool) -> Writ
 
 /// The tug-of-war with other field managers on one workload: under
 /// `onConflict: Override` only (Skip leaves another manager's hook alone).
-fn fights(
-    scope: &Scope,
-    d: &Workload,
-    stored: Option<&plan::Ledger>,
-    damage: &Option<Damage>,
-) -> Fights {
+fn fights(scope: &Scope, d: &Workload, stored: Option<&Ledger>, damage: &Option<Damage>) -> Fights {
     let policy = scope.policy;
     if policy.spec.on_conflict != OnConflict::Override {
         return Fights::default();

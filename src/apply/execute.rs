@@ -13,10 +13,12 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, WorkloadKind};
 use crate::apply::decide::{Decision, Intent, Write};
-use crate::apply::patch::{RESTORE_MANAGER, at_version, field_manager};
-use crate::apply::plan::Slot;
+use crate::apply::ledger::field_manager;
+use crate::apply::patch::{RESTORE_MANAGER, at_version};
+use crate::apply::slot::Slot;
 use crate::apply::workload::Workload;
 use crate::runtime::metrics::Metrics;
 
@@ -101,7 +103,8 @@ impl Executor<'_> {
             let note =
                 format!("{kind} {name}: {damage}; the ledger was rebuilt from managedFields");
             warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %damage, "damaged ledger");
-            self.warn_about(policy, d, "LedgerDamaged", note).await;
+            self.warn_about(policy, d, reason::LEDGER_DAMAGED, note)
+                .await;
         }
         if let Some(manager) = d.plan.contested() {
             let note = format!(
@@ -109,7 +112,7 @@ impl Executor<'_> {
                 d.workload.kind
             );
             warn!(policy = %policy_name, kind = %d.workload.kind, workload = %name, %manager, "contested");
-            self.warn_about(policy, d, "Contested", note).await;
+            self.warn_about(policy, d, reason::CONTESTED, note).await;
         }
         if let Some(ops) = &w.release {
             let released = self.json_patch(d, &ns, &name, ops).await?;
@@ -125,7 +128,8 @@ impl Executor<'_> {
                     d.workload.kind,
                     list(d.plan.unrestorable.iter())
                 );
-                self.warn_about(policy, d, "RestoreIncomplete", note).await;
+                self.warn_about(policy, d, reason::RESTORE_INCOMPLETE, note)
+                    .await;
             }
         }
         if let Some(body) = &w.apply {
@@ -163,7 +167,7 @@ impl Executor<'_> {
                     policy,
                     Some(related),
                     EventType::Normal,
-                    "DeploymentPatched",
+                    reason::DEPLOYMENT_PATCHED,
                     note,
                 )
             })

@@ -1,6 +1,10 @@
-//! Ledger integrity, pure: a policy's ledger annotation checked against the
-//! second record, the fields its server-side-apply field manager owns in
-//! `managedFields`.
+//! The ledger, pure: what one policy set on one workload, each claimed
+//! slot with the value it replaced (`Ledger`, with any tug-of-war over its
+//! slots: `Contest`); the annotation it is kept in and the field manager the
+//! policy applies under (`ledger_key`, `field_manager`); the ledgers read
+//! off a workload (`read_ledgers`); and its integrity: the annotation
+//! checked against the second record, the fields the policy's
+//! server-side-apply field manager owns in `managedFields`.
 //!
 //! The annotation can be edited or destroyed by anyone; `managedFields` are
 //! kept by the API server. A slot the manager owns is a hook this policy put
@@ -10,13 +14,97 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+use k8s_openapi::jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::apply::patch::{escape, ledger_key};
-use crate::apply::plan::{Ledger, Slot};
+use crate::apply::slot::Slot;
+use crate::apply::wire::escape;
 use crate::apply::workload::ForeignField;
 use crate::hooks::hook::HookKind;
+
+/// What one policy set on one Deployment: each claimed slot with the value it
+/// replaced (None: the slot was unset). Stored as JSON in an annotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Ledger {
+    pub policy: String,
+    pub owned: BTreeMap<Slot, Option<Value>>,
+    /// Owned slots whose original value was lost (a damaged ledger rebuilt
+    /// from managedFields): releasing them removes the field.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unknown: BTreeSet<Slot>,
+    /// Containers whose `lifecycle` was `{}` (not absent) before the policy
+    /// claimed a hook there: a release gives back exactly `{}`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub empty_lifecycle: BTreeSet<String>,
+    /// Another field manager keeps taking this policy's slots back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contest: Option<Contest>,
+}
+
+/// A tug-of-war with another field manager (a GitOps tool re-applying its
+/// manifest with force, say): when it took the policy's slots back, for the
+/// policy's generation. Kept in the ledger, so it outlives restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Contest {
+    pub manager: String,
+    pub slots: BTreeSet<Slot>,
+    pub generation: i64,
+    /// The takeovers within [`CONTEST_WINDOW`], oldest first, at most [`CONTEST_LIMIT`].
+    pub times: Vec<Time>,
+}
+
+/// After this many takeovers within [`CONTEST_WINDOW`] the policy stops
+/// re-claiming the slots: they stay the other manager's (`Contested`).
+pub const CONTEST_LIMIT: usize = 3;
+pub const CONTEST_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+
+/// Prefix of the ledger annotations and of the policies' field managers.
+pub const DOMAIN: &str = "lifecycle-operator.io";
+
+/// The annotation holding a policy's ledger on a Deployment. Annotation names
+/// are at most 63 characters; longer policy names are cut and hashed.
+pub fn ledger_key(policy: &str) -> String {
+    format!("{DOMAIN}/{}", bounded(policy, 63))
+}
+
+/// The field manager a policy's claims are applied under (at most 128 characters).
+pub fn field_manager(policy: &str) -> String {
+    format!(
+        "lifecycle-operator/{}",
+        bounded(policy, 128 - "lifecycle-operator/".len())
+    )
+}
+
+fn bounded(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    // FNV-1a: stable across builds and replicas, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let keep = max - 17;
+    // Names are ASCII DNS subdomains; trim a trailing '.' or '-' so the result stays valid.
+    let head = name[..keep].trim_end_matches(['.', '-']);
+    format!("{head}-{hash:016x}")
+}
+
+/// Reads the ledgers on a Deployment, keyed by policy name. A ledger that
+/// does not parse is ignored (and reported by the caller as foreign).
+pub fn read_ledgers(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, Ledger> {
+    let prefix = format!("{DOMAIN}/");
+    annotations
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, v)| {
+            let l: Ledger = serde_json::from_str(v).ok()?;
+            (ledger_key(&l.policy) == *k).then(|| (l.policy.clone(), l))
+        })
+        .collect()
+}
 
 /// What a field manager owns through server-side apply on one Deployment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -281,6 +369,77 @@ mod tests {
             slots,
             annotation: true,
         }
+    }
+
+    #[test]
+    fn names_stay_within_kubernetes_limits() {
+        let long = "a".repeat(253);
+        for name in [
+            "p",
+            "web.frontend-1",
+            long.as_str(),
+            &format!("{}.-x", "b".repeat(60)),
+        ] {
+            let key = ledger_key(name);
+            let (_, n) = key.split_once('/').unwrap();
+            assert!(n.len() <= 63, "{key}");
+            assert!(n.chars().last().unwrap().is_ascii_alphanumeric(), "{key}");
+            assert!(field_manager(name).len() <= 128);
+        }
+        assert_eq!(ledger_key("web"), "lifecycle-operator.io/web");
+        assert_ne!(
+            ledger_key(&"x".repeat(100)),
+            ledger_key(&format!("{}y", "x".repeat(99)))
+        );
+    }
+
+    #[test]
+    fn ledgers_are_read_only_under_their_own_key() {
+        let good = Ledger {
+            policy: "p".into(),
+            owned: BTreeMap::from([(Slot::GracePeriod, None)]),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&good).unwrap();
+        let ann = BTreeMap::from([
+            (ledger_key("p"), text.clone()),
+            // A ledger claiming another policy's name under the wrong key is ignored.
+            (ledger_key("q"), text.clone()),
+            (
+                "lifecycle-operator.io/r".to_string(),
+                "not json".to_string(),
+            ),
+            ("other.io/p".to_string(), text),
+        ]);
+        let got = read_ledgers(Some(&ann));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["p"], good);
+        assert!(read_ledgers(None).is_empty());
+    }
+
+    #[test]
+    fn slots_round_trip_through_the_ledger() {
+        let l = Ledger {
+            policy: "p".into(),
+            owned: BTreeMap::from([
+                (Slot::hook("web", HookKind::PostStart), None),
+                (
+                    Slot::hook("web", HookKind::PreStop),
+                    Some(json!({"exec": {"command": ["/bin/sh", "-c", "orig"]}})),
+                ),
+                (Slot::GracePeriod, Some(json!(30))),
+            ]),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&l).unwrap();
+        assert!(
+            text.contains("\"web/postStart\"")
+                && text.contains("\"terminationGracePeriodSeconds\"")
+        );
+        assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
+        assert!(
+            serde_json::from_str::<Ledger>(r#"{"policy":"p","owned":{"web/bogus":null}}"#).is_err()
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
 
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec};
-use crate::apply::patch::ledger_key;
+use crate::apply::ledger::ledger_key;
 use crate::apply::plan::{self, Contender};
 use crate::apply::workload::{PodShape, Workload};
 

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::api::types::WorkloadKind;
-use crate::apply::plan::{Ledger, Plan, Slot};
+use crate::apply::ledger::{ledger_key, read_ledgers};
+use crate::apply::plan::Plan;
+use crate::apply::slot::Slot;
+use crate::apply::wire::escape;
 use crate::apply::workload::{ContainerShape, HOOKED_LABEL, HOOKED_VALUE, PodShape, Section};
 use crate::hooks::hook::HookKind;
 
@@ -24,55 +27,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
 }
 
-/// Prefix of the ledger annotations and of the policies' field managers.
-pub const DOMAIN: &str = "lifecycle-operator.io";
-
 /// The field manager of releases (JSON patches). Not a policy's own: the
 /// fields a release restores must not stay owned by the policy.
 pub const RESTORE_MANAGER: &str = "lifecycle-operator-restore";
-
-/// The annotation holding a policy's ledger on a Deployment. Annotation names
-/// are at most 63 characters; longer policy names are cut and hashed.
-pub fn ledger_key(policy: &str) -> String {
-    format!("{DOMAIN}/{}", bounded(policy, 63))
-}
-
-/// The field manager a policy's claims are applied under (at most 128 characters).
-pub fn field_manager(policy: &str) -> String {
-    format!(
-        "lifecycle-operator/{}",
-        bounded(policy, 128 - "lifecycle-operator/".len())
-    )
-}
-
-fn bounded(name: &str, max: usize) -> String {
-    if name.len() <= max {
-        return name.to_string();
-    }
-    // FNV-1a: stable across builds and replicas, unlike std's hasher.
-    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    let keep = max - 17;
-    // Names are ASCII DNS subdomains; trim a trailing '.' or '-' so the result stays valid.
-    let head = name[..keep].trim_end_matches(['.', '-']);
-    format!("{head}-{hash:016x}")
-}
-
-/// Reads the ledgers on a Deployment, keyed by policy name. A ledger that
-/// does not parse is ignored (and reported by the caller as foreign).
-pub fn read_ledgers(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, Ledger> {
-    let prefix = format!("{DOMAIN}/");
-    annotations
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .filter_map(|(k, v)| {
-            let l: Ledger = serde_json::from_str(v).ok()?;
-            (ledger_key(&l.policy) == *k).then(|| (l.policy.clone(), l))
-        })
-        .collect()
-}
 
 /// The server-side-apply configuration for everything the policy claims on
 /// the Deployment, ledger included. Applying it with the policy's field
@@ -117,11 +74,6 @@ pub fn apply_body(target: &Target, pod_shape: &PodShape, plan: &Plan) -> Value {
         },
         "spec": { "template": template },
     })
-}
-
-/// JSON-pointer escaping of one path segment.
-pub(crate) fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
 }
 
 /// A JSON patch that restores every released slot to its original value (or
@@ -280,53 +232,6 @@ pub fn at_version(body: &Value, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::plan::{Ledger, Slot};
-
-    #[test]
-    fn names_stay_within_kubernetes_limits() {
-        let long = "a".repeat(253);
-        for name in [
-            "p",
-            "web.frontend-1",
-            long.as_str(),
-            &format!("{}.-x", "b".repeat(60)),
-        ] {
-            let key = ledger_key(name);
-            let (_, n) = key.split_once('/').unwrap();
-            assert!(n.len() <= 63, "{key}");
-            assert!(n.chars().last().unwrap().is_ascii_alphanumeric(), "{key}");
-            assert!(field_manager(name).len() <= 128);
-        }
-        assert_eq!(ledger_key("web"), "lifecycle-operator.io/web");
-        assert_ne!(
-            ledger_key(&"x".repeat(100)),
-            ledger_key(&format!("{}y", "x".repeat(99)))
-        );
-    }
-
-    #[test]
-    fn ledgers_are_read_only_under_their_own_key() {
-        let good = Ledger {
-            policy: "p".into(),
-            owned: BTreeMap::from([(Slot::GracePeriod, None)]),
-            ..Default::default()
-        };
-        let text = serde_json::to_string(&good).unwrap();
-        let ann = BTreeMap::from([
-            (ledger_key("p"), text.clone()),
-            // A ledger claiming another policy's name under the wrong key is ignored.
-            (ledger_key("q"), text.clone()),
-            (
-                "lifecycle-operator.io/r".to_string(),
-                "not json".to_string(),
-            ),
-            ("other.io/p".to_string(), text),
-        ]);
-        let got = read_ledgers(Some(&ann));
-        assert_eq!(got.len(), 1);
-        assert_eq!(got["p"], good);
-        assert!(read_ledgers(None).is_empty());
-    }
 
     #[test]
     fn release_patch_guards_container_positions_and_cleans_up() {

@@ -12,110 +12,15 @@
 //! claimed), so a restore always changes the field.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::SignedDuration;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
+use crate::apply::ledger::{CONTEST_LIMIT, CONTEST_WINDOW, Contest, Ledger};
+use crate::apply::slot::Slot;
 use crate::apply::workload::{PodShape, Section};
 use crate::hooks::hook::HookKind;
-
-/// One field of the pod template the operator can own.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Slot {
-    Hook { container: String, kind: HookKind },
-    GracePeriod,
-}
-
-const GRACE_KEY: &str = "terminationGracePeriodSeconds";
-
-impl fmt::Display for Slot {
-    // Container names are DNS labels, so `/` cannot appear in them.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Slot::Hook { container, kind } => write!(f, "{container}/{}", kind.field()),
-            Slot::GracePeriod => f.write_str(GRACE_KEY),
-        }
-    }
-}
-
-impl Slot {
-    pub fn hook(container: &str, kind: HookKind) -> Self {
-        Slot::Hook {
-            container: container.to_string(),
-            kind,
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        if s == GRACE_KEY {
-            return Some(Slot::GracePeriod);
-        }
-        let (container, field) = s.rsplit_once('/')?;
-        let kind = HookKind::from_field(field)?;
-        Some(Slot::hook(container, kind))
-    }
-
-    /// The slot's current value in a pod spec, as JSON; None when unset.
-    pub fn current(&self, pod: &PodShape) -> Option<Value> {
-        match self {
-            Slot::GracePeriod => pod.termination_grace_period_seconds.map(Value::from),
-            Slot::Hook { container, kind } => pod.find(container)?.2.handler(kind.field()).cloned(),
-        }
-    }
-}
-
-impl Serialize for Slot {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Slot {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Slot::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown slot {s:?}")))
-    }
-}
-
-/// What one policy set on one Deployment: each claimed slot with the value it
-/// replaced (None: the slot was unset). Stored as JSON in an annotation.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct Ledger {
-    pub policy: String,
-    pub owned: BTreeMap<Slot, Option<Value>>,
-    /// Owned slots whose original value was lost (a damaged ledger rebuilt
-    /// from managedFields): releasing them removes the field.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub unknown: BTreeSet<Slot>,
-    /// Containers whose `lifecycle` was `{}` (not absent) before the policy
-    /// claimed a hook there: a release gives back exactly `{}`.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub empty_lifecycle: BTreeSet<String>,
-    /// Another field manager keeps taking this policy's slots back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contest: Option<Contest>,
-}
-
-/// A tug-of-war with another field manager (a GitOps tool re-applying its
-/// manifest with force, say): when it took the policy's slots back, for the
-/// policy's generation. Kept in the ledger, so it outlives restarts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Contest {
-    pub manager: String,
-    pub slots: BTreeSet<Slot>,
-    pub generation: i64,
-    /// The takeovers within [`CONTEST_WINDOW`], oldest first, at most [`CONTEST_LIMIT`].
-    pub times: Vec<Time>,
-}
-
-/// After this many takeovers within [`CONTEST_WINDOW`] the policy stops
-/// re-claiming the slots: they stay the other manager's (`Contested`).
-pub const CONTEST_LIMIT: usize = 3;
-pub const CONTEST_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 
 /// What decides a tug-of-war on one workload (see [`Contest`]).
 #[derive(Clone, Debug, Default)]
@@ -235,7 +140,7 @@ pub fn winners<'a>(contenders: &[Contender<'a>]) -> BTreeMap<Slot, &'a str> {
 
 /// How a wanted slot turned out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SlotOutcome {
     /// The policy owns the slot (its value is, or will be, in the template).
     Claimed,
     /// The template already holds exactly the wanted value, set by someone else.
@@ -265,7 +170,7 @@ pub struct Plan {
     /// The ledger after this plan; None when the policy holds nothing here.
     pub ledger: Option<Ledger>,
     /// One entry per wanted slot.
-    pub outcomes: BTreeMap<Slot, Outcome>,
+    pub outcomes: BTreeMap<Slot, SlotOutcome>,
     /// Released slots whose original value is unknown: removed, not restored.
     pub unrestorable: BTreeSet<Slot>,
     /// The template lacks the hooked-pods label that the apply adds.
@@ -324,21 +229,21 @@ pub fn plan(input: &Input) -> Plan {
         let winner = input.winners.get(&slot).copied().unwrap_or(input.policy);
         let skip = input.spec.on_conflict == OnConflict::Skip;
         let outcome = if winner != input.policy {
-            Outcome::LostTo(winner.to_string())
+            SlotOutcome::LostTo(winner.to_string())
         } else if let Some(c) = stopped.filter(|c| {
             c.slots.contains(&slot) && input.fights.owners.get(&slot) == Some(&c.manager)
         }) {
-            Outcome::Contested(c.manager.clone())
+            SlotOutcome::Contested(c.manager.clone())
         } else if let Some(original) = held_by_me {
             if original.as_ref() == Some(&value) {
                 // The wanted value is the original again: hand the slot back.
-                Outcome::AlreadySet
+                SlotOutcome::AlreadySet
             } else if let (Slot::GracePeriod, true, Some(own)) =
                 (&slot, skip, original.as_ref().and_then(Value::as_i64))
                 && value.as_i64().is_some_and(|want| own >= want)
             {
                 // Shortened by an earlier build: the template's own comes back.
-                Outcome::KeptLonger(own)
+                SlotOutcome::KeptLonger(own)
             } else if input.dry_run && !current.as_ref().is_some_and(|c| contains(c, &value)) {
                 // Keep what is there; report the new value as withheld.
                 p.withheld.insert(slot.clone(), value);
@@ -346,26 +251,26 @@ pub fn plan(input: &Input) -> Plan {
                     p.claims.insert(slot.clone(), c);
                 }
                 owned.insert(slot.clone(), original.clone());
-                Outcome::Claimed
+                SlotOutcome::Claimed
             } else {
                 p.claims.insert(slot.clone(), value);
                 owned.insert(slot.clone(), original.clone());
-                Outcome::Claimed
+                SlotOutcome::Claimed
             }
         } else if let Some(holder) = holder_other_than(input, &slot) {
-            Outcome::HeldBy(holder.to_string())
+            SlotOutcome::HeldBy(holder.to_string())
         } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
-            Outcome::AlreadySet
+            SlotOutcome::AlreadySet
         } else if current.is_some() && is_hook(&slot) && skip {
-            Outcome::SkippedExisting
+            SlotOutcome::SkippedExisting
         } else if let (Slot::GracePeriod, true, Some(own)) =
             (&slot, skip, current.as_ref().and_then(Value::as_i64))
             && value.as_i64().is_some_and(|want| own >= want)
         {
-            Outcome::KeptLonger(own)
+            SlotOutcome::KeptLonger(own)
         } else if input.dry_run {
             p.withheld.insert(slot.clone(), value);
-            Outcome::Claimed
+            SlotOutcome::Claimed
         } else {
             if let Some(c) = current.as_ref().filter(|c| !same_handler_type(c, &value)) {
                 p.replaces.insert(slot.clone(), c.clone());
@@ -377,7 +282,7 @@ pub fn plan(input: &Input) -> Plan {
             }
             p.claims.insert(slot.clone(), value);
             owned.insert(slot.clone(), current);
-            Outcome::Claimed
+            SlotOutcome::Claimed
         };
         p.outcomes.insert(slot, outcome);
     }
@@ -525,11 +430,11 @@ impl Plan {
             .is_some_and(|l| l.owned.keys().any(is_hook))
     }
 
-    pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &Outcome)> {
+    pub fn conflicts(&self) -> impl Iterator<Item = (&Slot, &SlotOutcome)> {
         self.outcomes.iter().filter(|(_, o)| {
             matches!(
                 o,
-                Outcome::SkippedExisting | Outcome::LostTo(_) | Outcome::Contested(_)
+                SlotOutcome::SkippedExisting | SlotOutcome::LostTo(_) | SlotOutcome::Contested(_)
             )
         })
     }
@@ -537,7 +442,7 @@ impl Plan {
     /// The workload's slots another manager took back too often.
     pub fn contested(&self) -> Option<&str> {
         self.outcomes.values().find_map(|o| match o {
-            Outcome::Contested(m) => Some(m.as_str()),
+            SlotOutcome::Contested(m) => Some(m.as_str()),
             _ => None,
         })
     }
@@ -567,7 +472,7 @@ pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<Str
     // 30 s is the API server's default for an unset grace period.
     let own = pod.termination_grace_period_seconds;
     let grace = match (spec.termination_grace_period_seconds, spec.on_conflict) {
-        // Skip never shortens the template's own (see `Outcome::KeptLonger`).
+        // Skip never shortens the template's own (see `SlotOutcome::KeptLonger`).
         (Some(g), OnConflict::Skip) => g.max(own.unwrap_or(0)),
         (Some(g), OnConflict::Override) => g,
         (None, _) => own.unwrap_or(30),

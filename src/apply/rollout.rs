@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::types::{OnFailure, RolloutHalt, RolloutSpec, RolloutStatus, RolloutStrategy};
+use crate::api::names::reason;
+use crate::api::types::{
+    OnFailure, RolloutHalt, RolloutPhase, RolloutSpec, RolloutStatus, RolloutStrategy,
+};
 
 /// A wave is at most this many workloads (also "all at once"), and a halt
 /// reverts at most this many: the status lists them, and must stay bounded.
@@ -73,7 +76,8 @@ pub fn step(input: &Input) -> Step {
     let pending = cs.iter().filter(|c| !c.carries).count() as i32;
     let mut status = RolloutStatus {
         generation: input.generation,
-        phase: String::new(),
+        // Set on every way out below.
+        phase: RolloutPhase::Canary,
         rolled_out,
         pending,
         waiting_on: Vec::new(),
@@ -90,7 +94,11 @@ pub fn step(input: &Input) -> Step {
     };
     if input.spec.strategy == RolloutStrategy::Immediate {
         step.allow = cs.iter().map(|c| c.key.clone()).collect();
-        status.phase = if pending == 0 { "Complete" } else { "Waves" }.into();
+        status.phase = if pending == 0 {
+            RolloutPhase::Complete
+        } else {
+            RolloutPhase::Waves
+        };
         step.status = status;
         return step;
     }
@@ -103,7 +111,7 @@ pub fn step(input: &Input) -> Step {
             "the rollout is halted ({} in {}); change the policy to resume",
             h.reason, h.workload
         ));
-        status.phase = "Halted".into();
+        status.phase = RolloutPhase::Halted;
         status.halted = Some(h);
         step.status = status;
         return step;
@@ -150,7 +158,7 @@ pub fn step(input: &Input) -> Step {
                 workload: first.key.clone(),
                 pod: String::new(),
                 container: String::new(),
-                reason: "ProgressDeadlineExceeded".into(),
+                reason: reason::PROGRESS_DEADLINE_EXCEEDED.into(),
                 message: format!(
                     "{} not rolled out with its hooks verified within {}s",
                     crate::text::list(&late, ", ", 600),
@@ -167,7 +175,11 @@ pub fn step(input: &Input) -> Step {
         .map(|c| c.key.clone())
         .collect();
     if !waiting.is_empty() {
-        status.phase = if rolled_out == 0 { "Canary" } else { "Waves" }.into();
+        status.phase = if rolled_out == 0 {
+            RolloutPhase::Canary
+        } else {
+            RolloutPhase::Waves
+        };
         if status.wave_started_at.is_none() {
             // Patched by a predecessor that died before writing the status.
             status.wave_started_at = Some(Time(input.now));
@@ -198,9 +210,13 @@ pub fn step(input: &Input) -> Step {
     }
     step.allow = next.iter().take(size).map(|c| c.key.clone()).collect();
     if step.allow.is_empty() {
-        status.phase = "Complete".into();
+        status.phase = RolloutPhase::Complete;
     } else {
-        status.phase = if rolled_out == 0 { "Canary" } else { "Waves" }.into();
+        status.phase = if rolled_out == 0 {
+            RolloutPhase::Canary
+        } else {
+            RolloutPhase::Waves
+        };
         let waiting_on: Vec<String> = step.allow.iter().cloned().collect();
         // The same wave still waiting to be written (rollout slots): not a new one.
         if previous.is_none_or(|p| p.waiting_on != waiting_on) {
@@ -225,7 +241,7 @@ fn halt(mut step: Step, mut status: RolloutStatus, h: RolloutHalt) -> Step {
         "the rollout is halted ({} in {}); change the policy to resume",
         h.reason, h.workload
     ));
-    status.phase = "Halted".into();
+    status.phase = RolloutPhase::Halted;
     status.waiting_on.clear();
     status.halted = Some(h);
     step.status = status;

@@ -3,12 +3,18 @@
 //! object's own JSON, comparing strings by their bytes as encoded: Go
 //! escapes `<`, `>`, `&`, U+2028, U+2029 (`\u003e`), serde_json does not.
 //! A `test` of a hook like `cmd 2>/dev/null` written by serde_json would
-//! never match, and the release it guards would fail forever.
+//! never match, and the release it guards would fail forever. Also the
+//! segments of the JSON pointers those patches (and managedFields) use.
 
 use std::io;
 
 use serde::Serialize;
 use serde_json::ser::{CharEscape, Formatter, Serializer};
+
+/// JSON-pointer escaping of one path segment.
+pub(crate) fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
 
 struct GoFormatter;
 

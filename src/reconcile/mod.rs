@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::apply::execute::Executor;
 use crate::apply::neighbours::Neighbours;
@@ -411,7 +412,7 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
 fn has_held(plan: &Plan) -> bool {
     plan.outcomes
         .values()
-        .any(|o| matches!(o, plan::Outcome::HeldBy(_)))
+        .any(|o| matches!(o, plan::SlotOutcome::HeldBy(_)))
 }
 
 /// The workload caches, one per kind.
@@ -587,7 +588,13 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
         warn!(policy = %policy.name_any(), %note, "rollout halted");
         let related = workload_ref(policy, &h.workload);
         executor
-            .note(policy, related, EventType::Warning, "RolloutHalted", note)
+            .note(
+                policy,
+                related,
+                EventType::Warning,
+                reason::ROLLOUT_HALTED,
+                note,
+            )
             .await;
     } else if step.new_wave {
         let what = if step.status.waves == 1 {
@@ -608,7 +615,13 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
             .next()
             .and_then(|k| workload_ref(policy, k));
         executor
-            .note(policy, related, EventType::Normal, "RolloutWave", note)
+            .note(
+                policy,
+                related,
+                EventType::Normal,
+                reason::ROLLOUT_WAVE,
+                note,
+            )
             .await;
     }
 }

@@ -3,9 +3,14 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::types::{HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport};
+use crate::api::names::{ConditionType, reason};
+use crate::api::types::{
+    HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport, WorkloadState,
+};
 use crate::apply::decide::Decision;
-use crate::apply::plan::{self, Outcome, Plan, Slot};
+use crate::apply::ledger;
+use crate::apply::plan::{Plan, SlotOutcome};
+use crate::apply::slot::Slot;
 use crate::hooks::hook::HookKind;
 
 /// At most this many workloads are listed on the status.
@@ -54,38 +59,43 @@ impl WorkloadResult {
             .plan
             .outcomes
             .iter()
-            .filter(|(_, o)| matches!(o, Outcome::HeldBy(_)))
+            .filter(|(_, o)| matches!(o, SlotOutcome::HeldBy(_)))
             .map(|(s, o)| describe(s, o))
             .collect();
         let (state, message) = match &self.done {
-            Done::Failed(e) => ("Error", e.clone()),
-            _ if self.decision.plan.contested().is_some() => ("Contested", conflicts.join("; ")),
-            _ if self.decision.integrity().is_some() => {
-                ("LedgerDamaged", self.decision.integrity().unwrap_or_default())
+            Done::Failed(e) => (WorkloadState::Error, e.clone()),
+            _ if self.decision.plan.contested().is_some() => {
+                (WorkloadState::Contested, conflicts.join("; "))
             }
-            _ if !conflicts.is_empty() => ("Conflict", conflicts.join("; ")),
+            _ if self.decision.integrity().is_some() => (
+                WorkloadState::LedgerDamaged,
+                self.decision.integrity().unwrap_or_default(),
+            ),
+            _ if !conflicts.is_empty() => (WorkloadState::Conflict, conflicts.join("; ")),
             _ if self.decision.reverted => (
-                "Reverted",
+                WorkloadState::Reverted,
                 "a hook failed here: the template from before the policy is back; the rollout is halted".to_string(),
             ),
             Done::WaitingForRolloutSlot => (
-                "Pending",
+                WorkloadState::Pending,
                 "waiting for a rollout slot (maxConcurrentRollouts)".to_string(),
             ),
-            Done::Held(why) => ("Pending", why.clone()),
-            _ if !held.is_empty() => ("Pending", held.join("; ")),
-            Done::WouldPatch => ("WouldPatch", changes(&self.decision.plan)),
+            Done::Held(why) => (WorkloadState::Pending, why.clone()),
+            _ if !held.is_empty() => (WorkloadState::Pending, held.join("; ")),
+            Done::WouldPatch => (WorkloadState::WouldPatch, changes(&self.decision.plan)),
             _ if self.decision.matched && self.decision.plan.outcomes.is_empty() => (
-                "NoContainers",
+                WorkloadState::NoContainers,
                 match &missing {
                     Some(m) => format!("no selected container in the pod template ({m})"),
                     None => "no selected container in the pod template".to_string(),
                 },
             ),
-            _ if mode == Mode::DryRun => ("UpToDate", missing.unwrap_or_default()),
+            _ if mode == Mode::DryRun => {
+                (WorkloadState::UpToDate, missing.unwrap_or_default())
+            }
             _ => match (&self.decision.staged, missing) {
                 (Some(why), m) => (
-                    "Staged",
+                    WorkloadState::Staged,
                     [Some(why.clone()), m]
                         .into_iter()
                         .flatten()
@@ -93,7 +103,7 @@ impl WorkloadResult {
                         .join("; "),
                 ),
                 (None, m) => (
-                    "Patched",
+                    WorkloadState::Patched,
                     [m, grace_note(&self.decision.plan), takeover_note(&self.decision.plan)]
                         .into_iter()
                         .flatten()
@@ -105,7 +115,7 @@ impl WorkloadResult {
         WorkloadReport {
             kind: self.decision.workload.kind,
             name: self.decision.name(),
-            state: state.to_string(),
+            state,
             message,
         }
     }
@@ -120,7 +130,7 @@ impl WorkloadResult {
                 .plan
                 .outcomes
                 .values()
-                .all(|o| !matches!(o, Outcome::HeldBy(_)))
+                .all(|o| !matches!(o, SlotOutcome::HeldBy(_)))
     }
 
     fn pending(&self) -> bool {
@@ -132,33 +142,33 @@ impl WorkloadResult {
             .plan
             .outcomes
             .values()
-            .any(|o| matches!(o, Outcome::HeldBy(_)))
+            .any(|o| matches!(o, SlotOutcome::HeldBy(_)))
     }
 }
 
-fn describe(slot: &Slot, outcome: &Outcome) -> String {
+fn describe(slot: &Slot, outcome: &SlotOutcome) -> String {
     match outcome {
-        Outcome::SkippedExisting => {
+        SlotOutcome::SkippedExisting => {
             format!("{slot}: kept the container's own hook (onConflict: Skip)")
         }
-        Outcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
-        Outcome::KeptLonger(own) => format!(
+        SlotOutcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
+        SlotOutcome::KeptLonger(own) => format!(
             "{slot}: kept the template's own {own}s, at least the policy's (onConflict: Skip never shortens it)"
         ),
-        Outcome::Contested(m) => format!(
+        SlotOutcome::Contested(m) => format!(
             "{slot}: field manager {m} took it back {} times within {} minutes, so the policy no longer re-claims it; \
              remove the hook from {m}'s manifest, set onConflict: Skip, or make that tool ignore the field (README: GitOps tools), then change the policy's spec to retry",
-            plan::CONTEST_LIMIT,
-            plan::CONTEST_WINDOW.as_secs() / 60
+            ledger::CONTEST_LIMIT,
+            ledger::CONTEST_WINDOW.as_secs() / 60
         ),
-        Outcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
-        Outcome::Claimed | Outcome::AlreadySet => slot.to_string(),
+        SlotOutcome::HeldBy(p) => format!("{slot}: waiting for policy {p} to hand it back"),
+        SlotOutcome::Claimed | SlotOutcome::AlreadySet => slot.to_string(),
     }
 }
 
 /// What became of the grace period under onConflict: Skip, when it says something.
 fn grace_note(plan: &Plan) -> Option<String> {
-    if let Some(kept @ Outcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
+    if let Some(kept @ SlotOutcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
         return Some(describe(&Slot::GracePeriod, kept));
     }
     let set = plan.claims.get(&Slot::GracePeriod)?.as_i64()?;
@@ -177,14 +187,14 @@ fn grace_note(plan: &Plan) -> Option<String> {
 /// Another manager took a slot back, and the policy took it again.
 fn takeover_note(plan: &Plan) -> Option<String> {
     let c = plan.ledger.as_ref()?.contest.as_ref()?;
-    (c.times.len() < plan::CONTEST_LIMIT).then(|| {
+    (c.times.len() < ledger::CONTEST_LIMIT).then(|| {
         format!(
             "field manager {} took {} back {} time(s) within {} minutes; re-claimed (the policy stops after {})",
             c.manager,
             c.slots.iter().map(Slot::to_string).collect::<Vec<_>>().join(", "),
             c.times.len(),
-            plan::CONTEST_WINDOW.as_secs() / 60,
-            plan::CONTEST_LIMIT
+            ledger::CONTEST_WINDOW.as_secs() / 60,
+            ledger::CONTEST_LIMIT
         )
     })
 }
@@ -260,12 +270,12 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .collect();
 
     let applied = if let Some(why) = &input.invalid {
-        cond("Applied", false, "InvalidSpec", why)
+        cond(ConditionType::Applied, false, reason::INVALID_SPEC, why)
     } else if failed > 0 {
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "PatchFailed",
+            reason::PATCH_FAILED,
             &format!("{failed} of {matched} workloads could not be patched"),
         )
     } else if input.mode == Mode::DryRun {
@@ -274,53 +284,63 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             .filter(|r| r.done == Done::WouldPatch)
             .count();
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "DryRun",
+            reason::DRY_RUN,
             &format!("DryRun: {would} of {matched} workloads would change; nothing was patched"),
         )
     } else if pending > 0 {
         cond(
-            "Applied",
+            ConditionType::Applied,
             false,
-            "Pending",
+            reason::PENDING,
             &format!(
                 "{pending} of {matched} workloads are waiting (the canary or a wave, rollout slots, or another policy)"
             ),
         )
     } else {
         cond(
-            "Applied",
+            ConditionType::Applied,
             true,
-            "Applied",
+            reason::APPLIED,
             &format!("{patched} of {matched} matched workloads carry the policy's hooks"),
         )
     };
     let conflict = if conflicts.is_empty() {
-        cond("Conflict", false, "NoConflict", "")
+        cond(ConditionType::Conflict, false, reason::NO_CONFLICT, "")
     } else {
-        cond("Conflict", true, "HooksNotApplied", &summarize(&conflicts))
+        cond(
+            ConditionType::Conflict,
+            true,
+            reason::HOOKS_NOT_APPLIED,
+            &summarize(&conflicts),
+        )
     };
     let near = input
         .pre_stop
         .as_ref()
         .and_then(|r| r.near_grace_period.as_ref());
     let grace_cond = match (grace.is_empty(), near) {
-        (true, None) => cond("GracePeriodTooShort", false, "GracePeriodSufficient", ""),
+        (true, None) => cond(
+            ConditionType::GracePeriodTooShort,
+            false,
+            reason::GRACE_PERIOD_SUFFICIENT,
+            "",
+        ),
         (false, _) => {
             let mut msgs: Vec<String> = grace.into_iter().cloned().collect();
             msgs.extend(near.cloned());
             cond(
-                "GracePeriodTooShort",
+                ConditionType::GracePeriodTooShort,
                 true,
-                "PreStopOutlastsGracePeriod",
+                reason::PRE_STOP_OUTLASTS_GRACE_PERIOD,
                 &summarize(&msgs),
             )
         }
         (true, Some(n)) => cond(
-            "GracePeriodTooShort",
+            ConditionType::GracePeriodTooShort,
             true,
-            "PreStopNearGracePeriod",
+            reason::PRE_STOP_NEAR_GRACE_PERIOD,
             &format!(
                 "a preStop used {}% or more of its grace period ({n}); raise terminationGracePeriodSeconds",
                 (crate::verify::outcome::NEAR_GRACE * 100.0) as i64
@@ -328,18 +348,23 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         ),
     };
     let ledger_cond = if damaged.is_empty() {
-        cond("LedgerIntact", true, "LedgerIntact", "")
+        cond(ConditionType::LedgerIntact, true, reason::LEDGER_INTACT, "")
     } else {
-        cond("LedgerIntact", false, "LedgerDamaged", &summarize(&damaged))
+        cond(
+            ConditionType::LedgerIntact,
+            false,
+            reason::LEDGER_DAMAGED,
+            &summarize(&damaged),
+        )
     };
     let verified: Vec<Condition> = [
         (
-            "PostStartVerified",
+            ConditionType::PostStartVerified,
             HookKind::PostStart,
             input.post_start.as_ref(),
         ),
         (
-            "PreStopVerified",
+            ConditionType::PreStopVerified,
             HookKind::PreStop,
             input.pre_stop.as_ref(),
         ),
@@ -350,7 +375,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let hook_problem = verified.iter().find(|c| c.status == "False");
     let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
     let halt_cond = match halted {
-        None => cond("RolloutHalted", false, "NotHalted", ""),
+        None => cond(ConditionType::RolloutHalted, false, reason::NOT_HALTED, ""),
         Some(h) => {
             let mut msg = h.workload.clone();
             if !h.pod.is_empty() {
@@ -361,15 +386,22 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
                 msg.push_str(&format!("; reverted {}", h.reverted.join(", ")));
             }
             msg.push_str("; no other workload is patched until the policy's spec changes");
-            cond("RolloutHalted", true, &h.reason, &msg)
+            cond(ConditionType::RolloutHalted, true, &h.reason, &msg)
         }
     };
     let ready = match (&applied, &conflict, hook_problem) {
-        _ if halted.is_some() => cond("Ready", false, "RolloutHalted", &halt_cond.message),
-        (a, _, _) if a.status != "True" => cond("Ready", false, &a.reason, &a.message),
-        (_, c, _) if c.status == "True" => cond("Ready", false, "Conflict", &c.message),
-        (_, _, Some(h)) => cond("Ready", false, &h.reason, &h.message),
-        _ => cond("Ready", true, "Ready", &applied.message),
+        _ if halted.is_some() => cond(
+            ConditionType::Ready,
+            false,
+            reason::ROLLOUT_HALTED,
+            &halt_cond.message,
+        ),
+        (a, _, _) if a.status != "True" => cond(ConditionType::Ready, false, &a.reason, &a.message),
+        (_, c, _) if c.status == "True" => {
+            cond(ConditionType::Ready, false, reason::CONFLICT, &c.message)
+        }
+        (_, _, Some(h)) => cond(ConditionType::Ready, false, &h.reason, &h.message),
+        _ => cond(ConditionType::Ready, true, reason::READY, &applied.message),
     };
 
     let mut reports: Vec<(u8, WorkloadReport)> = results
@@ -377,12 +409,14 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         .filter(|r| r.decision.matched || r.decision.reverted || r.done != Done::UpToDate)
         .map(|r| {
             let rep = r.report(input.mode);
-            let rank = match rep.state.as_str() {
-                "Error" | "Reverted" => 0,
-                "Conflict" | "Contested" | "LedgerDamaged" => 1,
-                "Pending" => 2,
-                "NoContainers" => 3,
-                "WouldPatch" => 4,
+            let rank = match rep.state {
+                WorkloadState::Error | WorkloadState::Reverted => 0,
+                WorkloadState::Conflict
+                | WorkloadState::Contested
+                | WorkloadState::LedgerDamaged => 1,
+                WorkloadState::Pending => 2,
+                WorkloadState::NoContainers => 3,
+                WorkloadState::WouldPatch => 4,
                 _ => 5,
             };
             (rank, rep)
@@ -431,7 +465,7 @@ fn bound(s: &mut LifecyclePolicyStatus) {
         text::bound(&mut c.message, CONDITION_MESSAGE);
         if !is_reason(&c.reason) {
             // A reason from outside (a halt's) that the CRD would refuse.
-            c.reason = "Unknown".into();
+            c.reason = reason::UNKNOWN.into();
         }
     }
     for w in &mut s.workloads {
@@ -483,7 +517,7 @@ pub const MAX_STATUS_BYTES: usize = 128 * 1024;
 /// PostStartVerified / PreStopVerified: True once hooks were seen to run and
 /// none failed; False on a failure or (preStop) a timeout; Unknown before
 /// there is anything to go on.
-fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition {
+fn verified_condition(type_: ConditionType, kind: HookKind, r: &HookReport) -> Condition {
     let last = |r: &HookReport| {
         r.last_failure
             .as_ref()
@@ -499,13 +533,13 @@ fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition 
         return cond(
             type_,
             false,
-            "HookFailed",
+            reason::HOOK_FAILED,
             &format!("{} failed{}", r.failed, last(r)),
         );
     }
     if r.timed_out > 0 {
         let m = format!("{} cut short by the grace period{}", r.timed_out, last(r));
-        return cond(type_, false, "TimedOut", &m);
+        return cond(type_, false, reason::TIMED_OUT, &m);
     }
     let ran = match kind {
         HookKind::PostStart => r.ran + r.implied,
@@ -524,9 +558,9 @@ fn verified_condition(type_: &str, kind: HookKind, r: &HookReport) -> Condition 
                 r.not_triggered
             ));
         }
-        return cond(type_, true, "HooksRan", &m);
+        return cond(type_, true, reason::HOOKS_RAN, &m);
     }
-    let mut c = cond(type_, false, "NotObservedYet", "");
+    let mut c = cond(type_, false, reason::NOT_OBSERVED_YET, "");
     c.status = "Unknown".into();
     c.message = match (kind, &r.last_not_triggered) {
         (HookKind::PreStop, Some(why)) => format!(
@@ -553,9 +587,9 @@ fn summarize(items: &[String]) -> String {
     s
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
+fn cond(type_: ConditionType, ok: bool, reason: &str, message: &str) -> Condition {
     Condition {
-        type_: type_.to_string(),
+        type_: type_.as_str().to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
@@ -585,14 +619,14 @@ mod tests {
     use super::*;
     use crate::api::types::WorkloadKind;
 
-    fn result(name: &str, outcomes: Vec<(Slot, Outcome)>, done: Done) -> WorkloadResult {
+    fn result(name: &str, outcomes: Vec<(Slot, SlotOutcome)>, done: Done) -> WorkloadResult {
         result_of(WorkloadKind::Deployment, name, outcomes, done)
     }
 
     fn result_of(
         kind: WorkloadKind,
         name: &str,
-        outcomes: Vec<(Slot, Outcome)>,
+        outcomes: Vec<(Slot, SlotOutcome)>,
         done: Done,
     ) -> WorkloadResult {
         let mut workload: crate::apply::workload::Workload =
@@ -647,8 +681,8 @@ mod tests {
     #[test]
     fn all_applied_is_ready() {
         let rs = [
-            result("a", vec![(slot(), Outcome::Claimed)], Done::Patched),
-            result("b", vec![(slot(), Outcome::AlreadySet)], Done::UpToDate),
+            result("a", vec![(slot(), SlotOutcome::Claimed)], Done::Patched),
+            result("b", vec![(slot(), SlotOutcome::AlreadySet)], Done::UpToDate),
         ];
         let s = build_at(&rs, Mode::Enforce, None, 100);
         assert_eq!((s.matched_workloads, s.patched_workloads), (2, 2));
@@ -672,7 +706,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::Failed("boom".into()),
                 ),
                 Mode::Enforce,
@@ -680,7 +714,7 @@ mod tests {
                 "Error",
             ),
             (
-                result("a", vec![(slot(), Outcome::Claimed)], Done::WouldPatch),
+                result("a", vec![(slot(), SlotOutcome::Claimed)], Done::WouldPatch),
                 Mode::DryRun,
                 "DryRun",
                 "WouldPatch",
@@ -688,7 +722,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::WaitingForRolloutSlot,
                 ),
                 Mode::Enforce,
@@ -698,7 +732,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::HeldBy("old".into()))],
+                    vec![(slot(), SlotOutcome::HeldBy("old".into()))],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -708,7 +742,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::LostTo("old".into()))],
+                    vec![(slot(), SlotOutcome::LostTo("old".into()))],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -718,7 +752,7 @@ mod tests {
             (
                 result(
                     "a",
-                    vec![(slot(), Outcome::SkippedExisting)],
+                    vec![(slot(), SlotOutcome::SkippedExisting)],
                     Done::UpToDate,
                 ),
                 Mode::Enforce,
@@ -739,11 +773,11 @@ mod tests {
         let mut staged = result_of(
             WorkloadKind::StatefulSet,
             "db",
-            vec![(slot(), Outcome::Claimed)],
+            vec![(slot(), SlotOutcome::Claimed)],
             Done::Patched,
         );
         staged.decision.staged = Some("StatefulSet: updateStrategy OnDelete: ...".into());
-        let mut missing = result("web", vec![(slot(), Outcome::Claimed)], Done::UpToDate);
+        let mut missing = result("web", vec![(slot(), SlotOutcome::Claimed)], Done::UpToDate);
         missing.decision.missing_containers = vec!["envoy".into()];
         let mut none = result("bare", vec![], Done::UpToDate);
         none.decision.missing_containers = vec!["envoy".into()];
@@ -778,13 +812,17 @@ mod tests {
 
     #[test]
     fn transition_times_move_only_on_change() {
-        let ok = [result("a", vec![(slot(), Outcome::Claimed)], Done::Patched)];
+        let ok = [result(
+            "a",
+            vec![(slot(), SlotOutcome::Claimed)],
+            Done::Patched,
+        )];
         let first = build_at(&ok, Mode::Enforce, None, 100);
         let again = build_at(&ok, Mode::Enforce, Some(&first), 200);
         assert_eq!(first, again, "an unchanged world gives an identical status");
         let bad = [result(
             "a",
-            vec![(slot(), Outcome::LostTo("x".into()))],
+            vec![(slot(), SlotOutcome::LostTo("x".into()))],
             Done::UpToDate,
         )];
         let changed = build_at(&bad, Mode::Enforce, Some(&again), 300);
@@ -804,14 +842,14 @@ mod tests {
             .map(|i| {
                 result(
                     &format!("ok-{i:02}"),
-                    vec![(slot(), Outcome::Claimed)],
+                    vec![(slot(), SlotOutcome::Claimed)],
                     Done::Patched,
                 )
             })
             .collect();
         rs.push(result(
             "zz-broken",
-            vec![(slot(), Outcome::Claimed)],
+            vec![(slot(), SlotOutcome::Claimed)],
             Done::Failed("denied".into()),
         ));
         let s = build_at(&rs, Mode::Enforce, None, 1);
@@ -823,7 +861,9 @@ mod tests {
 
     #[test]
     fn the_whole_status_stays_bounded_whatever_the_input() {
-        use crate::api::types::{CountedInstance, HookFailure, RolloutHalt, Watermark};
+        use crate::api::types::{
+            CountedInstance, HookFailure, RolloutHalt, RolloutPhase, Watermark,
+        };
         let t = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
         let huge = "失败🚀e\u{301}".repeat(20_000);
         let name = |i: usize| format!("{i:03}{}", "w".repeat(250));
@@ -831,7 +871,7 @@ mod tests {
             .map(|i| {
                 let mut r = result(
                     &name(i),
-                    vec![(slot(), Outcome::LostTo(huge.clone()))],
+                    vec![(slot(), SlotOutcome::LostTo(huge.clone()))],
                     Done::Failed(huge.clone()),
                 );
                 r.decision.damage = Some(crate::apply::ledger::Damage::Unparsable(huge.clone()));
@@ -870,7 +910,9 @@ mod tests {
             .collect();
         let rollout = RolloutStatus {
             generation: 2,
-            phase: "Halted".into(),
+            phase: RolloutPhase::Halted,
+            rolled_out: 0,
+            pending: 0,
             waiting_on: keys.clone(),
             wave_started_at: Some(t(0)),
             halted: Some(RolloutHalt {
@@ -882,7 +924,7 @@ mod tests {
                 reverted: keys,
                 time: t(0),
             }),
-            ..Default::default()
+            waves: 0,
         };
         let s = build(&StatusInput {
             generation: Some(2),

@@ -21,8 +21,10 @@ pub use super::index::WorkloadHealth;
 use super::index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
+use crate::api::names::reason;
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
+use crate::apply::slot::Slot;
 use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
 use crate::hooks::hook::HookKind;
 use crate::hooks::marker::{self, Evidence};
@@ -158,8 +160,8 @@ impl Observer {
             .touched_objects()
         };
         let events = futures::stream::select(
-            failed_hooks("FailedPostStartHook"),
-            failed_hooks("FailedPreStopHook"),
+            failed_hooks(reason::FAILED_POST_START_HOOK),
+            failed_hooks(reason::FAILED_PRE_STOP_HOOK),
         );
         let me = self.clone();
         let pod_loop = pods.for_each(move |ev| {
@@ -301,10 +303,10 @@ impl Observer {
             let key = p.reference();
             let w = self.watched(p, &key);
             for (slot, want) in plan::wanted(&w.spec, &spec) {
-                let plan::Slot::Hook { container, kind } = slot else {
+                let Slot::Hook { container, kind } = slot else {
                     continue;
                 };
-                let Some(have) = plan::Slot::hook(&container, kind).current(&spec) else {
+                let Some(have) = Slot::hook(&container, kind).current(&spec) else {
                     continue;
                 };
                 if contains(&have, &want) {

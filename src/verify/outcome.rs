@@ -4,6 +4,7 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::api::names::reason;
 use crate::hooks::marker::Evidence;
 
 /// preStop durations at or above this share of the grace period in force are
@@ -123,7 +124,7 @@ fn from_marker(rc: Option<i32>) -> Option<Outcome> {
     match rc? {
         0 => Some(Outcome::Ran { evidence: "marker" }),
         rc => Some(Outcome::Failed {
-            reason: "ExitCode".into(),
+            reason: reason::EXIT_CODE.into(),
             message: format!("exited with rc {rc}"),
         }),
     }
@@ -140,7 +141,7 @@ fn failed(o: &Observation, reason: &str, default: &str) -> Outcome {
 /// kills the container when it reports the hook failed, whatever the script said.
 pub fn post_start(o: &Observation) -> Outcome {
     if o.failure_event {
-        return failed(o, "FailedPostStartHook", "PostStartHook failed");
+        return failed(o, reason::FAILED_POST_START_HOOK, "PostStartHook failed");
     }
     if let Some(outcome) = from_marker(o.marker_rc) {
         return outcome;
@@ -175,7 +176,7 @@ pub fn pre_stop(o: &Observation) -> Outcome {
         return stopped;
     }
     if o.failure_event {
-        return failed(o, "FailedPreStopHook", "PreStopHook failed");
+        return failed(o, reason::FAILED_PRE_STOP_HOOK, "PreStopHook failed");
     }
     if let Some(outcome) = from_marker(o.marker_rc) {
         return outcome;

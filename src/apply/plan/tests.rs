@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::missing_containers;
 use super::*;
 use crate::api::types::WorkloadKind;
-use crate::apply::patch::{Target, apply_body, ledger_key, read_ledgers, release_patch};
+use crate::apply::ledger::{ledger_key, read_ledgers};
+use crate::apply::patch::{Target, apply_body, release_patch};
 use crate::apply::workload::{HOOKED_LABEL, PodShape};
 
 fn spec(v: Value) -> LifecyclePolicySpec {
@@ -83,7 +84,7 @@ fn adds_hooks_to_every_container_by_default() {
     let s = spec(json!({"preStop": sh("sleep 5"), "postStart": sh("touch /ready")}));
     let p = run("p", &s, &nginx(), &BTreeMap::new(), true);
     assert_eq!(p.claims.len(), 4);
-    assert!(p.outcomes.values().all(|o| *o == Outcome::Claimed));
+    assert!(p.outcomes.values().all(|o| *o == SlotOutcome::Claimed));
     let l = p.ledger.unwrap();
     assert_eq!(l.owned.len(), 4);
     assert!(
@@ -179,7 +180,7 @@ fn existing_hook_skip_versus_override() {
         &BTreeMap::new(),
         true,
     );
-    assert_eq!(skip.outcomes[&slot], Outcome::SkippedExisting);
+    assert_eq!(skip.outcomes[&slot], SlotOutcome::SkippedExisting);
     assert!(skip.claims.is_empty() && skip.ledger.is_none());
     assert!(!skip.needs_write(&pd, None), "Skip writes nothing");
     assert_eq!(skip.conflicts().count(), 1);
@@ -191,7 +192,7 @@ fn existing_hook_skip_versus_override() {
         &BTreeMap::new(),
         true,
     );
-    assert_eq!(over.outcomes[&slot], Outcome::Claimed);
+    assert_eq!(over.outcomes[&slot], SlotOutcome::Claimed);
     assert_eq!(over.claims[&slot], sh("policy"));
     assert_eq!(
         over.ledger.unwrap().owned[&slot],
@@ -218,7 +219,7 @@ fn a_hook_already_in_place_is_not_claimed() {
         );
         assert_eq!(
             p.outcomes[&Slot::hook("c", HookKind::PreStop)],
-            Outcome::AlreadySet,
+            SlotOutcome::AlreadySet,
             "{mode}"
         );
         assert!(p.claims.is_empty(), "{mode}");
@@ -283,7 +284,7 @@ fn grace_period_is_claimed_with_its_original() {
         &BTreeMap::new(),
         true,
     );
-    assert_eq!(same.outcomes[&Slot::GracePeriod], Outcome::AlreadySet);
+    assert_eq!(same.outcomes[&Slot::GracePeriod], SlotOutcome::AlreadySet);
 }
 
 #[test]
@@ -387,7 +388,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         dry_run: false,
         fights: &Fights::default(),
     });
-    assert_eq!(lost.outcomes[&slot], Outcome::LostTo("old".into()));
+    assert_eq!(lost.outcomes[&slot], SlotOutcome::LostTo("old".into()));
     assert!(lost.claims.is_empty());
 
     // "new" held the slot before "old" started wanting it: "new" releases it...
@@ -425,7 +426,7 @@ fn loser_reports_and_winner_waits_for_the_holder() {
         dry_run: false,
         fights: &Fights::default(),
     });
-    assert_eq!(old.outcomes[&slot], Outcome::HeldBy("new".into()));
+    assert_eq!(old.outcomes[&slot], SlotOutcome::HeldBy("new".into()));
     assert!(old.claims.is_empty());
 }
 
@@ -464,27 +465,6 @@ fn contains_is_a_structural_subset() {
     );
     assert!(contains(&json!([{"x": 1, "d": 0}]), &json!([{"x": 1}])));
     assert!(!contains(&json!("1"), &json!(1)));
-}
-
-#[test]
-fn slots_round_trip_through_the_ledger() {
-    let l = Ledger {
-        policy: "p".into(),
-        owned: BTreeMap::from([
-            (Slot::hook("web", HookKind::PostStart), None),
-            (Slot::hook("web", HookKind::PreStop), Some(sh("orig"))),
-            (Slot::GracePeriod, Some(json!(30))),
-        ]),
-        ..Default::default()
-    };
-    let text = serde_json::to_string(&l).unwrap();
-    assert!(
-        text.contains("\"web/postStart\"") && text.contains("\"terminationGracePeriodSeconds\"")
-    );
-    assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
-    assert!(
-        serde_json::from_str::<Ledger>(r#"{"policy":"p","owned":{"web/bogus":null}}"#).is_err()
-    );
 }
 
 // --- Round trips through the request bodies -------------------------------
@@ -737,7 +717,10 @@ fn skip_never_shortens_a_grace_period_and_raises_a_shorter_one() {
     let s = spec(json!({"preStop": sh("x"), "terminationGracePeriodSeconds": 60}));
     // A 300 s database keeps its 300 s; the status says why.
     let kept = run("p", &s, &with_grace(300), &BTreeMap::new(), true);
-    assert_eq!(kept.outcomes[&Slot::GracePeriod], Outcome::KeptLonger(300));
+    assert_eq!(
+        kept.outcomes[&Slot::GracePeriod],
+        SlotOutcome::KeptLonger(300)
+    );
     assert!(!kept.claims.contains_key(&Slot::GracePeriod));
     assert!(kept.conflicts().next().is_none(), "not a conflict");
     // A shorter one is raised, with its original recorded for the release.
@@ -848,9 +831,13 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
         let contest = p.ledger.as_ref().unwrap().contest.clone().unwrap();
         assert_eq!(contest.times.len(), i + 1);
         if i < 2 {
-            assert_eq!(p.outcomes[&slot], Outcome::Claimed, "take {i}: re-claimed");
+            assert_eq!(
+                p.outcomes[&slot],
+                SlotOutcome::Claimed,
+                "take {i}: re-claimed"
+            );
         } else {
-            assert_eq!(p.outcomes[&slot], Outcome::Contested("flux".into()));
+            assert_eq!(p.outcomes[&slot], SlotOutcome::Contested("flux".into()));
             assert!(p.claims.is_empty() && p.ledger.as_ref().unwrap().owned.is_empty());
             assert_eq!(p.contested(), Some("flux"));
         }
@@ -865,7 +852,7 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
         ..Default::default()
     };
     let p = plan_with("p", &s, &theirs, &none, false, &quiet);
-    assert_eq!(p.outcomes[&slot], Outcome::Contested("flux".into()));
+    assert_eq!(p.outcomes[&slot], SlotOutcome::Contested("flux".into()));
     // Flux dropped the hook: the policy claims it again.
     let free = pod(json!({"containers": [{"name": "c"}]}));
     let gone = Fights {
@@ -874,7 +861,7 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
     };
     assert_eq!(
         plan_with("p", &s, &free, &none, false, &gone).outcomes[&slot],
-        Outcome::Claimed
+        SlotOutcome::Claimed
     );
     // Deleted (or the workload unselected): no record is kept, the ledger goes.
     let letting_go = plan(&Input {
@@ -896,13 +883,13 @@ fn a_manager_that_keeps_taking_a_slot_back_wins_after_three_times() {
         ..quiet
     };
     let p = plan_with("p", &s, &theirs, &none, false, &next);
-    assert_eq!(p.outcomes[&slot], Outcome::Claimed);
+    assert_eq!(p.outcomes[&slot], SlotOutcome::Claimed);
     assert!(p.ledger.unwrap().contest.is_none());
     // Takeovers spread over more than the window never add up to three.
     let mut previous = None;
     for t in [0, 400, 800, 1200] {
         let p = plan_with("p", &s, &theirs, &none, false, &taken(&previous, t));
-        assert_eq!(p.outcomes[&slot], Outcome::Claimed, "at {t}");
+        assert_eq!(p.outcomes[&slot], SlotOutcome::Claimed, "at {t}");
         previous = p.ledger.unwrap().contest;
     }
 }

@@ -30,6 +30,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::health::WorkloadHealth;
 use super::instances::oldest_pending;
 use super::{Index, floor_second, idx};
+use crate::api::names::reason;
 use crate::api::types::{
     CountedInstance, HookFailure, HookReport, LifecyclePolicyStatus, Watermark,
 };
@@ -209,7 +210,7 @@ impl HookTally {
                 report.last_failure = Some(HookFailure {
                     pod: r.pod.to_string(),
                     container: r.container.to_string(),
-                    reason: "TimedOut".into(),
+                    reason: reason::TIMED_OUT.into(),
                     message: TIMED_OUT.into(),
                     time,
                 });

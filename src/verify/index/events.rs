@@ -13,6 +13,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::instances::{Instance, InstanceKey};
 use super::{Index, MAX_MESSAGE, idx};
+use crate::api::names::reason;
 use crate::hooks::hook::HookKind;
 use crate::text;
 
@@ -62,8 +63,8 @@ impl FailureEvent {
     /// is reach another namespace's pods. See README: what the proof is.
     pub fn from_event(ev: &Event) -> Option<FailureEvent> {
         let kind = match ev.reason.as_deref() {
-            Some("FailedPostStartHook") => HookKind::PostStart,
-            Some("FailedPreStopHook") => HookKind::PreStop,
+            Some(reason::FAILED_POST_START_HOOK) => HookKind::PostStart,
+            Some(reason::FAILED_PRE_STOP_HOOK) => HookKind::PreStop,
             _ => return None,
         };
         let kubelet = ev.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet")
@@ -110,8 +111,8 @@ impl FailureEvent {
 
 fn kind_reason(kind: HookKind) -> &'static str {
     match kind {
-        HookKind::PostStart => "FailedPostStartHook",
-        HookKind::PreStop => "FailedPreStopHook",
+        HookKind::PostStart => reason::FAILED_POST_START_HOOK,
+        HookKind::PreStop => reason::FAILED_PRE_STOP_HOOK,
     }
 }
 

@@ -10,6 +10,7 @@ use kube::ResourceExt;
 
 use super::Index;
 use super::counts::TIMED_OUT;
+use crate::api::names::reason;
 use crate::apply::rollout::Failure;
 use crate::hooks::hook::HookKind;
 use crate::verify::outcome::Outcome;
@@ -44,7 +45,7 @@ impl WorkloadHealth {
                 self.failure = Some(Failure {
                     pod: pod.to_string(),
                     container: container.to_string(),
-                    reason: "TimedOut".into(),
+                    reason: reason::TIMED_OUT.into(),
                     message: TIMED_OUT.into(),
                 })
             }
