@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::names::{ConditionType, reason};
 use crate::api::types::{
-    HookReport, LifecyclePolicyStatus, Mode, RolloutStatus, WorkloadReport, WorkloadState,
+    HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus, WorkloadReport,
+    WorkloadState,
 };
 use crate::apply::decide::Decision;
 use crate::apply::ledger;
@@ -232,44 +233,88 @@ pub struct StatusInput<'a> {
 /// status does not change, so an unchanged world yields an identical status.
 pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let results = input.results;
-    let matched = results
-        .iter()
-        .filter(|r| r.decision.matched || r.decision.reverted)
-        .count();
-    let patched = results.iter().filter(|r| r.patched()).count();
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r.done, Done::Failed(_)))
-        .count();
-    let pending = results.iter().filter(|r| r.pending()).count();
-    let conflicts: Vec<String> = results
-        .iter()
-        .flat_map(|r| {
-            r.decision.plan.conflicts().map(move |(s, o)| {
-                format!(
-                    "{} {}: {}",
-                    r.decision.workload.kind,
-                    r.decision.name(),
-                    describe(s, o)
-                )
-            })
-        })
-        .collect();
-    let damaged: Vec<String> = results
-        .iter()
-        .filter_map(|r| {
-            r.decision
-                .integrity()
-                .as_ref()
-                .map(|m| format!("{} {}: {m}", r.decision.workload.kind, r.decision.name()))
-        })
-        .collect();
-    let grace: Vec<&String> = results
-        .iter()
-        .filter_map(|r| r.decision.grace_too_short.as_ref())
-        .collect();
+    let counts = Counts::of(results);
+    let applied = applied_condition(input, &counts);
+    let conflict = conflict_condition(results);
+    let verified = verified_conditions(input);
+    let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
+    let halt_cond = halt_condition(halted);
+    let hook_problem = verified.iter().find(|c| c.status == "False");
+    let ready = ready_condition(
+        &applied,
+        &conflict,
+        hook_problem,
+        halted.map(|_| &halt_cond),
+    );
+    let previous = input
+        .previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = [
+        ready,
+        applied,
+        conflict,
+        grace_condition(results, input.pre_stop.as_ref()),
+        ledger_condition(results),
+        halt_cond,
+    ]
+    .into_iter()
+    .chain(verified)
+    .map(|c| stamp(c, previous, input.generation, input.now))
+    .collect();
+    let mut status = LifecyclePolicyStatus {
+        observed_generation: input.generation,
+        conditions,
+        matched_workloads: counts.matched as i32,
+        patched_workloads: counts.patched as i32,
+        workloads: workload_reports(results, input.mode),
+        post_start: input.post_start.clone(),
+        pre_stop: input.pre_stop.clone(),
+        rollout: input.rollout.clone(),
+    };
+    bound(&mut status);
+    status
+}
 
-    let applied = if let Some(why) = &input.invalid {
+/// How many workloads the policy matched, patched, failed on, or waits for.
+struct Counts {
+    matched: usize,
+    patched: usize,
+    failed: usize,
+    pending: usize,
+}
+
+impl Counts {
+    fn of(results: &[WorkloadResult]) -> Counts {
+        let matched = results
+            .iter()
+            .filter(|r| r.decision.matched || r.decision.reverted)
+            .count();
+        let patched = results.iter().filter(|r| r.patched()).count();
+        let failed = results
+            .iter()
+            .filter(|r| matches!(r.done, Done::Failed(_)))
+            .count();
+        let pending = results.iter().filter(|r| r.pending()).count();
+        Counts {
+            matched,
+            patched,
+            failed,
+            pending,
+        }
+    }
+}
+
+/// Applied: every matched workload carries the hooks, or why not.
+fn applied_condition(input: &StatusInput, counts: &Counts) -> Condition {
+    let results = input.results;
+    let Counts {
+        matched,
+        patched,
+        failed,
+        pending,
+    } = *counts;
+    if let Some(why) = &input.invalid {
         cond(ConditionType::Applied, false, reason::INVALID_SPEC, why)
     } else if failed > 0 {
         cond(
@@ -305,8 +350,25 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             reason::APPLIED,
             &format!("{patched} of {matched} matched workloads carry the policy's hooks"),
         )
-    };
-    let conflict = if conflicts.is_empty() {
+    }
+}
+
+/// Conflict: slots the policy wants but does not get, and who has them.
+fn conflict_condition(results: &[WorkloadResult]) -> Condition {
+    let conflicts: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.decision.plan.conflicts().map(move |(s, o)| {
+                format!(
+                    "{} {}: {}",
+                    r.decision.workload.kind,
+                    r.decision.name(),
+                    describe(s, o)
+                )
+            })
+        })
+        .collect();
+    if conflicts.is_empty() {
         cond(ConditionType::Conflict, false, reason::NO_CONFLICT, "")
     } else {
         cond(
@@ -315,12 +377,17 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             reason::HOOKS_NOT_APPLIED,
             &summarize(&conflicts),
         )
-    };
-    let near = input
-        .pre_stop
-        .as_ref()
-        .and_then(|r| r.near_grace_period.as_ref());
-    let grace_cond = match (grace.is_empty(), near) {
+    }
+}
+
+/// GracePeriodTooShort: a preStop that outlasts, or nears, its grace period.
+fn grace_condition(results: &[WorkloadResult], pre_stop: Option<&HookReport>) -> Condition {
+    let grace: Vec<&String> = results
+        .iter()
+        .filter_map(|r| r.decision.grace_too_short.as_ref())
+        .collect();
+    let near = pre_stop.and_then(|r| r.near_grace_period.as_ref());
+    match (grace.is_empty(), near) {
         (true, None) => cond(
             ConditionType::GracePeriodTooShort,
             false,
@@ -346,8 +413,21 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
                 (crate::verify::outcome::NEAR_GRACE * 100.0) as i64
             ),
         ),
-    };
-    let ledger_cond = if damaged.is_empty() {
+    }
+}
+
+/// LedgerIntact: every ledger agrees with managedFields.
+fn ledger_condition(results: &[WorkloadResult]) -> Condition {
+    let damaged: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.decision
+                .integrity()
+                .as_ref()
+                .map(|m| format!("{} {}: {m}", r.decision.workload.kind, r.decision.name()))
+        })
+        .collect();
+    if damaged.is_empty() {
         cond(ConditionType::LedgerIntact, true, reason::LEDGER_INTACT, "")
     } else {
         cond(
@@ -356,8 +436,12 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             reason::LEDGER_DAMAGED,
             &summarize(&damaged),
         )
-    };
-    let verified: Vec<Condition> = [
+    }
+}
+
+/// PostStartVerified and PreStopVerified, for the hooks the policy has.
+fn verified_conditions(input: &StatusInput) -> Vec<Condition> {
+    [
         (
             ConditionType::PostStartVerified,
             HookKind::PostStart,
@@ -371,10 +455,12 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     ]
     .into_iter()
     .filter_map(|(t, k, r)| r.map(|r| verified_condition(t, k, r)))
-    .collect();
-    let hook_problem = verified.iter().find(|c| c.status == "False");
-    let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
-    let halt_cond = match halted {
+    .collect()
+}
+
+/// RolloutHalted: which workload, pod and container, and what was reverted.
+fn halt_condition(halted: Option<&RolloutHalt>) -> Condition {
+    match halted {
         None => cond(ConditionType::RolloutHalted, false, reason::NOT_HALTED, ""),
         Some(h) => {
             let mut msg = h.workload.clone();
@@ -388,13 +474,22 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             msg.push_str("; no other workload is patched until the policy's spec changes");
             cond(ConditionType::RolloutHalted, true, &h.reason, &msg)
         }
-    };
-    let ready = match (&applied, &conflict, hook_problem) {
-        _ if halted.is_some() => cond(
+    }
+}
+
+/// Ready: the first thing that stands in the way, in order of importance.
+fn ready_condition(
+    applied: &Condition,
+    conflict: &Condition,
+    hook_problem: Option<&Condition>,
+    halt: Option<&Condition>,
+) -> Condition {
+    match (applied, conflict, hook_problem) {
+        _ if halt.is_some() => cond(
             ConditionType::Ready,
             false,
             reason::ROLLOUT_HALTED,
-            &halt_cond.message,
+            &halt.map(|h| h.message.clone()).unwrap_or_default(),
         ),
         (a, _, _) if a.status != "True" => cond(ConditionType::Ready, false, &a.reason, &a.message),
         (_, c, _) if c.status == "True" => {
@@ -402,13 +497,16 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         }
         (_, _, Some(h)) => cond(ConditionType::Ready, false, &h.reason, &h.message),
         _ => cond(ConditionType::Ready, true, reason::READY, &applied.message),
-    };
+    }
+}
 
+/// The workloads worth a line, problems first, at most `MAX_REPORTS`.
+fn workload_reports(results: &[WorkloadResult], mode: Mode) -> Vec<WorkloadReport> {
     let mut reports: Vec<(u8, WorkloadReport)> = results
         .iter()
         .filter(|r| r.decision.matched || r.decision.reverted || r.done != Done::UpToDate)
         .map(|r| {
-            let rep = r.report(input.mode);
+            let rep = r.report(mode);
             let rank = match rep.state {
                 WorkloadState::Error | WorkloadState::Reverted => 0,
                 WorkloadState::Conflict
@@ -428,31 +526,11 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
             .then_with(|| a.1.name.cmp(&b.1.name))
     });
 
-    let previous = input
-        .previous
-        .map(|p| p.conditions.as_slice())
-        .unwrap_or_default();
-    let conditions = [ready, applied, conflict, grace_cond, ledger_cond, halt_cond]
+    reports
         .into_iter()
-        .chain(verified)
-        .map(|c| stamp(c, previous, input.generation, input.now))
-        .collect();
-    let mut status = LifecyclePolicyStatus {
-        observed_generation: input.generation,
-        conditions,
-        matched_workloads: matched as i32,
-        patched_workloads: patched as i32,
-        workloads: reports
-            .into_iter()
-            .take(MAX_REPORTS)
-            .map(|(_, r)| r)
-            .collect(),
-        post_start: input.post_start.clone(),
-        pre_stop: input.pre_stop.clone(),
-        rollout: input.rollout.clone(),
-    };
-    bound(&mut status);
-    status
+        .take(MAX_REPORTS)
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// Caps every string of the status (see `text`), whatever its source: with
