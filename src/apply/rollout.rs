@@ -74,7 +74,7 @@ pub fn step(input: &Input) -> Step {
     let previous = input.previous.filter(|p| p.generation == input.generation);
     let rolled_out = cs.iter().filter(|c| c.carries && c.healthy).count() as i32;
     let pending = cs.iter().filter(|c| !c.carries).count() as i32;
-    let mut status = RolloutStatus {
+    let status = RolloutStatus {
         generation: input.generation,
         // Set on every way out below.
         phase: RolloutPhase::Canary,
@@ -85,7 +85,7 @@ pub fn step(input: &Input) -> Step {
         wave_started_at: previous.and_then(|p| p.wave_started_at.clone()),
         halted: None,
     };
-    let mut step = Step {
+    let step = Step {
         allow: BTreeSet::new(),
         revert: BTreeSet::new(),
         waiting_for: None,
@@ -93,106 +93,131 @@ pub fn step(input: &Input) -> Step {
         status: status.clone(),
     };
     if input.spec.strategy == RolloutStrategy::Immediate {
-        step.allow = cs.iter().map(|c| c.key.clone()).collect();
-        status.phase = if pending == 0 {
-            RolloutPhase::Complete
-        } else {
-            RolloutPhase::Waves
-        };
-        step.status = status;
-        return step;
+        return immediate(step, status, cs);
     }
-    let revert_on = input.spec.on_failure == OnFailure::Revert;
-
     // A halt stands until the spec changes (a new generation).
     if let Some(h) = previous.and_then(|p| p.halted.clone()) {
-        step.revert = h.reverted.iter().cloned().collect();
-        step.waiting_for = Some(format!(
-            "the rollout is halted ({} in {}); change the policy to resume",
-            h.reason, h.workload
-        ));
-        status.phase = RolloutPhase::Halted;
-        status.halted = Some(h);
-        step.status = status;
-        return step;
+        return halt(step, status, h);
     }
-
     let waiting: Vec<&Candidate> = cs.iter().filter(|c| c.carries && !c.healthy).collect();
-    // A hook failed on a workload this generation rolled: halt.
-    if let Some(first) = cs.iter().find(|c| c.carries && c.failure.is_some()) {
-        let f = first.failure.clone().expect("just found");
-        let failed: Vec<String> = cs
-            .iter()
-            .filter(|c| c.carries && c.failure.is_some())
-            .map(|c| c.key.clone())
-            .take(MAX_WAVE)
-            .collect();
-        return halt(
-            step,
-            status,
-            RolloutHalt {
-                workload: first.key.clone(),
-                pod: f.pod,
-                container: f.container,
-                reason: f.reason,
-                message: f.message,
-                reverted: if revert_on { failed } else { Vec::new() },
-                time: Time(input.now),
-            },
-        );
+    let started = status.wave_started_at.as_ref();
+    if let Some(h) = failure_halt(input).or_else(|| deadline_halt(input, &waiting, started)) {
+        return halt(step, status, h);
     }
-    // Not done by the deadline: halt too.
+    if !waiting.is_empty() {
+        return wait_for_wave(step, status, &waiting, input.now);
+    }
+    next_wave(input, previous, step, status)
+}
+
+/// Immediate: every workload may get the hooks now.
+fn immediate(mut step: Step, mut status: RolloutStatus, cs: &[Candidate]) -> Step {
+    step.allow = cs.iter().map(|c| c.key.clone()).collect();
+    status.phase = if status.pending == 0 {
+        RolloutPhase::Complete
+    } else {
+        RolloutPhase::Waves
+    };
+    step.status = status;
+    step
+}
+
+/// A hook failed on a workload this generation rolled: the halt.
+fn failure_halt(input: &Input) -> Option<RolloutHalt> {
+    let cs = input.candidates;
+    let first = cs.iter().find(|c| c.carries && c.failure.is_some())?;
+    let f = first.failure.clone().expect("just found");
+    let failed: Vec<String> = cs
+        .iter()
+        .filter(|c| c.carries && c.failure.is_some())
+        .map(|c| c.key.clone())
+        .take(MAX_WAVE)
+        .collect();
+    Some(RolloutHalt {
+        workload: first.key.clone(),
+        pod: f.pod,
+        container: f.container,
+        reason: f.reason,
+        message: f.message,
+        reverted: reverted(input, failed),
+        time: Time(input.now),
+    })
+}
+
+/// The wave is not done by the deadline: the halt.
+fn deadline_halt(
+    input: &Input,
+    waiting: &[&Candidate],
+    started: Option<&Time>,
+) -> Option<RolloutHalt> {
     let deadline = SignedDuration::from_secs(input.spec.progress_deadline_seconds);
-    if let (Some(first), Some(started)) = (waiting.first(), &status.wave_started_at)
-        && input.now.duration_since(started.0) > deadline
-    {
-        let late: Vec<String> = waiting
-            .iter()
-            .take(MAX_WAVE)
-            .map(|c| c.key.clone())
-            .collect();
-        return halt(
-            step,
-            status,
-            RolloutHalt {
-                workload: first.key.clone(),
-                pod: String::new(),
-                container: String::new(),
-                reason: reason::PROGRESS_DEADLINE_EXCEEDED.into(),
-                message: format!(
-                    "{} not rolled out with its hooks verified within {}s",
-                    crate::text::list(&late, ", ", 600),
-                    input.spec.progress_deadline_seconds
-                ),
-                reverted: if revert_on { late } else { Vec::new() },
-                time: Time(input.now),
-            },
-        );
+    let first = waiting.first()?;
+    if input.now.duration_since(started?.0) <= deadline {
+        return None;
     }
+    let late: Vec<String> = waiting
+        .iter()
+        .take(MAX_WAVE)
+        .map(|c| c.key.clone())
+        .collect();
+    Some(RolloutHalt {
+        workload: first.key.clone(),
+        pod: String::new(),
+        container: String::new(),
+        reason: reason::PROGRESS_DEADLINE_EXCEEDED.into(),
+        message: format!(
+            "{} not rolled out with its hooks verified within {}s",
+            crate::text::list(&late, ", ", 600),
+            input.spec.progress_deadline_seconds
+        ),
+        reverted: reverted(input, late),
+        time: Time(input.now),
+    })
+}
+
+/// What a halt hands back: the failing workloads under Revert, none under Halt.
+fn reverted(input: &Input, failing: Vec<String>) -> Vec<String> {
+    if input.spec.on_failure == OnFailure::Revert {
+        failing
+    } else {
+        Vec::new()
+    }
+}
+
+/// The canary or wave is patched but not verified yet: wait for it.
+fn wait_for_wave(
+    mut step: Step,
+    mut status: RolloutStatus,
+    waiting: &[&Candidate],
+    now: Timestamp,
+) -> Step {
     status.waiting_on = waiting
         .iter()
         .take(MAX_WAVE)
         .map(|c| c.key.clone())
         .collect();
-    if !waiting.is_empty() {
-        status.phase = if rolled_out == 0 {
-            RolloutPhase::Canary
-        } else {
-            RolloutPhase::Waves
-        };
-        if status.wave_started_at.is_none() {
-            // Patched by a predecessor that died before writing the status.
-            status.wave_started_at = Some(Time(input.now));
-        }
-        step.waiting_for = Some(format!(
-            "waiting for {} to roll out with its hooks verified",
-            crate::text::list(&status.waiting_on, ", ", 300)
-        ));
-        step.status = status;
-        return step;
+    status.phase = phase(status.rolled_out);
+    if status.wave_started_at.is_none() {
+        // Patched by a predecessor that died before writing the status.
+        status.wave_started_at = Some(Time(now));
     }
-    // Everything patched so far is verified: the next wave (the canary
-    // while nothing is verified yet).
+    step.waiting_for = Some(format!(
+        "waiting for {} to roll out with its hooks verified",
+        crate::text::list(&status.waiting_on, ", ", 300)
+    ));
+    step.status = status;
+    step
+}
+
+/// Everything patched so far is verified: the next wave (the canary while
+/// nothing is verified yet), or Complete.
+fn next_wave(
+    input: &Input,
+    previous: Option<&RolloutStatus>,
+    mut step: Step,
+    mut status: RolloutStatus,
+) -> Step {
+    let rolled_out = status.rolled_out;
     let size = if rolled_out == 0 {
         1
     } else if input.spec.wave_size > 0 {
@@ -203,7 +228,7 @@ pub fn step(input: &Input) -> Step {
         usize::MAX
     }
     .min(MAX_WAVE);
-    let mut next: Vec<&Candidate> = cs.iter().filter(|c| !c.carries).collect();
+    let mut next: Vec<&Candidate> = input.candidates.iter().filter(|c| !c.carries).collect();
     if rolled_out == 0 {
         // The canary: the first that runs pods, if any does.
         next.sort_by_key(|c| !c.has_pods);
@@ -212,11 +237,7 @@ pub fn step(input: &Input) -> Step {
     if step.allow.is_empty() {
         status.phase = RolloutPhase::Complete;
     } else {
-        status.phase = if rolled_out == 0 {
-            RolloutPhase::Canary
-        } else {
-            RolloutPhase::Waves
-        };
+        status.phase = phase(rolled_out);
         let waiting_on: Vec<String> = step.allow.iter().cloned().collect();
         // The same wave still waiting to be written (rollout slots): not a new one.
         if previous.is_none_or(|p| p.waiting_on != waiting_on) {
@@ -233,6 +254,15 @@ pub fn step(input: &Input) -> Step {
     }
     step.status = status;
     step
+}
+
+/// The canary until a workload is verified, waves after.
+fn phase(rolled_out: i32) -> RolloutPhase {
+    if rolled_out == 0 {
+        RolloutPhase::Canary
+    } else {
+        RolloutPhase::Waves
+    }
 }
 
 fn halt(mut step: Step, mut status: RolloutStatus, h: RolloutHalt) -> Step {
