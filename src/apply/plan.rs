@@ -215,115 +215,137 @@ pub fn plan(input: &Input) -> Plan {
     } else {
         BTreeMap::new()
     };
-    let mut p = Plan::default();
-    let mut owned: BTreeMap<Slot, Option<Value>> = BTreeMap::new();
-
     // A policy letting go (deleted, or the workload unselected) keeps no
     // record of a fight: its ledger must go with its last slot.
     let contest = input.active.then(|| input.fights.contest()).flatten();
     let stopped = contest.as_ref().filter(|c| input.fights.stops(c));
-    let mut empty_lifecycle = BTreeSet::new();
+    let mut d = Draft::default();
     for (slot, value) in wants {
-        let current = slot.current(input.pod);
-        let held_by_me = mine.and_then(|l| l.owned.get(&slot));
-        let winner = input.winners.get(&slot).copied().unwrap_or(input.policy);
-        let skip = input.spec.on_conflict == OnConflict::Skip;
-        let outcome = if winner != input.policy {
-            SlotOutcome::LostTo(winner.to_string())
-        } else if let Some(c) = stopped.filter(|c| {
-            c.slots.contains(&slot) && input.fights.owners.get(&slot) == Some(&c.manager)
-        }) {
-            SlotOutcome::Contested(c.manager.clone())
-        } else if let Some(original) = held_by_me {
-            if original.as_ref() == Some(&value) {
-                // The wanted value is the original again: hand the slot back.
-                SlotOutcome::AlreadySet
-            } else if let (Slot::GracePeriod, true, Some(own)) =
-                (&slot, skip, original.as_ref().and_then(Value::as_i64))
-                && value.as_i64().is_some_and(|want| own >= want)
-            {
-                // Shortened by an earlier build: the template's own comes back.
-                SlotOutcome::KeptLonger(own)
-            } else if input.dry_run && !current.as_ref().is_some_and(|c| contains(c, &value)) {
-                // Keep what is there; report the new value as withheld.
-                p.withheld.insert(slot.clone(), value);
-                if let Some(c) = current {
-                    p.claims.insert(slot.clone(), c);
-                }
-                owned.insert(slot.clone(), original.clone());
-                SlotOutcome::Claimed
-            } else {
-                p.claims.insert(slot.clone(), value);
-                owned.insert(slot.clone(), original.clone());
-                SlotOutcome::Claimed
-            }
-        } else if let Some(holder) = holder_other_than(input, &slot) {
-            SlotOutcome::HeldBy(holder.to_string())
-        } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
+        let outcome = slot_outcome(input, mine, stopped, &mut d, &slot, value);
+        d.plan.outcomes.insert(slot, outcome);
+    }
+    finish(input, mine, contest, d)
+}
+
+/// The plan as it is being made, and the ledger it will record.
+#[derive(Default)]
+struct Draft {
+    plan: Plan,
+    owned: BTreeMap<Slot, Option<Value>>,
+    empty_lifecycle: BTreeSet<String>,
+}
+
+/// How one wanted slot turns out; what the policy claims there goes into
+/// the draft.
+fn slot_outcome(
+    input: &Input,
+    mine: Option<&Ledger>,
+    stopped: Option<&Contest>,
+    d: &mut Draft,
+    slot: &Slot,
+    value: Value,
+) -> SlotOutcome {
+    let current = slot.current(input.pod);
+    let held_by_me = mine.and_then(|l| l.owned.get(slot));
+    let winner = input.winners.get(slot).copied().unwrap_or(input.policy);
+    let skip = input.spec.on_conflict == OnConflict::Skip;
+    if winner != input.policy {
+        SlotOutcome::LostTo(winner.to_string())
+    } else if let Some(c) = stopped
+        .filter(|c| c.slots.contains(slot) && input.fights.owners.get(slot) == Some(&c.manager))
+    {
+        SlotOutcome::Contested(c.manager.clone())
+    } else if let Some(original) = held_by_me {
+        if original.as_ref() == Some(&value) {
+            // The wanted value is the original again: hand the slot back.
             SlotOutcome::AlreadySet
-        } else if current.is_some() && is_hook(&slot) && skip {
-            SlotOutcome::SkippedExisting
         } else if let (Slot::GracePeriod, true, Some(own)) =
-            (&slot, skip, current.as_ref().and_then(Value::as_i64))
+            (slot, skip, original.as_ref().and_then(Value::as_i64))
             && value.as_i64().is_some_and(|want| own >= want)
         {
+            // Shortened by an earlier build: the template's own comes back.
             SlotOutcome::KeptLonger(own)
-        } else if input.dry_run {
-            p.withheld.insert(slot.clone(), value);
+        } else if input.dry_run && !current.as_ref().is_some_and(|c| contains(c, &value)) {
+            // Keep what is there; report the new value as withheld.
+            d.plan.withheld.insert(slot.clone(), value);
+            if let Some(c) = current {
+                d.plan.claims.insert(slot.clone(), c);
+            }
+            d.owned.insert(slot.clone(), original.clone());
             SlotOutcome::Claimed
         } else {
-            if let Some(c) = current.as_ref().filter(|c| !same_handler_type(c, &value)) {
-                p.replaces.insert(slot.clone(), c.clone());
-            }
-            if let Slot::Hook { container, .. } = &slot
-                && was_empty_lifecycle(input, container)
-            {
-                empty_lifecycle.insert(container.clone());
-            }
-            p.claims.insert(slot.clone(), value);
-            owned.insert(slot.clone(), current);
+            d.plan.claims.insert(slot.clone(), value);
+            d.owned.insert(slot.clone(), original.clone());
             SlotOutcome::Claimed
-        };
-        p.outcomes.insert(slot, outcome);
+        }
+    } else if let Some(holder) = holder_other_than(input, slot) {
+        SlotOutcome::HeldBy(holder.to_string())
+    } else if current.as_ref().is_some_and(|c| contains(c, &value)) {
+        SlotOutcome::AlreadySet
+    } else if current.is_some() && is_hook(slot) && skip {
+        SlotOutcome::SkippedExisting
+    } else if let (Slot::GracePeriod, true, Some(own)) =
+        (slot, skip, current.as_ref().and_then(Value::as_i64))
+        && value.as_i64().is_some_and(|want| own >= want)
+    {
+        SlotOutcome::KeptLonger(own)
+    } else if input.dry_run {
+        d.plan.withheld.insert(slot.clone(), value);
+        SlotOutcome::Claimed
+    } else {
+        if let Some(c) = current.as_ref().filter(|c| !same_handler_type(c, &value)) {
+            d.plan.replaces.insert(slot.clone(), c.clone());
+        }
+        if let Slot::Hook { container, .. } = slot
+            && was_empty_lifecycle(input, container)
+        {
+            d.empty_lifecycle.insert(container.clone());
+        }
+        d.plan.claims.insert(slot.clone(), value);
+        d.owned.insert(slot.clone(), current);
+        SlotOutcome::Claimed
     }
+}
 
+/// Releases what the policy no longer claims, the label, and the ledger.
+fn finish(input: &Input, mine: Option<&Ledger>, contest: Option<Contest>, mut d: Draft) -> Plan {
     let mut unknown = BTreeSet::new();
     if let Some(l) = mine {
         for (slot, original) in &l.owned {
-            if owned.contains_key(slot) {
+            if d.owned.contains_key(slot) {
                 if l.unknown.contains(slot) {
                     unknown.insert(slot.clone());
                 }
             } else {
-                p.releases.insert(slot.clone(), original.clone());
+                d.plan.releases.insert(slot.clone(), original.clone());
                 if l.unknown.contains(slot) {
-                    p.unrestorable.insert(slot.clone());
+                    d.plan.unrestorable.insert(slot.clone());
                 }
             }
         }
     }
-    let hooks_held = owned.keys().any(is_hook) || input.others_hold_hooks;
-    p.label_missing = owned.keys().any(is_hook) && !input.labelled && !input.dry_run;
-    p.label_removed = mine.is_some() && input.labelled && !hooks_held;
+    let hooks_held = d.owned.keys().any(is_hook) || input.others_hold_hooks;
+    d.plan.label_missing = d.owned.keys().any(is_hook) && !input.labelled && !input.dry_run;
+    d.plan.label_removed = mine.is_some() && input.labelled && !hooks_held;
     if let Some(l) = mine {
         // Still true of every container where the policy holds a hook.
-        empty_lifecycle.extend(l.empty_lifecycle.iter().cloned());
+        d.empty_lifecycle.extend(l.empty_lifecycle.iter().cloned());
     }
-    empty_lifecycle.retain(|c| {
-        owned
+    d.empty_lifecycle.retain(|c| {
+        d.owned
             .keys()
             .any(|s| matches!(s, Slot::Hook { container, .. } if container == c))
     });
-    if !owned.is_empty() || contest.is_some() {
-        p.ledger = Some(Ledger {
+    if !d.owned.is_empty() || contest.is_some() {
+        d.plan.ledger = Some(Ledger {
             policy: input.policy.to_string(),
-            owned,
+            owned: d.owned,
             unknown,
-            empty_lifecycle,
+            empty_lifecycle: d.empty_lifecycle,
             contest,
         });
     }
-    p
+    d.plan
 }
 
 /// Whether the container's `lifecycle` was `{}` before any policy: it is
