@@ -1,7 +1,7 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test deps lint chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
+.PHONY: test deps lint chart-test chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster, chaos, and the small benchmark
 test: deps lint unit cluster-up test-cluster chaos bench-ci
@@ -10,11 +10,16 @@ test: deps lint unit cluster-up test-cluster chaos bench-ci
 deps:
 	bash tests/cluster/install-deps.sh
 
-## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh)
+## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh), then make chart-test
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --all-features -- -D warnings
 	bash tests/lint.sh
+	@$(MAKE) --no-print-directory chart-test
+
+## chart-test: the chart's render checks, no cluster: helm template with various values, asserting on the YAML (tests/chart.sh)
+chart-test:
+	bash tests/chart.sh
 
 ## chart-readme: regenerate charts/lifecycle-operator/README.md from values.yaml (helm-docs)
 chart-readme:

@@ -1,58 +1,32 @@
 //! lifecycle-operator: puts postStart/preStop hooks on Deployments, StatefulSets and DaemonSets from a
-//! `LifecyclePolicy` and reports what it did.
+//! `LifecyclePolicy` and reports what it did. ARCHITECTURE.md draws the data flow; the folders:
 //!
-//! - `types`: the API.
-//! - `workload`: a workload as cached: the fields planning reads, nothing else.
-//! - `plan`: the core decision, pure (policy + Deployment → slots to claim and release).
-//! - `decide`: a policy over all its workloads, pure: write intents, rollout slots settled.
-//! - `neighbours`: a namespace's policies indexed once per change, for contention.
-//! - `execute`: carries write intents out, bounded and in parallel; summary events.
-//! - `patch`: request bodies from a plan, pure.
-//! - `ledger`: a ledger checked against managedFields (the second record), pure.
-//! - `status`: the policy's status from what reconcile saw, pure.
-//! - `marker`: wraps shell-script hooks so they log a marker line, pure.
-//! - `outcome`: what happened to one hook in one container instance, pure.
-//! - `observe`: watches pods, kubelet events and logs for those outcomes.
-//! - `reconcile`: the controller, the I/O around the above.
-//! - `client`: the API client, every call bounded in time.
-//! - `watches`: how every watch recovers from API-server outages.
-//! - `liveness`: whether the controller loop still makes progress (`/healthz`).
-//! - `metrics`, `server`: Prometheus metrics and the health/metrics HTTP port.
-//! - `release`: `lifecycle-operator release-all`, run by the chart before uninstall.
+//! - `api`: the `LifecyclePolicy` API (spec, status, CRD schema), and the condition types and
+//!   reasons users match on.
+//! - `hooks`: the hook kinds, the marker format (written by the wrapper, read from logs),
+//!   a policy's hooks rendered for templates; shared by `apply` and `verify`.
+//! - `apply`: from a policy to patched templates, pure at the core: workloads as cached,
+//!   slots, ledgers, plans, decisions, the safe rollout, request bodies; the executor writes them.
+//! - `verify`: from pods, kubelet events and logs to counted hooks: outcomes, the
+//!   observer's pure index and its driver.
+//! - `reconcile`: the controller: gather, decide, execute, write the status; the finalizer.
+//! - `runtime`: the process around it: API client, watches, readiness, liveness, metrics, HTTP.
+//! - `text`: bounded strings and readable errors, shared by all.
 
-pub mod client;
-pub mod decide;
-pub mod execute;
-pub mod explain;
-pub mod hook;
-pub mod ledger;
-pub mod liveness;
-pub mod marker;
-pub mod metrics;
-pub mod neighbours;
-pub mod observe;
-pub mod outcome;
-pub mod patch;
-pub mod plan;
-pub mod ready;
+pub mod api;
+pub mod apply;
+pub mod hooks;
 pub mod reconcile;
-pub mod release;
-pub mod render;
-pub mod rollout;
-pub mod server;
-pub mod status;
+pub mod runtime;
 pub mod text;
-pub mod types;
-pub mod watches;
-pub mod wire;
-pub mod workload;
+pub mod verify;
 
 /// The CRD as committed in `crds/`. Optional fields are not marked nullable:
 /// an explicit `null` is pruned rather than stored, so `null` is no enum value
 /// either (schemars lists it for an optional enum).
 pub fn crd() -> anyhow::Result<serde_json::Value> {
     use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(types::LifecyclePolicy::crd())?;
+    let mut crd = serde_json::to_value(api::types::LifecyclePolicy::crd())?;
     strip_nullable(&mut crd);
     Ok(crd)
 }

@@ -98,7 +98,7 @@ refused() {
 }
 
 # --- What the operator writes: allowed ----------------------------------
-# Its own server-side apply, as src/patch.rs builds it (field manager, the
+# Its own server-side apply, as src/apply/patch.rs builds it (field manager, the
 # slots, the label, the ledger annotation).
 operator_apply() {
   as_sa apply --server-side --force-conflicts --field-manager=lifecycle-operator/p -f - <<'EOF'

@@ -6,7 +6,7 @@
 # row means). Prints figures, asserts no timing.
 #
 #  1. speed, per size in BENCH_SIZES: N replicas-0 Deployments; the raw loop
-#     (examples/bench.rs: kube-rs server-side apply, 16 at once, no client
+#     (tests/bench/driver.rs: kube-rs server-side apply, 16 at once, no client
 #     rate limit) puts a preStop sleep on all and takes it off again; then a
 #     LifecyclePolicy does the same through the operator. Writes per
 #     Deployment and CPU from the operator's /metrics and /proc; at the
@@ -62,7 +62,7 @@ kwok_port=${BENCH_KWOK_PORT:-18247}
 KWOK_VERSION=v0.7.0
 KWOK_BIN="$CACHE_ROOT/tools/kwok-$KWOK_VERSION/kwok"
 operator_bin=$REPO_ROOT/target/$BENCH_PROFILE/lifecycle-operator
-driver_bin=$REPO_ROOT/target/$BENCH_PROFILE/examples/bench
+driver_bin=$REPO_ROOT/target/$BENCH_PROFILE/examples/bench-driver
 results=$out/results.txt
 BENCH_LABEL=lifecycle-operator.io/bench
 
@@ -239,7 +239,7 @@ cleanup() {
 
 install_kwok
 # shellcheck disable=SC2086 # no flag for the debug profile
-cargo build --quiet $profile_flag --bin lifecycle-operator --example bench
+cargo build --quiet $profile_flag --bin lifecycle-operator --example bench-driver
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
 

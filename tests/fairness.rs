@@ -24,7 +24,7 @@ use common::operator::Operator;
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
 const PORT: u16 = 18091;

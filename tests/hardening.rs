@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use lifecycle_operator::types::LifecyclePolicy;
+use lifecycle_operator::api::types::LifecyclePolicy;
 use serde_json::{Value, json};
 
 /// The operator process `tests/run-cluster-tests.sh` started.
@@ -52,7 +52,7 @@ fn workload_state(p: &LifecyclePolicy, name: &str) -> Option<(String, String)> {
         .workloads
         .iter()
         .find(|w| w.name == name)
-        .map(|w| (w.state.clone(), w.message.clone()))
+        .map(|w| (w.state.to_string(), w.message.clone()))
 }
 
 async fn generation(ns: &Ns, name: &str) -> i64 {

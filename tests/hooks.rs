@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kube::api::{Patch, PatchParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
 /// A container that exits promptly on SIGTERM (a shell as PID 1 would not),

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use lifecycle_operator::hook::HookKind;
-use lifecycle_operator::marker::Evidence;
-use lifecycle_operator::observe::index::{Index, Owner, PolicyRecord};
+use lifecycle_operator::hooks::hook::HookKind;
+use lifecycle_operator::hooks::marker::Evidence;
+use lifecycle_operator::verify::index::{Index, Owner, PolicyRecord};
 use serde_json::json;
 
 /// The system allocator, counting the bytes in use.

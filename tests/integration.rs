@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use lifecycle_operator::plan::HookKind;
+use lifecycle_operator::hooks::hook::HookKind;
 use serde_json::{Value, json};
 
 fn hooks(d: &Deployment, container: &str) -> Value {

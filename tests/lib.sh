@@ -223,6 +223,12 @@ report() {
   ((FAILED == 0))
 }
 
+# The last commit whose CRD came from the chart's crds/ folder (never
+# upgraded by Helm), with `verification: Off`: tests/e2e.sh's upgrade test
+# installs it first, and tests/chart.sh checks that the YAML 1.1 test catches
+# its `Off`.
+PREV_CRD_COMMIT=4e47aad
+
 # adopt_crd RELEASE NAMESPACE: a CRD that `kubectl apply -f crds/` (the
 # cluster tests) or chart 0.1.0's crds/ folder installed is handed to the Helm
 # release, which renders the CRD from a template since 0.2.0 (README: upgrading).

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::Selector;
-use lifecycle_operator::decide::{self, Intent, Scope};
-use lifecycle_operator::neighbours::Neighbourhood;
-use lifecycle_operator::patch::{field_manager, ledger_key, read_ledgers};
-use lifecycle_operator::plan::Slot;
-use lifecycle_operator::types::{LifecyclePolicy, WorkloadKind};
-use lifecycle_operator::workload::{self, Workload};
+use lifecycle_operator::api::types::{LifecyclePolicy, WorkloadKind};
+use lifecycle_operator::apply::decide::{self, Intent, Scope};
+use lifecycle_operator::apply::ledger::{field_manager, ledger_key, read_ledgers};
+use lifecycle_operator::apply::neighbours::Neighbourhood;
+use lifecycle_operator::apply::slot::Slot;
+use lifecycle_operator::apply::workload::{self, Workload};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::operator::Operator;
 use common::*;
 use kube::api::{Api, DeleteParams, ListParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::json;
 
 const PORT: u16 = 18090;
@@ -318,7 +318,7 @@ async fn a_rollout_killed_mid_wave_resumes_without_patching_twice() {
         p.status
             .as_ref()
             .and_then(|s| s.rollout.as_ref())
-            .map(|r| (r.waves, r.phase.clone()))
+            .map(|r| (r.waves, r.phase.to_string()))
             .unwrap_or_default()
     };
     let p = wait_policy(&ns, "waves", 120, |p| waves(p).0 >= 3).await;

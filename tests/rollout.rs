@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
-use lifecycle_operator::types::LifecyclePolicy;
+use lifecycle_operator::api::types::LifecyclePolicy;
 use serde_json::{Value, json};
 
 fn sleeper() -> Value {
@@ -84,7 +84,7 @@ fn phase(p: &LifecyclePolicy) -> String {
     p.status
         .as_ref()
         .and_then(|s| s.rollout.as_ref())
-        .map(|r| r.phase.clone())
+        .map(|r| r.phase.to_string())
         .unwrap_or_default()
 }
 

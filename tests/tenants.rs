@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
 /// Failure events created by the flooding tenant, and their message size.

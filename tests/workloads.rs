@@ -11,7 +11,7 @@ use common::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use lifecycle_operator::types::{HookReport, LifecyclePolicy};
+use lifecycle_operator::api::types::{HookReport, LifecyclePolicy};
 use serde_json::{Value, json};
 
 fn nginx() -> Value {

@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config, config::KubeConfigOptions, config::Kubeconfig};
 use serde_json::{Value, json};
 
-use lifecycle_operator::types::LifecyclePolicy;
+use lifecycle_operator::api::types::LifecyclePolicy;
 
 /// A client for the test cluster. Fails loudly when the cluster is not there:
 /// these tests are never skipped.
@@ -249,14 +249,14 @@ pub async fn http_get(url: &str) -> String {
 /// derived from the policy's UID (so: the policy as created).
 pub fn rendered(
     policy: &LifecyclePolicy,
-    kind: lifecycle_operator::plan::HookKind,
+    kind: lifecycle_operator::hooks::hook::HookKind,
     handler: Value,
 ) -> Value {
     use kube::ResourceExt;
-    let h: lifecycle_operator::types::Handler = serde_json::from_value(handler).unwrap();
+    let h: lifecycle_operator::api::types::Handler = serde_json::from_value(handler).unwrap();
     let key = format!("{}/{}", policy.namespace().unwrap(), policy.name_any());
     serde_json::to_value(
-        lifecycle_operator::marker::wrap(&h, kind, &key, policy.metadata.uid.as_deref()).0,
+        lifecycle_operator::hooks::marker::wrap(&h, kind, &key, policy.metadata.uid.as_deref()).0,
     )
     .unwrap()
 }

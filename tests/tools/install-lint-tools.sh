@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the linters `make lint` runs, idempotently: shellcheck and yamllint
-# from Debian, PyYAML (the YAML 1.1 parser of the CRD test) from Debian, and
+# from Debian, PyYAML (the YAML 1.1 parser of the CRD test, and the chart
+# tier's YAML reader) and jq (the chart tier's assertions) from Debian, and
 # kube-score and helm-docs built from their Go modules into the shared cache.
 # Prints nothing when everything is already there.
 # shellcheck source=tests/lib.sh
@@ -9,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 KUBE_SCORE_VERSION=v1.20.0
 HELM_DOCS_VERSION=v1.14.2
 
-PACKAGES=(shellcheck yamllint python3-yaml)
+PACKAGES=(shellcheck yamllint python3-yaml jq)
 missing=()
 for p in "${PACKAGES[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")

@@ -1,0 +1,16 @@
+//! The process around the controller: the time-bounded API client
+//! (`client`), how watches recover (`watches`), waiting for a cache's first
+//! list (`ready`), controller progress for `/healthz` (`liveness`),
+//! Prometheus metrics (`metrics`), the health/metrics port (`server`), the
+//! command line (`cli`), leader election (`leader`) and a shutdown within a
+//! budget (`shutdown`).
+
+pub mod cli;
+pub mod client;
+pub mod leader;
+pub mod liveness;
+pub mod metrics;
+pub mod ready;
+pub mod server;
+pub mod shutdown;
+pub mod watches;

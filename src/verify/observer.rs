@@ -1,0 +1,517 @@
+//! The hook observer: the I/O around [`index::Index`]. Owns the pod and
+//! kubelet-event watches and the log readers, feeds what they see into the
+//! index, and hands the policies whose reports changed to reconcile, which
+//! writes them on the status (coalesced to at most twice a second per policy).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, LogParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{debug, warn};
+
+pub use super::index::WorkloadHealth;
+use super::index::{
+    FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
+};
+use crate::api::names::reason;
+use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use crate::apply::plan::{self, contains};
+use crate::apply::slot::Slot;
+use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
+use crate::hooks::hook::HookKind;
+use crate::hooks::marker::{self, Evidence};
+use crate::runtime::metrics::Metrics;
+
+use super::pool::{self, PoolSize};
+
+/// How many container logs the observer reads at once (see `pool`): the
+/// operator's `--prestop-log-streams*` and `--poststart-log-streams*` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogStreams {
+    /// Terminating containers' logs followed at once: by default 256, enough
+    /// for a few hundred pods stopping together, each a long-lived streaming
+    /// request; one namespace holds at most 192 of them, so the rest is
+    /// always there for the others.
+    pub pre_stop: PoolSize,
+    /// postStart reads (the start of a running container's log: short) have
+    /// a pool of their own, by default 64, at most 48 per namespace: no
+    /// number of long preStops delays a canary's proof.
+    pub post_start: PoolSize,
+}
+
+impl LogStreams {
+    pub const DEFAULT: LogStreams = LogStreams {
+        pre_stop: checked(256, 192),
+        post_start: checked(64, 48),
+    };
+}
+
+impl Default for LogStreams {
+    fn default() -> Self {
+        LogStreams::DEFAULT
+    }
+}
+
+/// A size known when compiling: a bad one fails the build.
+const fn checked(total: usize, per_namespace: usize) -> PoolSize {
+    match PoolSize::new(total, per_namespace) {
+        Ok(size) => size,
+        Err(_) => panic!("a default log stream pool size is invalid"),
+    }
+}
+/// A postStart read, waiting for its turn included, ends within this.
+const POSTSTART_READ_LIMIT: Duration = Duration::from_secs(60);
+/// Bytes read from the start of a log to find postStart markers.
+const POSTSTART_LOG_BYTES: i64 = 64 * 1024;
+/// Bytes read from a terminating container's log to find preStop markers.
+const PRESTOP_LOG_BYTES: i64 = 1024 * 1024;
+/// How often dirty policies are handed to reconcile: a hook is on the status
+/// within about a second of running, at two status writes a second per busy policy.
+const FLUSH: Duration = Duration::from_millis(500);
+/// Events per page of the event list (at a restart, or when a watch must
+/// list again).
+const EVENT_PAGE: u32 = 10;
+/// No log follow outlives this, whatever its deadline says (the grace
+/// period is capped at an hour).
+const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
+
+/// What the status says when a hook's duration cannot be measured.
+const EVENTS_ONLY_DURATION: &str = "not measured: this hook is verified by kubelet events only (a shell-script exec hook with verification Markers is timed)";
+
+/// A policy's hooks as they stand on pod templates, with the evidence each
+/// can give; cached per policy generation, since every pod event needs them.
+struct Watched {
+    /// The rendering depends on the UID too (the markers' token): a policy
+    /// created again under the same name starts at generation 1 again.
+    uid: Option<String>,
+    generation: Option<i64>,
+    spec: LifecyclePolicySpec,
+    /// [postStart, preStop].
+    evidence: [Evidence; 2],
+    /// The tokens of their marker lines, [postStart, preStop].
+    tokens: [u64; 2],
+}
+
+pub struct Observer {
+    client: Client,
+    policies: Store<LifecyclePolicy>,
+    watched: Mutex<HashMap<String, Arc<Watched>>>,
+    metrics: Arc<Metrics>,
+    index: Mutex<Index>,
+    post_start_logs: Arc<super::pool::FairPool>,
+    pre_stop_logs: Arc<super::pool::FairPool>,
+}
+
+impl Observer {
+    pub fn new(
+        client: Client,
+        policies: Store<LifecyclePolicy>,
+        metrics: Arc<Metrics>,
+        streams: LogStreams,
+    ) -> Arc<Self> {
+        let gauges = |kind: HookKind| metrics.log_stream_gauges(kind.field());
+        Arc::new(Observer {
+            client,
+            post_start_logs: pool::FairPool::new(streams.post_start, gauges(HookKind::PostStart)),
+            pre_stop_logs: pool::FairPool::new(streams.pre_stop, gauges(HookKind::PreStop)),
+            policies,
+            watched: Mutex::default(),
+            metrics,
+            index: Mutex::default(),
+        })
+    }
+
+    /// Watches pods and events until the streams end; sends the policies
+    /// whose outcomes changed, at most once per `FLUSH`, to `dirty`.
+    pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
+        // The policies (and their statuses, the durable counts) must be known
+        // before the first pods are: a pod nobody owns is not looked at again.
+        crate::runtime::ready::wait_ready(&self.policies).await;
+        debug!("policies known; watching pods and events");
+        // Only pods of templates a policy hooked: the rest of the cluster's
+        // pods cost nothing (the label is restored with the last hook).
+        let pods = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default()
+                .labels(&format!("{HOOKED_LABEL}={HOOKED_VALUE}"))
+                .any_semantic(),
+        )
+        .backoff(crate::runtime::watches::backoff())
+        .modify(trim_pod);
+        // Only the two reasons that matter, filtered by the API server, in
+        // small pages: an Event's message has no size limit of its own, and
+        // a page is held whole while it is parsed (see README: Memory).
+        let failed_hooks = |reason: &str| {
+            watcher(
+                Api::<Event>::all(self.client.clone()),
+                watcher::Config::default()
+                    .fields(&format!("type=Warning,reason={reason}"))
+                    .page_size(EVENT_PAGE),
+            )
+            .backoff(crate::runtime::watches::backoff())
+            .touched_objects()
+        };
+        let events = futures::stream::select(
+            failed_hooks(reason::FAILED_POST_START_HOOK),
+            failed_hooks(reason::FAILED_PRE_STOP_HOOK),
+        );
+        let me = self.clone();
+        let pod_loop = pods.for_each(move |ev| {
+            let me = me.clone();
+            async move {
+                match ev {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        me.on_pod(&p, false)
+                    }
+                    Ok(watcher::Event::Delete(p)) => me.on_pod(&p, true),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pod watch"),
+                }
+            }
+        });
+        let me = self.clone();
+        let event_loop = events.for_each(move |ev| {
+            let me = me.clone();
+            async move {
+                match ev {
+                    Ok(e) => me.on_event(&e),
+                    Err(e) => warn!(error = %e, "event watch"),
+                }
+            }
+        });
+        let me = self.clone();
+        let flush = async move {
+            let mut tick = tokio::time::interval(FLUSH);
+            loop {
+                tick.tick().await;
+                for key in me.drain() {
+                    if let Some((ns, name)) = key.split_once('/') {
+                        let _ = dirty.unbounded_send(ObjectRef::new(name).within(ns));
+                    }
+                }
+            }
+        };
+        tokio::join!(pod_loop, event_loop, flush);
+    }
+
+    /// The policy's hook reports for its current generation.
+    pub fn reports(&self, policy: &LifecyclePolicy) -> (Option<HookReport>, Option<HookReport>) {
+        let key = policy.reference();
+        let w = self.watched(policy, &key);
+        let duration_unknown = w
+            .evidence
+            .map(|e| (e == Evidence::Events).then(|| EVENTS_ONLY_DURATION.to_string()));
+        let configured = [
+            policy.spec.post_start.is_some(),
+            policy.spec.pre_stop.is_some(),
+        ];
+        let [post, pre] = self.index.lock().unwrap().reports(
+            &record(policy, &key),
+            configured,
+            duration_unknown,
+            Timestamp::now(),
+        );
+        (post, pre)
+    }
+
+    /// This generation's hook results per workload (Kind/name) of the policy.
+    pub fn workload_health(&self, policy: &LifecyclePolicy) -> HashMap<String, WorkloadHealth> {
+        self.index
+            .lock()
+            .unwrap()
+            .workload_health(&policy.reference(), policy.metadata.generation)
+    }
+
+    /// Dirty policies, after recording the outcomes counted since last time.
+    fn drain(&self) -> Vec<String> {
+        let live: HashSet<String> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| p.reference())
+            .collect();
+        let (dirty, counted, dropped) = {
+            let mut index = self.index.lock().unwrap();
+            index.retain_policies(|k| live.contains(k));
+            (
+                index.take_dirty(),
+                index.take_counted(),
+                index.take_dropped(),
+            )
+        };
+        if dropped > 0 {
+            self.metrics.count_dropped("failure_event", dropped);
+        }
+        for c in counted {
+            self.metrics
+                .count_hook_outcome(c.kind.field(), c.outcome, 1);
+            if let Some(d) = c.duration_seconds {
+                self.metrics.observe_hook_duration(c.kind.field(), d);
+            }
+        }
+        self.watched.lock().unwrap().retain(|k, _| live.contains(k));
+        dirty
+    }
+
+    fn on_pod(self: &Arc<Self>, pod: &Pod, deleted: bool) {
+        let policies: Vec<Arc<LifecyclePolicy>> = self
+            .policies
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == pod.namespace())
+            .collect();
+        let owners = self.owners(&policies, pod);
+        if owners.is_empty() {
+            return;
+        }
+        debug!(pod = %pod.name_any(), owners = owners.len(), deleted, "hooked pod");
+        let now = Timestamp::now();
+        let jobs = {
+            let mut index = self.index.lock().unwrap();
+            for p in &policies {
+                let key = p.reference();
+                if owners.iter().any(|o| o.policy == key) {
+                    index.policy(&record(p, &key), now);
+                }
+            }
+            index.pod(pod, &owners, deleted, now)
+        };
+        for job in jobs {
+            self.spawn_log(job);
+        }
+    }
+
+    /// Which policy owns which hook of which container of this pod: the
+    /// policy's rendered hook must be the one on the container.
+    fn owners(&self, policies: &[Arc<LifecyclePolicy>], pod: &Pod) -> Vec<Owner> {
+        let Some(spec) = pod.spec.as_ref().map(PodShape::from) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in policies {
+            if p.spec.mode != Mode::Enforce || p.spec.verification == Verification::Disabled {
+                continue;
+            }
+            let key = p.reference();
+            let w = self.watched(p, &key);
+            for (slot, want) in plan::wanted(&w.spec, &spec) {
+                let Slot::Hook { container, kind } = slot else {
+                    continue;
+                };
+                let Some(have) = Slot::hook(&container, kind).current(&spec) else {
+                    continue;
+                };
+                if contains(&have, &want) {
+                    out.push(Owner {
+                        policy: key.clone(),
+                        container,
+                        kind,
+                        evidence: w.evidence[kind as usize],
+                        token: w.tokens[kind as usize],
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn watched(&self, p: &LifecyclePolicy, key: &str) -> Arc<Watched> {
+        let mut cache = self.watched.lock().unwrap();
+        if let Some(w) = cache.get(key)
+            && w.generation == p.metadata.generation
+            && w.uid == p.metadata.uid
+        {
+            return w.clone();
+        }
+        let uid = p.metadata.uid.as_deref();
+        let evidence = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| match (p.spec.verification, h) {
+            (Verification::Markers, Some(h)) => marker::wrap(h, kind, key, uid).1,
+            _ => Evidence::Events,
+        });
+        let tokens = [
+            (HookKind::PostStart, &p.spec.post_start),
+            (HookKind::PreStop, &p.spec.pre_stop),
+        ]
+        .map(|(kind, h)| h.as_ref().map_or(0, |h| marker::token(uid, kind, h)));
+        let w = Arc::new(Watched {
+            uid: p.metadata.uid.clone(),
+            generation: p.metadata.generation,
+            spec: p.rendered(),
+            evidence,
+            tokens,
+        });
+        cache.insert(key.to_string(), w.clone());
+        w
+    }
+
+    fn on_event(&self, ev: &Event) {
+        let Some(event) = FailureEvent::from_event(ev) else {
+            return;
+        };
+        self.index.lock().unwrap().event(event, Timestamp::now());
+    }
+
+    /// Reads or follows one log for markers, in its pool's turn, and ends by
+    /// its deadline whatever happens (waiting for the turn included).
+    fn spawn_log(self: &Arc<Self>, job: LogRequest) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (key, kind, since, limit) = match job {
+                LogRequest::Read(key) => (key, HookKind::PostStart, None, POSTSTART_READ_LIMIT),
+                LogRequest::Follow {
+                    key,
+                    since_seconds,
+                    until,
+                } => {
+                    let left = Timestamp::now().duration_until(until);
+                    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                    (
+                        key,
+                        HookKind::PreStop,
+                        Some(since_seconds),
+                        left.min(FOLLOW_LIMIT),
+                    )
+                }
+            };
+            let deadline = tokio::time::Instant::now() + limit;
+            let target = me.index.lock().unwrap().log_target(&key, kind);
+            let found = match target {
+                Some(target) => {
+                    let pool = match kind {
+                        HookKind::PostStart => &me.post_start_logs,
+                        HookKind::PreStop => &me.pre_stop_logs,
+                    };
+                    match tokio::time::timeout_at(deadline, pool.acquire(&target.namespace)).await {
+                        Ok(_permit) => me.read_markers(&key, kind, target, since, deadline).await,
+                        Err(_) => {
+                            debug!(pod = %target.pod, "no log stream free before the deadline");
+                            MarkerFinding::default()
+                        }
+                    }
+                }
+                None => MarkerFinding::default(),
+            };
+            me.index
+                .lock()
+                .unwrap()
+                .markers(&key, kind, found, Timestamp::now());
+        });
+    }
+
+    /// Scans a container's log for this hook's marker lines: the start of the
+    /// log (postStart), or a follow from `since` seconds ago until the
+    /// container stops (preStop). Bounded in bytes, and in time by
+    /// `deadline` (what was found by then is kept); errors only mean "not
+    /// found".
+    async fn read_markers(
+        &self,
+        key: &InstanceKey,
+        kind: HookKind,
+        target: LogTarget,
+        follow_since: Option<i64>,
+        deadline: tokio::time::Instant,
+    ) -> MarkerFinding {
+        let found = MarkerFinding::default();
+        let LogTarget {
+            namespace: ns,
+            pod,
+            policy,
+            token,
+        } = target;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let params = LogParams {
+            container: Some(key.container.to_string()),
+            follow: follow_since.is_some(),
+            since_seconds: follow_since,
+            timestamps: true,
+            limit_bytes: Some(if follow_since.is_some() {
+                PRESTOP_LOG_BYTES
+            } else {
+                POSTSTART_LOG_BYTES
+            }),
+            ..Default::default()
+        };
+        let stream = match tokio::time::timeout_at(deadline, api.log_stream(&pod, &params)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(%pod, error = %e, "log not readable");
+                return found;
+            }
+            Err(_) => return found,
+        };
+        let mut scan = super::logread::MarkerScan::new(kind, &policy, token);
+        let read = read_lines(stream, &mut scan);
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            debug!(%pod, "log read reached its deadline");
+        }
+        if scan.overlong > 0 {
+            self.metrics.count_dropped("log_line", scan.overlong);
+        }
+        scan.finding()
+    }
+}
+
+/// Feeds a log stream through a bounded line buffer into `scan` until the
+/// stream ends, fails, or the scan has what it looks for.
+async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut super::logread::MarkerScan) {
+    let mut cutter = super::logread::LineCutter::new(super::logread::MAX_LINE);
+    let mut line = |l: &str, cut: bool| scan.line(l, cut);
+    let mut stream = Box::pin(stream);
+    loop {
+        let chunk = match stream.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let n = chunk.len();
+        let next = cutter.feed(chunk, &mut line);
+        stream.consume_unpin(n);
+        if next == super::logread::Next::Stop {
+            return;
+        }
+    }
+    cutter.finish(&mut line);
+}
+
+fn record<'a>(p: &'a LifecyclePolicy, key: &'a str) -> PolicyRecord<'a> {
+    PolicyRecord {
+        key,
+        uid: p.metadata.uid.as_deref(),
+        generation: p.metadata.generation,
+        status: p.status.as_ref(),
+    }
+}
+
+/// Keeps what the observer reads; drops the bulk of a pod object.
+fn trim_pod(p: &mut Pod) {
+    p.managed_fields_mut().clear();
+    p.annotations_mut().clear();
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        // Plain init containers never carry hooks; sidecars do.
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.retain(|c| c.restart_policy.as_deref() == Some("Always"));
+        }
+        let init = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(init) {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.args = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+}
