@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::Selector;
@@ -27,19 +26,17 @@ use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::apply::execute::Executor;
 use crate::apply::neighbours::Neighbours;
-use crate::apply::plan::{self, Plan};
 use crate::apply::rollout;
 use crate::apply::workload::{self, Workload};
-use crate::hooks::render;
 use crate::runtime::liveness::Liveness;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::watches;
 use crate::text::{self, explain};
 use crate::verify::observer::{LogStreams, Observer};
 pub use error::Error;
-use error::{Retry, write_error};
+use error::Retry;
 use pipeline::Snapshot;
-use status::{Done, StatusInput, WorkloadResult};
+use status::{StatusInput, WorkloadResult};
 
 pub const FINALIZER: &str = "lifecycle-operator.io/cleanup";
 /// Re-check every policy this often even when nothing changes; costs reads only.
@@ -295,46 +292,20 @@ pub(crate) fn error_policy(
 
 async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let (
-        Evaluated {
-            results,
-            stale,
-            rollout,
-        },
-        invalid,
-    ) = match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
-        Ok(selector) => {
-            let workloads = ctx.workloads.in_namespace(policy.namespace());
-            (
-                evaluate(policy, &selector, true, workloads, ctx).await?,
-                None,
-            )
-        }
-        // A spec the operator cannot act on matches nothing: what the policy
-        // holds is handed back, as for a workload leaving its selector.
-        Err(e) => {
-            let workloads = ctx.workloads.in_namespace(policy.namespace());
-            (
-                evaluate(policy, &Selector::default(), false, workloads, ctx).await?,
-                Some(format!(
-                    "invalid selector: {e}; the policy matches nothing, and hands back the hooks it set"
-                )),
-            )
-        }
-    };
-    let (mut post_start, mut pre_stop) = if policy.spec.verification == Verification::Disabled {
+    // A spec the operator cannot act on matches nothing: what the policy
+    // holds is handed back, as for a workload leaving its selector.
+    let (selector, invalid) = pipeline::selection(policy);
+    let workloads = ctx.workloads.in_namespace(policy.namespace());
+    let Evaluated {
+        results,
+        stale,
+        rollout,
+    } = evaluate(policy, &selector, invalid.is_none(), workloads, ctx).await?;
+    let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
         (None, None)
     } else {
-        ctx.observer.reports(policy)
+        pipeline::readable(policy, ctx.observer.reports(policy))
     };
-    let scripts = render::scripts(&policy.spec, &policy.rendered());
-    for f in [&mut post_start, &mut pre_stop]
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.last_failure.as_mut())
-    {
-        f.message = explain::hook_failure(&f.message, &scripts);
-    }
     let new = status::build(&StatusInput {
         generation: policy.metadata.generation,
         mode: policy.spec.mode,
@@ -366,23 +337,7 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
             .unwrap()
             .insert(uid.clone(), r.clone());
     }
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r.done, Done::Failed(_)))
-        .count();
-    if failed > 0 {
-        // The status says which and why; retry with backoff, not on a fixed beat.
-        return Err(write_error(failed, stale));
-    }
-    let waiting = results
-        .iter()
-        .any(|r| r.done == Done::WaitingForRolloutSlot || has_held(&r.decision.plan))
-        || rollout.as_ref().is_some_and(|r| !r.waiting_on.is_empty());
-    Ok(Action::requeue(if waiting {
-        PENDING_RETRY
-    } else {
-        RESYNC
-    }))
+    pipeline::after_apply(&results, stale, rollout.as_ref())
 }
 
 async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
@@ -393,26 +348,12 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
     let workloads = fresh_workloads(policy, ctx).await?;
     let Evaluated { results, stale, .. } =
         evaluate(policy, &Selector::default(), false, workloads, ctx).await?;
-    let count = |f: fn(&Done) -> bool| results.iter().filter(|r| f(&r.done)).count();
-    let failed = count(|d| matches!(d, Done::Failed(_)));
-    if failed > 0 {
-        return Err(write_error(failed, stale));
-    }
-    let waiting = count(|d| *d == Done::WaitingForRolloutSlot);
-    if waiting > 0 {
-        return Err(Error::CleanupPending(waiting));
-    }
+    pipeline::after_cleanup(&results, stale)?;
     if let Some(uid) = &policy.metadata.uid {
         ctx.written_rollouts.lock().unwrap().remove(uid);
     }
     info!(policy = %policy.name_any(), "released every hook; removing finalizer");
     Ok(Action::await_change())
-}
-
-fn has_held(plan: &Plan) -> bool {
-    plan.outcomes
-        .values()
-        .any(|o| matches!(o, plan::SlotOutcome::HeldBy(_)))
 }
 
 /// The workload caches, one per kind.

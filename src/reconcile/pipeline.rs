@@ -7,13 +7,20 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::Selector;
+use kube::runtime::controller::Action;
 
+use super::error::{Error, write_error};
 use super::status::{Done, WorkloadResult};
-use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
+use super::{PENDING_RETRY, RESYNC};
+use crate::api::types::{
+    HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind,
+};
 use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
 use crate::apply::neighbours::Neighbourhood;
+use crate::apply::plan::SlotOutcome;
 use crate::apply::rollout;
 use crate::apply::workload::Workload;
 use crate::hooks::render;
@@ -173,6 +180,85 @@ pub fn results(decisions: Vec<Decision>, written: Vec<Written>) -> (Vec<Workload
         })
         .collect();
     (results, stale)
+}
+
+/// The selector to decide with, and why the policy cannot act when its
+/// selector is invalid (then it matches nothing and hands back its hooks).
+pub fn selection(policy: &LifecyclePolicy) -> (Selector, Option<String>) {
+    match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
+        Ok(selector) => (selector, None),
+        Err(e) => (
+            Selector::default(),
+            Some(format!(
+                "invalid selector: {e}; the policy matches nothing, and hands back the hooks it set"
+            )),
+        ),
+    }
+}
+
+/// The observer's reports with each last failure told in the user's own
+/// command, not the marker wrapper's.
+pub fn readable(
+    policy: &LifecyclePolicy,
+    (mut post_start, mut pre_stop): (Option<HookReport>, Option<HookReport>),
+) -> (Option<HookReport>, Option<HookReport>) {
+    let scripts = render::scripts(&policy.spec, &policy.rendered());
+    for f in [&mut post_start, &mut pre_stop]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.last_failure.as_mut())
+    {
+        f.message = explain::hook_failure(&f.message, &scripts);
+    }
+    (post_start, pre_stop)
+}
+
+/// After an apply: failed writes are retried with backoff (the status says
+/// which and why), anything waiting is looked at again soon, the rest at
+/// the next resync.
+pub fn after_apply(
+    results: &[WorkloadResult],
+    stale: usize,
+    rollout: Option<&RolloutStatus>,
+) -> Result<Action, Error> {
+    let failed = count(results, |d| matches!(d, Done::Failed(_)));
+    if failed > 0 {
+        return Err(write_error(failed, stale));
+    }
+    let held = |r: &WorkloadResult| {
+        r.decision
+            .plan
+            .outcomes
+            .values()
+            .any(|o| matches!(o, SlotOutcome::HeldBy(_)))
+    };
+    let waiting = results
+        .iter()
+        .any(|r| r.done == Done::WaitingForRolloutSlot || held(r))
+        || rollout.is_some_and(|r| !r.waiting_on.is_empty());
+    Ok(Action::requeue(if waiting {
+        PENDING_RETRY
+    } else {
+        RESYNC
+    }))
+}
+
+/// After a cleanup: the finalizer may go only once nothing is left to hand
+/// back (a release waiting for a rollout slot is pending, not failed).
+pub fn after_cleanup(results: &[WorkloadResult], stale: usize) -> Result<(), Error> {
+    let failed = count(results, |d| matches!(d, Done::Failed(_)));
+    if failed > 0 {
+        return Err(write_error(failed, stale));
+    }
+    let waiting = count(results, |d| *d == Done::WaitingForRolloutSlot);
+    if waiting > 0 {
+        return Err(Error::CleanupPending(waiting));
+    }
+    Ok(())
+}
+
+fn count(results: &[WorkloadResult], f: fn(&Done) -> bool) -> usize {
+    results.iter().filter(|r| f(&r.done)).count()
 }
 
 #[cfg(test)]
