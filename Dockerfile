@@ -1,5 +1,5 @@
 # For users with Docker. Not exercised by this repository's tests, which build
-# the same image without Docker (tests/image.sh: static binary + OCI layout).
+# the same image without Docker (hack/image.sh: static binary + OCI layout).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .

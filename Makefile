@@ -8,7 +8,7 @@ test: deps lint unit cluster-up test-cluster chaos bench-ci
 
 ## deps: the Debian packages the tests need (busybox for the marker tests, the cluster's own); a no-op when present
 deps:
-	bash tests/cluster/install-deps.sh
+	bash hack/cluster/install-deps.sh
 
 ## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh), then make chart-test
 lint:
@@ -23,7 +23,7 @@ chart-test:
 
 ## chart-readme: regenerate charts/lifecycle-operator/README.md from values.yaml (helm-docs)
 chart-readme:
-	bash tests/tools/chart-readme.sh
+	bash hack/tools/chart-readme.sh
 
 unit:
 	cargo test
@@ -31,7 +31,7 @@ unit:
 test-cluster: test-harness test-operator test-e2e
 
 test-harness:
-	bash tests/cluster/selftest.sh
+	bash hack/cluster/selftest.sh
 
 test-operator:
 	bash tests/run-cluster-tests.sh
@@ -54,21 +54,21 @@ bench-ci: cluster-up
 
 ## image: the operator image (static binary, no Docker) pushed to the local registry
 image:
-	bash tests/image.sh
+	bash hack/image.sh
 
 ## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig)
 cluster-up:
-	bash tests/cluster/up.sh
+	bash hack/cluster/up.sh
 
 cluster-down: demo-down
-	bash tests/cluster/down.sh
+	bash hack/cluster/down.sh
 
 ## demo: cluster up, operator running, the nginx example applied, its status printed
 demo: cluster-up
-	bash tests/demo.sh
+	bash hack/demo.sh
 
 demo-down:
-	bash tests/demo.sh stop
+	bash hack/demo.sh stop
 
 ## crds: regenerate crds/ from the Rust types
 crds:

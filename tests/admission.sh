@@ -7,8 +7,8 @@
 # its own, then writes as that ServiceAccount with `kubectl --as`: what the
 # operator writes is allowed, anything else refused; other users unaffected.
 # Prints `admission: N passed, N failed` and fails on any failure.
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 set +e # checks count failures; the script goes on
 cd "$REPO_ROOT" || exit 1
 
@@ -20,7 +20,7 @@ fullname=$release-lifecycle-operator
 sa=system:serviceaccount:$ns:$fullname
 out=target/admission
 mkdir -p "$out"
-# shellcheck disable=SC2034 # read by check (tests/lib.sh)
+# shellcheck disable=SC2034 # read by check (hack/lib.sh)
 CHECK_LOG=$out/last.log
 
 cleanup() {

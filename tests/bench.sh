@@ -24,8 +24,8 @@
 # Everything it creates carries lifecycle-operator.io/bench and goes away on
 # exit, whatever happens. Needs `make cluster-up`; run one cluster user at a
 # time (it starts its own operator, which must be the only one).
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 cd "$REPO_ROOT" || exit 1
 [[ -f $KUBECONFIG ]] || die "no cluster: $KUBECONFIG missing (run make cluster-up)"
 
@@ -79,7 +79,7 @@ driver() { "$driver_bin" "$@"; }
 # ---- kwok ------------------------------------------------------------------
 
 # Built once per version with `go install` into the shared cache, like the
-# cluster's own components (tests/cluster/build.sh) and the linters.
+# cluster's own components (hack/cluster/build.sh) and the linters.
 install_kwok() {
   go_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "$KWOK_BIN"
 }

@@ -16,9 +16,9 @@
 # what it was, no lifecycle-operator.io/ annotation may be left, and no
 # operator log may show a panic. Prints the figures; fails on any violation.
 set -uo pipefail
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 # (stop_proc/start_proc/running restart one control-plane component the way up.sh started it.)
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../hack/lib.sh"
 set +e
 
 cycles=${CHAOS_CYCLES:-30}

@@ -4,14 +4,14 @@
 # YAML (HA, PDB, leader election, overrides, the values schema with `global`
 # and as a subchart, opt-in monitoring, the uninstall Job, the CRD and its
 # YAML 1.1 reading). `make chart-test`, run by `make lint`. Installs what it
-# needs as lint.sh does: helm (tests/cluster/build.sh, cached) and jq and
-# PyYAML (tests/tools/install-lint-tools.sh). Prints `chart: N passed, N
+# needs as lint.sh does: helm (hack/cluster/build.sh, cached) and jq and
+# PyYAML (hack/tools/install-lint-tools.sh). Prints `chart: N passed, N
 # failed` and fails on any failure.
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 cd "$REPO_ROOT" || exit 1
-bash tests/tools/install-lint-tools.sh
-bash tests/cluster/build.sh
+bash hack/tools/install-lint-tools.sh
+bash hack/cluster/build.sh
 set +e # checks count failures; the script goes on
 
 # The release and namespace the renderings name (tests/e2e.sh installs the
@@ -24,7 +24,7 @@ mkdir -p "$out"
 # Offline rendering: a helm built with `go install` (ours) assumes
 # Kubernetes 1.20, below the chart's kubeVersion.
 kube_version=(--kube-version "$K8S_VERSION")
-# shellcheck disable=SC2034 # read by check (tests/lib.sh)
+# shellcheck disable=SC2034 # read by check (hack/lib.sh)
 CHECK_LOG=$out/last.log
 
 # render ARGS...: the chart rendered with ARGS, as a JSON array of objects.

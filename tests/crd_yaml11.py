@@ -1,7 +1,7 @@
 """Reads CRD files with PyYAML, a YAML 1.1 parser like kubectl's and Helm's,
 and fails when any enum value or default is not what the schema's type says
 (an unquoted `Off` read as false, `True` as true, ...). Run with Debian's
-/usr/bin/python3 (python3-yaml, installed by tests/tools/install-lint-tools.sh)."""
+/usr/bin/python3 (python3-yaml, installed by hack/tools/install-lint-tools.sh)."""
 import sys
 
 import yaml

@@ -4,8 +4,8 @@
 # The chart's lint and render checks need no cluster: tests/chart.sh
 # (`make chart-test`, in `make lint`).
 # Prints `e2e: N passed, N failed` and fails on any failure.
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 set +e # checks count failures; the script goes on
 cd "$REPO_ROOT" || exit 1
 
@@ -18,7 +18,7 @@ fullname=$release-lifecycle-operator
 sa=system:serviceaccount:$ns:$fullname
 out=target/e2e
 mkdir -p "$out"
-# shellcheck disable=SC2034 # read by check (tests/lib.sh)
+# shellcheck disable=SC2034 # read by check (hack/lib.sh)
 CHECK_LOG=$out/last.log
 
 operator_logs() { kubectl -n "$ns" logs -l app.kubernetes.io/name=lifecycle-operator --tail=-1 --prefix 2>/dev/null; }
@@ -51,7 +51,7 @@ kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&
 
 # --- image ----------------------------------------------------------------
 tag=e2e-$(date +%s)
-if ref=$(bash tests/image.sh "$tag" 2>"$out/image.log"); then
+if ref=$(bash hack/image.sh "$tag" 2>"$out/image.log"); then
   ok "operator image built and pushed ($ref)"
 else
   not_ok "operator image built and pushed" "$(tail -3 "$out/image.log")"

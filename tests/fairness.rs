@@ -148,7 +148,7 @@ impl Drop for Cleanup {
 /// Kills every process of the pod's container but its PID 1 (`kill -9
 /// -1`): the sleep PID 1 waits on, so the container ends, and with it the
 /// preStop running in it. The API has no exec without a websocket client:
-/// the cluster's kubectl (tests/lib.sh) does it.
+/// the cluster's kubectl (hack/lib.sh) does it.
 fn end_processes(ns: &str, pod: &str) {
     let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/cluster/kubeconfig").into()

@@ -2,13 +2,13 @@
 # `make lint` beyond fmt and clippy: helm lint --strict, kube-score on the
 # rendered chart, shellcheck on every script, yamllint on crds/ and the chart,
 # the YAML 1.1 reading of crds/, and the chart README against values.yaml.
-# Installs the tools it needs (tests/tools/install-lint-tools.sh) and helm
-# (tests/cluster/build.sh, cached).
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# Installs the tools it needs (hack/tools/install-lint-tools.sh) and helm
+# (hack/cluster/build.sh, cached).
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 cd "$REPO_ROOT" || exit 1
-bash tests/tools/install-lint-tools.sh
-bash tests/cluster/build.sh
+bash hack/tools/install-lint-tools.sh
+bash hack/cluster/build.sh
 chart=charts/lifecycle-operator
 out=target/lint
 mkdir -p "$out"

@@ -4,8 +4,8 @@
 # With arguments, runs only the suites named (e.g. `tenants hooks`), each
 # against the one operator process; `restarts` and `fairness` start
 # operators of their own, after it has stopped.
-# shellcheck source=tests/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../hack/lib.sh"
 cd "$REPO_ROOT" || exit 1
 [[ -f $KUBECONFIG ]] || { echo "no cluster: $KUBECONFIG missing (run make cluster-up)" >&2; exit 1; }
 

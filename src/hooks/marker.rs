@@ -786,7 +786,7 @@ mod tests {
             .output()
             .unwrap_or_else(|e| {
                 panic!(
-                    "{} runs ({e}); busybox: run tests/cluster/install-deps.sh",
+                    "{} runs ({e}); busybox: run hack/cluster/install-deps.sh",
                     command[0]
                 )
             })
@@ -864,7 +864,7 @@ mod tests {
 
     /// dash (Debian's /bin/sh), bash, and busybox's sh (Alpine's /bin/sh: a
     /// link named `sh` to busybox; busybox is installed by
-    /// tests/cluster/install-deps.sh, which `make test` runs first). Each is
+    /// hack/cluster/install-deps.sh, which `make test` runs first). Each is
     /// command[0] of the hook, as in a container: the wrapper runs the
     /// script with that same shell.
     fn shells() -> [String; 3] {
@@ -876,7 +876,7 @@ mod tests {
             let bin = ["/usr/bin/busybox", "/bin/busybox"]
                 .into_iter()
                 .find(|p| std::path::Path::new(p).exists())
-                .expect("busybox is installed: run tests/cluster/install-deps.sh");
+                .expect("busybox is installed: run hack/cluster/install-deps.sh");
             std::os::unix::fs::symlink(bin, &link).unwrap();
             link.to_str().unwrap().to_string()
         });

@@ -2,7 +2,7 @@
 # Installs the Debian packages the test cluster needs. Idempotent: does
 # nothing (not even `apt-get update`) when every package is already installed.
 # Go (for build.sh) is not installed here: the machine image provides it.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo debootstrap

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Self-tests of the test-cluster harness, run against the live cluster
-# (bash tests/cluster/up.sh first). Each check prints `ok - NAME` or
+# (bash hack/cluster/up.sh first). Each check prints `ok - NAME` or
 # `not ok - NAME: REASON`; the last line is `harness: N passed, N failed` and
 # the exit status is non-zero if any check failed. Everything is created in
 # the namespace below, which is deleted at the end.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 NS=lco-harness-selftest
 BG_PIDS=()
 k() { kubectl -n "$NS" "$@"; }
-# check and fail come from tests/lib.sh.
+# check and fail come from hack/lib.sh.
 
 cleanup() {
   local p
@@ -24,7 +24,7 @@ pod_events() { # POD REASON -> matching event messages
 }
 
 setup() {
-  [[ -s $KUBECONFIG_PATH ]] || die "no kubeconfig at $KUBECONFIG_PATH: run tests/cluster/up.sh"
+  [[ -s $KUBECONFIG_PATH ]] || die "no kubeconfig at $KUBECONFIG_PATH: run hack/cluster/up.sh"
   if kubectl get namespace "$NS" >/dev/null 2>&1; then
     kubectl delete namespace "$NS" --timeout=120s >/dev/null
   fi

@@ -3,13 +3,13 @@
 # (which must be running; up.sh starts it first):
 #   library/busybox:latest  busybox-static + applet symlinks, CMD sh
 #   library/nginx:latest    Debian bookworm minbase + nginx, psmisc, procps
-#   pause:3.10              tests/cluster/pause.c, statically linked
+#   pause:3.10              hack/cluster/pause.c, statically linked
 # Each image is rebuilt only when its recipe (this file, oci-image.sh and its
 # inputs) changes or the registry lost it; the debootstrap rootfs is cached as
 # a tarball in $CACHE_ROOT/rootfs so a recipe change does not re-download it.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-HERE="$REPO_ROOT/tests/cluster"
+HERE="$REPO_ROOT/hack/cluster"
 STAMPS="$CACHE_ROOT/images"
 DEBIAN_MIRROR=http://deb.debian.org/debian
 DEBIAN_SUITE=bookworm

@@ -3,7 +3,7 @@
 # piece and exits non-zero if anything is missing: it never skips a check.
 # Called first by up.sh; safe to run on its own (it creates nothing that
 # outlives it: test bridges/chains/mounts are removed before it returns).
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 failures=()
@@ -14,7 +14,7 @@ check_root() { [[ $EUID -eq 0 ]] || fail "must run as root (uid is $EUID)"; }
 check_commands() {
   local c
   for c in "${REQUIRED_CMDS[@]}"; do
-    command -v "$c" >/dev/null || fail "command not found: $c (run tests/cluster/install-deps.sh)"
+    command -v "$c" >/dev/null || fail "command not found: $c (run hack/cluster/install-deps.sh)"
   done
   [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback && -x /usr/lib/cni/portmap ]] ||
     fail "CNI plugins missing in /usr/lib/cni (package containernetworking-plugins)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds etcd, the Kubernetes components, kubectl and helm from their Go
 # modules into a cache keyed by version; a no-op when the cache is warm.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 stamp="$BIN_CACHE/.complete"

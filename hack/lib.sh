@@ -1,18 +1,18 @@
 # shellcheck shell=bash disable=SC2034 # variables are used by the scripts that source this file
-# The one shell library of tests/: paths (the kubeconfig is named here and
+# The one shell library (hack/ and tests/): paths (the kubeconfig is named here and
 # nowhere else), the cluster's kubectl and helm, logging, polling, process
 # control, and the `ok`/`not ok` check helpers of the test scripts. Sourced
-# by every script under tests/, not run.
+# by every script under hack/ and tests/, not run.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-K8S_MODULE_DIR="$REPO_ROOT/tests/k8s"
-# The Kubernetes pin lives in tests/k8s/go.mod; everything else derives from it.
+K8S_MODULE_DIR="$REPO_ROOT/hack/k8s"
+# The Kubernetes pin lives in hack/k8s/go.mod; everything else derives from it.
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$K8S_MODULE_DIR/go.mod")
 HELM_VERSION=v3.17.4
 CACHE_ROOT=${LCO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifecycle-operator}
 # Rebuild only when the pin, the module sums or the build recipe change.
-BUILD_KEY=$(cat "$K8S_MODULE_DIR/go.mod" "$K8S_MODULE_DIR/go.sum" "$REPO_ROOT/tests/cluster/build.sh" \
+BUILD_KEY=$(cat "$K8S_MODULE_DIR/go.mod" "$K8S_MODULE_DIR/go.sum" "$REPO_ROOT/hack/cluster/build.sh" \
   <(echo "$HELM_VERSION") | sha256sum | cut -c1-12)
 BIN_CACHE="$CACHE_ROOT/k8s-$K8S_VERSION-$BUILD_KEY/bin"
 
@@ -62,7 +62,7 @@ REQUIRED_CMDS=(containerd containerd-shim-runc-v2 runc ctr docker-registry skope
 export KUBECONFIG=$KUBECONFIG_PATH
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 helm() { "$CLUSTER_BIN/helm" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-# Linters and helm-docs, built by tests/tools/install-lint-tools.sh.
+# Linters and helm-docs, built by hack/tools/install-lint-tools.sh.
 TOOLS_BIN="$CACHE_ROOT/tools/bin"
 
 # go_tool NAME MODULE/CMD VERSION [DEST]: builds a Go command once per version
@@ -240,7 +240,7 @@ adopt_crd() {
 }
 
 # The operator binary as the image ships it: static, release, jemalloc inside.
-# Prints its path. tests/image.sh packs it; chaos runs it, so that its timing
+# Prints its path. hack/image.sh packs it; chaos runs it, so that its timing
 # limits hold for the product, not for a debug build.
 IMAGE_TARGET=x86_64-unknown-linux-gnu
 build_image_binary() {

@@ -25,7 +25,7 @@
 # The layer is reproducible: tar --sort=name --mtime=@0 --owner=0 --group=0
 # --numeric-owner, gzip -n, and a fixed creation time, so the same rootfs gives
 # the same digest.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 usage() { sed -n '2,/^# Output/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -119,7 +119,7 @@ jq -n --sort-keys --arg arch "$arch" --arg diff "$diff_id" \
        + (if ($ports | length) > 0 then {ExposedPorts: ($ports | map({(.): {}}) | add)} else {} end)
        + (if ($labels | length) > 0 then {Labels: $labels} else {} end)),
      rootfs: {type: "layers", diff_ids: [$diff]},
-     history: [{created: "1970-01-01T00:00:00Z", created_by: "tests/cluster/oci-image.sh"}]
+     history: [{created: "1970-01-01T00:00:00Z", created_by: "hack/cluster/oci-image.sh"}]
    }' | tr -d '\n' >"$work/config.json"
 read -r config_digest config_size < <(put_blob "$work/config.json")
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: builds the operator image (no Docker), installs the Helm chart
 # into the local cluster, applies the nginx example and prints the policy's
-# status. `tests/demo.sh stop` removes the example and uninstalls the chart.
+# status. `hack/demo.sh stop` removes the example and uninstalls the chart.
 set -euo pipefail
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT" || exit 1
 release=lifecycle-operator
@@ -21,7 +21,7 @@ fi
 start=$SECONDS
 tag=demo-$(git rev-parse --short HEAD 2>/dev/null || echo dev)
 echo "== building the operator image ($tag)"
-bash tests/image.sh "$tag"
+bash hack/image.sh "$tag"
 echo "== installing the chart"
 adopt_crd "$release" "$ns"
 helm upgrade --install "$release" charts/lifecycle-operator -n "$ns" --create-namespace \

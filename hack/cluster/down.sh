@@ -8,7 +8,7 @@
 #   down.sh            keep cluster state (etcd data, kubelet dir) for the next up.sh
 #   down.sh --purge    also wipe etcd data and the kubelet dir (next up.sh starts a
 #                      fresh cluster); images, registry, certs and binaries stay cached
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 [[ $EUID -eq 0 ]] || die "must run as root"
 PURGE=0

@@ -4,7 +4,7 @@
 # tier's YAML reader) and jq (the chart tier's assertions) from Debian, and
 # kube-score and helm-docs built from their Go modules into the shared cache.
 # Prints nothing when everything is already there.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 KUBE_SCORE_VERSION=v1.20.0

@@ -4,9 +4,9 @@
 # so it is fast when the cluster is already up. Ends when the API server is
 # ready, the node is Ready and the default ServiceAccount exists; the admin
 # kubeconfig is target/cluster/kubeconfig.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-HERE="$REPO_ROOT/tests/cluster"
+HERE="$REPO_ROOT/hack/cluster"
 T0=$SECONDS
 phase() { log "$* (+$((SECONDS - T0))s)"; }
 

@@ -3,7 +3,7 @@
 # openssl. Idempotent: a certificate is (re)issued only when it is missing,
 # when its spec below changed, or when the CA changed; warm runs reuse
 # everything.
-# shellcheck source=tests/lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 mkdir -p "$PKI_DIR"

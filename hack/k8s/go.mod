@@ -1,6 +1,6 @@
 // Builds the test cluster's components from upstream Go modules.
 // The pin here is the single source of truth for the Kubernetes version.
-module lifecycle-operator.io/tests/k8s
+module lifecycle-operator.io/hack/k8s
 
 go 1.23.0
 
