@@ -9,6 +9,8 @@
 
 pub mod decide;
 pub mod execute;
+#[cfg(test)]
+pub mod fixtures;
 pub mod ledger;
 pub mod neighbours;
 pub mod patch;

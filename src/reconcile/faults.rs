@@ -37,25 +37,7 @@ fn policy(selector: &str) -> LifecyclePolicy {
 /// A Deployment "d" labelled app=web; with `ledger`, it carries the policy's
 /// preStop and the ledger and managedFields that say so.
 fn deployment(ledger: bool) -> Workload {
-    let mut d = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "d", "namespace": "ns", "uid": "d1", "labels": {"app": "web"}},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
-    });
-    if ledger {
-        d["metadata"]["annotations"] =
-            json!({"lifecycle-operator.io/p": r#"{"policy":"p","owned":{"c/preStop":null}}"#});
-        d["metadata"]["managedFields"] = json!([{
-            "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
-                         "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {
-                             ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
-        }]);
-        d["spec"]["template"]["spec"]["containers"][0]["lifecycle"] =
-            json!({"preStop": {"sleep": {"seconds": 1}}});
-        d["spec"]["template"]["metadata"] = json!({"labels": {crate::apply::workload::HOOKED_LABEL: crate::apply::workload::HOOKED_VALUE}});
-    }
-    serde_json::from_value(d).unwrap()
+    crate::apply::fixtures::deployment("d", ledger)
 }
 
 /// A context whose caches hold exactly `policy` and `deployment`, talking to a mock API server.

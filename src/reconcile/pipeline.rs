@@ -264,7 +264,6 @@ fn count(results: &[WorkloadResult], f: fn(&Done) -> bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use serde_json::{Value, json};
 
@@ -279,33 +278,7 @@ mod tests {
         serde_json::from_value(p).unwrap()
     }
 
-    /// A settled Deployment labelled app=web; `carries`: with the policy's
-    /// preStop, its ledger and the managedFields that say so.
-    fn deployment(name: &str, carries: bool) -> Arc<Workload> {
-        let mut d = json!({
-            "metadata": {"name": name, "namespace": "ns", "uid": format!("d-{name}"), "resourceVersion": "1",
-                         "generation": 1, "labels": {"app": "web"}},
-            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}},
-            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
-        });
-        if carries {
-            d["metadata"]["annotations"] =
-                json!({"lifecycle-operator.io/p": r#"{"policy":"p","owned":{"c/preStop":null}}"#});
-            d["metadata"]["managedFields"] = json!([{
-                "manager": "lifecycle-operator/p", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:metadata": {"f:annotations": {"f:lifecycle-operator.io/p": {}}},
-                             "f:spec": {"f:template": {"f:metadata": {"f:labels": {format!("f:{HOOKED_LABEL}"): {}}},
-                                 "f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {
-                                 ".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": {".": {}, "f:sleep": {"f:seconds": {}}}}}}}}}},
-            }]);
-            d["spec"]["template"]["spec"]["containers"][0]["lifecycle"] =
-                json!({"preStop": {"sleep": {"seconds": 1}}});
-            d["spec"]["template"]["metadata"] = json!({"labels": {HOOKED_LABEL: HOOKED_VALUE}});
-        }
-        let mut w: Workload = serde_json::from_value(d).unwrap();
-        w.kind = WorkloadKind::Deployment;
-        Arc::new(w)
-    }
+    use crate::apply::fixtures::cached as deployment;
 
     fn run(
         p: &LifecyclePolicy,
