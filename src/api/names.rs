@@ -1,5 +1,5 @@
 //! The names users and tools match on, each written once: the condition
-//! types on a policy's status (`ConditionType`), and the reasons of its
+//! types on a policy's status (`ConditionType`) and their `status` words, and the reasons of its
 //! conditions, of its events and of the hook failures it reports (`reason`). What the operator writes and
 //! what it matches come from here, so they cannot drift apart. (Tests keep
 //! the literals: they check what users see.)
@@ -38,6 +38,13 @@ impl ConditionType {
             ConditionType::PreStopVerified => "PreStopVerified",
         }
     }
+}
+
+/// A condition's status, as metav1.Condition spells it.
+pub mod status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+    pub const UNKNOWN: &str = "Unknown";
 }
 
 /// Reasons, CamelCase: of conditions, of events on the policy, and of hook

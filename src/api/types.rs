@@ -735,9 +735,10 @@ pub struct WorkloadReport {
     pub kind: WorkloadKind,
     /// Workload name.
     pub name: String,
-    /// Patched, Staged (the template carries the hooks but the workload's
-    /// update strategy restarts no pod for it), WouldPatch, Pending, Conflict,
-    /// NoContainers, LedgerDamaged or Error.
+    /// Error, Contested, LedgerDamaged, Conflict, Reverted, Pending,
+    /// WouldPatch, NoContainers, UpToDate, Staged (the template carries the
+    /// hooks but the workload's update strategy restarts no pod for it) or
+    /// Patched.
     #[schemars(with = "String")]
     pub state: WorkloadState,
     /// Human-readable detail.

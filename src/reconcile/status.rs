@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::names::{ConditionType, reason};
+use crate::api::names::{ConditionType, reason, status};
 use crate::api::types::{
     HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus, WorkloadReport,
     WorkloadState,
@@ -239,7 +239,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     let verified = verified_conditions(input);
     let halted = input.rollout.as_ref().and_then(|r| r.halted.as_ref());
     let halt_cond = halt_condition(halted);
-    let hook_problem = verified.iter().find(|c| c.status == "False");
+    let hook_problem = verified.iter().find(|c| c.status == status::FALSE);
     let ready = ready_condition(
         &applied,
         &conflict,
@@ -491,8 +491,10 @@ fn ready_condition(
             reason::ROLLOUT_HALTED,
             &halt.map(|h| h.message.clone()).unwrap_or_default(),
         ),
-        (a, _, _) if a.status != "True" => cond(ConditionType::Ready, false, &a.reason, &a.message),
-        (_, c, _) if c.status == "True" => {
+        (a, _, _) if a.status != status::TRUE => {
+            cond(ConditionType::Ready, false, &a.reason, &a.message)
+        }
+        (_, c, _) if c.status == status::TRUE => {
             cond(ConditionType::Ready, false, reason::CONFLICT, &c.message)
         }
         (_, _, Some(h)) => cond(ConditionType::Ready, false, &h.reason, &h.message),
@@ -639,7 +641,7 @@ fn verified_condition(type_: ConditionType, kind: HookKind, r: &HookReport) -> C
         return cond(type_, true, reason::HOOKS_RAN, &m);
     }
     let mut c = cond(type_, false, reason::NOT_OBSERVED_YET, "");
-    c.status = "Unknown".into();
+    c.status = status::UNKNOWN.into();
     c.message = match (kind, &r.last_not_triggered) {
         (HookKind::PreStop, Some(why)) => format!(
             "no preStop has run: {} containers exited on their own, and Kubernetes runs preStop only when it stops a container (latest: {why})",
@@ -668,7 +670,7 @@ fn summarize(items: &[String]) -> String {
 fn cond(type_: ConditionType, ok: bool, reason: &str, message: &str) -> Condition {
     Condition {
         type_: type_.as_str().to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
+        status: if ok { status::TRUE } else { status::FALSE }.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
         observed_generation: None,

@@ -49,7 +49,8 @@ pub const MAX_AFTER: usize = 256;
 const ID_LEN: usize = 16;
 /// What a timed-out preStop's failure says, in the report and the
 /// workload's health.
-pub(super) const TIMED_OUT: &str = "the grace period ran out before the preStop hook finished";
+pub(super) const TIMED_OUT_MESSAGE: &str =
+    "the grace period ran out before the preStop hook finished";
 
 /// A policy as the index needs it to seed and reset its tallies.
 pub struct PolicyRecord<'a> {
@@ -211,7 +212,7 @@ impl HookTally {
                     pod: r.pod.to_string(),
                     container: r.container.to_string(),
                     reason: reason::TIMED_OUT.into(),
-                    message: TIMED_OUT.into(),
+                    message: TIMED_OUT_MESSAGE.into(),
                     time,
                 });
                 "timed_out"

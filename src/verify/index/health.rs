@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::Index;
-use super::counts::TIMED_OUT;
+use super::counts::TIMED_OUT_MESSAGE;
 use crate::api::names::reason;
 use crate::apply::rollout::Failure;
 use crate::hooks::hook::HookKind;
@@ -46,7 +46,7 @@ impl WorkloadHealth {
                     pod: pod.to_string(),
                     container: container.to_string(),
                     reason: reason::TIMED_OUT.into(),
-                    message: TIMED_OUT.into(),
+                    message: TIMED_OUT_MESSAGE.into(),
                 })
             }
             _ => {}
