@@ -19,7 +19,7 @@ use crate::apply::neighbours::Neighbourhood;
 use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
 use crate::apply::plan::{self, Fights, Input, Plan};
 use crate::apply::slot::Slot;
-use crate::apply::workload::Workload;
+use crate::apply::workload::{Workload, WorkloadKey};
 
 /// The policy being reconciled and what it competes with.
 pub struct Scope<'a> {
@@ -29,9 +29,9 @@ pub struct Scope<'a> {
     pub active: bool,
     /// Every policy of the namespace, this one included.
     pub neighbours: &'a Neighbourhood,
-    /// Workloads (Kind/name) the policy hands back although it selects
-    /// them: a halted rollout's reverted workloads.
-    pub revert: &'a BTreeSet<String>,
+    /// Workloads the policy hands back although it selects them: a halted
+    /// rollout's reverted workloads.
+    pub revert: &'a BTreeSet<WorkloadKey>,
     /// The safe rollout's gate: only these may get a template change now.
     pub hold: Option<&'a Hold>,
     /// When this is decided: takeovers by other managers are timed with it.
@@ -41,7 +41,7 @@ pub struct Scope<'a> {
 /// Template changes the safe rollout allows now; the rest are held, and
 /// take no rollout slot.
 pub struct Hold {
-    pub allow: BTreeSet<String>,
+    pub allow: BTreeSet<WorkloadKey>,
     pub why: String,
 }
 
@@ -104,9 +104,9 @@ impl Decision {
         self.workload.name_any()
     }
 
-    /// Kind/name: how the rollout and the status name a workload.
-    pub fn key(&self) -> String {
-        key(&self.workload)
+    /// How the rollout and the status name a workload.
+    pub fn key(&self) -> WorkloadKey {
+        WorkloadKey::of(&self.workload)
     }
 
     /// The template still has to change (now, or once a slot frees up).
@@ -172,8 +172,8 @@ pub struct Planned {
 }
 
 impl Planned {
-    pub fn key(&self) -> String {
-        key(&self.workload)
+    pub fn key(&self) -> WorkloadKey {
+        WorkloadKey::of(&self.workload)
     }
 
     /// Something must be written: the plan changes the workload, or the
@@ -235,7 +235,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     if !selected && !touched(&d, &name, &manager) {
         return None;
     }
-    let reverted = selected && scope.revert.contains(&key(&d));
+    let reverted = selected && scope.revert.contains(&WorkloadKey::of(&d));
     let matched = selected && !reverted;
     let neighbours = scope.neighbours;
     let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
@@ -438,11 +438,6 @@ fn touched(w: &Workload, policy: &str, manager: &str) -> bool {
             .any(|e| e.manager.as_deref() == Some(manager))
 }
 
-/// Kind/name of a workload.
-pub fn key(w: &Workload) -> String {
-    format!("{}/{}", w.kind, w.name_any())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,7 +633,7 @@ mod tests {
         let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 1}), false);
         let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
         let hold = Hold {
-            allow: ["Deployment/b".to_string()].into(),
+            allow: ["Deployment/b".parse().unwrap()].into(),
             why: "waiting for the canary".into(),
         };
         let out = decide(

@@ -13,6 +13,7 @@ use crate::api::names::reason;
 use crate::api::types::{
     OnFailure, RolloutHalt, RolloutPhase, RolloutSpec, RolloutStatus, RolloutStrategy,
 };
+use crate::apply::workload::WorkloadKey;
 
 /// A wave is at most this many workloads (also "all at once"), and a halt
 /// reverts at most this many: the status lists them, and must stay bounded.
@@ -32,8 +33,8 @@ pub struct Failure {
 /// One matched workload, as the rollout sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
-    /// Kind/name; candidates come sorted (the order waves take them in).
-    pub key: String,
+    /// Candidates come sorted (the order waves take them in).
+    pub key: WorkloadKey,
     /// Its template carries the policy's current hooks.
     pub carries: bool,
     /// Patched, rolled out, and its new pods ran the hooks.
@@ -56,11 +57,11 @@ pub struct Input<'a> {
 /// The step to take now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
-    /// Workloads (Kind/name) that may get the hooks now. Others that still
-    /// need them wait.
-    pub allow: BTreeSet<String>,
+    /// Workloads that may get the hooks now. Others that still need them
+    /// wait.
+    pub allow: BTreeSet<WorkloadKey>,
     /// Workloads to hand their template from before the policy back.
-    pub revert: BTreeSet<String>,
+    pub revert: BTreeSet<WorkloadKey>,
     /// What to say about the step (waiting for what, or why halted).
     pub waiting_for: Option<String>,
     /// A wave (the canary first) starts now: worth an event.
@@ -130,11 +131,11 @@ fn failure_halt(input: &Input) -> Option<RolloutHalt> {
     let failed: Vec<String> = cs
         .iter()
         .filter(|c| c.carries && c.failure.is_some())
-        .map(|c| c.key.clone())
+        .map(|c| c.key.to_string())
         .take(MAX_WAVE)
         .collect();
     Some(RolloutHalt {
-        workload: first.key.clone(),
+        workload: first.key.to_string(),
         pod: f.pod,
         container: f.container,
         reason: f.reason,
@@ -158,10 +159,10 @@ fn deadline_halt(
     let late: Vec<String> = waiting
         .iter()
         .take(MAX_WAVE)
-        .map(|c| c.key.clone())
+        .map(|c| c.key.to_string())
         .collect();
     Some(RolloutHalt {
-        workload: first.key.clone(),
+        workload: first.key.to_string(),
         pod: String::new(),
         container: String::new(),
         reason: reason::PROGRESS_DEADLINE_EXCEEDED.into(),
@@ -194,7 +195,7 @@ fn wait_for_wave(
     status.waiting_on = waiting
         .iter()
         .take(MAX_WAVE)
-        .map(|c| c.key.clone())
+        .map(|c| c.key.to_string())
         .collect();
     status.phase = phase(status.rolled_out);
     if status.wave_started_at.is_none() {
@@ -238,7 +239,7 @@ fn next_wave(
         status.phase = RolloutPhase::Complete;
     } else {
         status.phase = phase(rolled_out);
-        let waiting_on: Vec<String> = step.allow.iter().cloned().collect();
+        let waiting_on: Vec<String> = step.allow.iter().map(WorkloadKey::to_string).collect();
         // The same wave still waiting to be written (rollout slots): not a new one.
         if previous.is_none_or(|p| p.waiting_on != waiting_on) {
             status.waves += 1;
@@ -266,7 +267,8 @@ fn phase(rolled_out: i32) -> RolloutPhase {
 }
 
 fn halt(mut step: Step, mut status: RolloutStatus, h: RolloutHalt) -> Step {
-    step.revert = h.reverted.iter().cloned().collect();
+    // Written by this operator; a key it cannot read names no workload.
+    step.revert = h.reverted.iter().filter_map(|k| k.parse().ok()).collect();
     step.waiting_for = Some(format!(
         "the rollout is halted ({} in {}); change the policy to resume",
         h.reason, h.workload
@@ -288,7 +290,7 @@ mod tests {
 
     fn c(key: &str, carries: bool, healthy: bool) -> Candidate {
         Candidate {
-            key: key.into(),
+            key: key.parse().unwrap(),
             carries,
             healthy,
             failure: None,
@@ -329,8 +331,8 @@ mod tests {
         })
     }
 
-    fn allowed(s: &Step) -> Vec<&str> {
-        s.allow.iter().map(String::as_str).collect()
+    fn allowed(s: &Step) -> Vec<String> {
+        s.allow.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -423,7 +425,10 @@ mod tests {
         ];
         let s = run(&spec(), 0, None, &world, 0);
         assert!(s.allow.is_empty());
-        assert_eq!(s.revert.iter().collect::<Vec<_>>(), ["Deployment/d1"]);
+        assert_eq!(
+            s.revert.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["Deployment/d1"]
+        );
         let h = s.status.halted.clone().unwrap();
         assert_eq!(
             (h.workload.as_str(), h.pod.as_str(), h.container.as_str()),
@@ -506,7 +511,13 @@ mod tests {
             ("ProgressDeadlineExceeded", "Deployment/d1")
         );
         assert!(h.message.contains("within 600s"), "{}", h.message);
-        assert_eq!(late.revert.iter().collect::<Vec<_>>(), ["Deployment/d1"]);
+        assert_eq!(
+            late.revert
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["Deployment/d1"]
+        );
     }
 
     #[test]

@@ -19,6 +19,59 @@ use crate::api::types::WorkloadKind;
 
 /// Pod-template label on every template a policy has hooked, so that the hook
 /// observer watches only hooked pods. Restored (removed) with the last hook.
+/// A workload of the policy's namespace as the rollout, the observer's
+/// health and the status name it: written "Kind/name" (the status keeps
+/// that string), ordered as that string sorts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkloadKey {
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+impl WorkloadKey {
+    pub fn of(w: &Workload) -> Self {
+        WorkloadKey {
+            kind: w.kind,
+            name: w.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Ord for WorkloadKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind.as_str(), &self.name).cmp(&(other.kind.as_str(), &other.name))
+    }
+}
+
+impl PartialOrd for WorkloadKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+impl std::str::FromStr for WorkloadKey {
+    type Err = ();
+
+    /// "Kind/name", as [`Display`](std::fmt::Display) writes it.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (kind, name) = s.split_once('/').ok_or(())?;
+        let kind = WorkloadKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or(())?;
+        Ok(WorkloadKey {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
 pub const HOOKED_LABEL: &str = "lifecycle-operator.io/hooked";
 pub const HOOKED_VALUE: &str = "true";
 
@@ -398,7 +451,29 @@ fn foreign_fields(manager: &str, fields: &Value) -> Vec<ForeignField> {
 mod tests {
     use super::*;
     use kube::ResourceExt;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        /// A key reads back from what it writes, and sorts as that string
+        /// does: the waves take workloads in the order they always did.
+        #[test]
+        fn workload_keys_read_back_and_sort_as_their_strings(
+            a in (0..3usize, "[a-z0-9.-]{0,12}"),
+            b in (0..3usize, "[a-z0-9.-]{0,12}"),
+        ) {
+            let key = |(k, name): (usize, String)| WorkloadKey { kind: WorkloadKind::ALL[k], name };
+            let (a, b) = (key(a), key(b));
+            prop_assert_eq!(a.to_string().parse::<WorkloadKey>(), Ok(a.clone()));
+            prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+        }
+    }
+
+    #[test]
+    fn a_key_of_an_unknown_kind_does_not_read() {
+        assert_eq!("Job/x".parse::<WorkloadKey>(), Err(()));
+        assert_eq!("Deployment".parse::<WorkloadKey>(), Err(()));
+    }
 
     type Slim = Workload;
 

@@ -27,7 +27,7 @@ use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, Work
 use crate::apply::execute::Executor;
 use crate::apply::neighbours::Neighbours;
 use crate::apply::rollout;
-use crate::apply::workload::{self, Workload};
+use crate::apply::workload::{self, Workload, WorkloadKey};
 use crate::runtime::liveness::Liveness;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::watches;
@@ -527,7 +527,8 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
         }
         text::bound(&mut note, text::EVENT_NOTE);
         warn!(policy = %policy.name_any(), %note, "rollout halted");
-        let related = workload_ref(policy, &h.workload);
+        // The halt names its workload as written in the status.
+        let related = h.workload.parse().ok().map(|k| workload_ref(policy, &k));
         executor
             .note(
                 policy,
@@ -543,18 +544,14 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
         } else {
             format!("wave {}", step.status.waves)
         };
-        let names: Vec<&String> = step.allow.iter().collect();
+        let names: Vec<String> = step.allow.iter().map(WorkloadKey::to_string).collect();
         let note = format!(
             "{what}: {}",
             text::list(&names, ", ", text::EVENT_NOTE - 20)
         );
         // Each wave names its first workload as `related`, so that kube's
         // recorder does not fold it into the previous wave's event.
-        let related = step
-            .allow
-            .iter()
-            .next()
-            .and_then(|k| workload_ref(policy, k));
+        let related = step.allow.iter().next().map(|k| workload_ref(policy, k));
         executor
             .note(
                 policy,
@@ -567,18 +564,12 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
     }
 }
 
-/// The object reference of a workload named Kind/name in the policy's namespace.
+/// The object reference of a workload of the policy's namespace.
 fn workload_ref(
     policy: &LifecyclePolicy,
-    key: &str,
-) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
-    let (kind, name) = key.split_once('/')?;
-    let kind = WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-    Some(crate::apply::execute::reference(
-        kind,
-        name,
-        policy.namespace(),
-    ))
+    key: &WorkloadKey,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    crate::apply::execute::reference(key.kind, &key.name, policy.namespace())
 }
 
 #[cfg(test)]

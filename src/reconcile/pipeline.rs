@@ -22,7 +22,7 @@ use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
 use crate::apply::neighbours::Neighbourhood;
 use crate::apply::plan::SlotOutcome;
 use crate::apply::rollout;
-use crate::apply::workload::Workload;
+use crate::apply::workload::{Workload, WorkloadKey};
 use crate::hooks::render;
 use crate::text::{self, explain};
 use crate::verify::index::WorkloadHealth;
@@ -35,8 +35,8 @@ pub struct Snapshot<'a> {
     pub active: bool,
     pub neighbours: &'a Neighbourhood,
     pub workloads: Vec<Arc<Workload>>,
-    /// Observed health by workload (Kind/name), for the rollout.
-    pub health: &'a HashMap<String, WorkloadHealth>,
+    /// Observed health by workload, for the rollout.
+    pub health: &'a HashMap<WorkloadKey, WorkloadHealth>,
     /// The rollout status last written for the policy's generation.
     pub previous: Option<&'a RolloutStatus>,
     pub now: Timestamp,
@@ -114,7 +114,9 @@ fn rollout_step(s: &Snapshot, plans: &[Planned]) -> rollout::Step {
             let key = p.key();
             let carries = !p.changes_template();
             let h = s.health.get(&key).cloned().unwrap_or_default();
-            let in_wave = s.previous.is_some_and(|r| r.waiting_on.contains(&key));
+            let in_wave = s
+                .previous
+                .is_some_and(|r| r.waiting_on.iter().any(|k| *k == key.to_string()));
             let pods = expected_pods(&p.workload);
             let verified = !strong || !in_wave || h.post_start_ok as i64 >= pods;
             rollout::Candidate {
@@ -283,7 +285,7 @@ mod tests {
     fn run(
         p: &LifecyclePolicy,
         workloads: Vec<Arc<Workload>>,
-        health: &HashMap<String, WorkloadHealth>,
+        health: &HashMap<WorkloadKey, WorkloadHealth>,
         previous: Option<&RolloutStatus>,
     ) -> Decided {
         let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
@@ -375,7 +377,7 @@ mod tests {
             message: "exited with code 3".into(),
         };
         let health = HashMap::from([(
-            "Deployment/a".to_string(),
+            "Deployment/a".parse().unwrap(),
             WorkloadHealth {
                 post_start_ok: 0,
                 failure: Some(failure),

@@ -25,7 +25,7 @@ use crate::api::names::reason;
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
 use crate::apply::slot::Slot;
-use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape};
+use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape, WorkloadKey};
 use crate::hooks::hook::HookKind;
 use crate::hooks::marker::{self, Evidence};
 use crate::runtime::metrics::Metrics;
@@ -222,8 +222,11 @@ impl Observer {
         (post, pre)
     }
 
-    /// This generation's hook results per workload (Kind/name) of the policy.
-    pub fn workload_health(&self, policy: &LifecyclePolicy) -> HashMap<String, WorkloadHealth> {
+    /// This generation's hook results per workload of the policy.
+    pub fn workload_health(
+        &self,
+        policy: &LifecyclePolicy,
+    ) -> HashMap<WorkloadKey, WorkloadHealth> {
         self.index
             .lock()
             .unwrap()

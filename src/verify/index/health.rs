@@ -12,6 +12,7 @@ use super::Index;
 use super::counts::TIMED_OUT_MESSAGE;
 use crate::api::names::reason;
 use crate::apply::rollout::Failure;
+use crate::apply::workload::WorkloadKey;
 use crate::hooks::hook::HookKind;
 use crate::verify::outcome::Outcome;
 
@@ -83,11 +84,14 @@ impl Index {
         &self,
         policy: &str,
         generation: Option<i64>,
-    ) -> HashMap<String, WorkloadHealth> {
+    ) -> HashMap<WorkloadKey, WorkloadHealth> {
+        // Kept as the interned strings `workload_of` wrote (memory per pod).
         self.tallies
             .get(policy)
             .filter(|t| t.generation == generation)
-            .map(|t| t.workloads.clone())
-            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|t| &t.workloads)
+            .filter_map(|(k, h)| Some((k.parse().ok()?, h.clone())))
+            .collect()
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::counts::short_id;
 use super::*;
 use crate::api::types::{CountedInstance, HookReport, LifecyclePolicyStatus};
+use crate::apply::workload::WorkloadKey;
 use crate::hooks::marker::Evidence;
 
 const POLICY: &str = "web/nginx-graceful";
@@ -825,9 +826,18 @@ fn each_workload_gets_its_successes_and_its_latest_failure() {
         "00:06",
     );
     let h = op.index.workload_health(POLICY, Some(1));
-    assert_eq!(h["Deployment/web"].post_start_ok, 2);
-    assert_eq!(h["Deployment/web"].failure, None);
-    let f = h["StatefulSet/db"].failure.clone().expect("a failure");
+    assert_eq!(
+        h[&"Deployment/web".parse::<WorkloadKey>().unwrap()].post_start_ok,
+        2
+    );
+    assert_eq!(
+        h[&"Deployment/web".parse::<WorkloadKey>().unwrap()].failure,
+        None
+    );
+    let f = h[&"StatefulSet/db".parse::<WorkloadKey>().unwrap()]
+        .failure
+        .clone()
+        .expect("a failure");
     assert_eq!((f.pod.as_str(), f.container.as_str()), ("web-p3", "nginx"));
     assert_eq!(f.reason, "FailedPostStartHook");
     // Results of another generation say nothing about this one.
@@ -843,7 +853,9 @@ fn each_workload_gets_its_successes_and_its_latest_failure() {
         "01:00",
     );
     assert_eq!(
-        next.index.workload_health(POLICY, Some(1))["Deployment/web"].post_start_ok,
+        next.index.workload_health(POLICY, Some(1))
+            [&"Deployment/web".parse::<WorkloadKey>().unwrap()]
+            .post_start_ok,
         1
     );
 }
