@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::identity::PolicyId;
 use k8s_openapi::apimachinery::pkg::{
     apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement, Time},
     util::intstr::IntOrString,
@@ -794,13 +795,16 @@ impl From<&PolicySelector> for LabelSelector {
 }
 
 impl LifecyclePolicy {
+    pub fn id(&self) -> PolicyId {
+        PolicyId::Namespaced {
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
     /// "namespace/name": how markers and the observer name the policy.
     pub fn reference(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            self.metadata.name.as_deref().unwrap_or_default()
-        )
+        self.id().reference()
     }
 
     /// The ordering key that decides which policy wins a contested hook:

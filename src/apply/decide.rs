@@ -202,13 +202,13 @@ pub struct Plans {
 /// Selects and plans: every workload the policy selects or holds slots on,
 /// its ledgers read and checked, its plan made.
 pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
-    let name = scope.policy.name_any();
+    let owner = scope.policy.id().owner();
     workloads.sort_by_key(|d| (d.kind, d.name_any()));
     scope.neighbours.forget_except(&workloads);
     let rolling = workloads
         .iter()
         .filter(|d| {
-            d.is_rolling() && read_ledgers(d.metadata.annotations.as_ref()).contains_key(&name)
+            d.is_rolling() && read_ledgers(d.metadata.annotations.as_ref()).contains_key(&owner)
         })
         .count() as i32;
     let rendered = scope.policy.rendered();
@@ -221,8 +221,8 @@ pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
 
 fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> Option<Planned> {
     let policy = scope.policy;
-    let name = policy.name_any();
-    let manager = field_manager(&name);
+    let owner = policy.id().owner();
+    let manager = field_manager(&owner);
     // A workload on its way out needs nothing restored.
     if d.metadata.deletion_timestamp.is_some() {
         return None;
@@ -232,7 +232,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     // Neither selected nor ever written by this policy (no ledger, no
     // managedFields of its manager): nothing to decide, and the common
     // case of a namespace with many policies, so it costs no parsing.
-    if !selected && !touched(&d, &name, &manager) {
+    if !selected && !touched(&d, &owner, &manager) {
         return None;
     }
     let reverted = selected && scope.revert.contains(&WorkloadKey::of(&d));
@@ -246,19 +246,19 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     let gone_ledgers = ledgers.len() < before;
     // This policy's own ledger, checked against its field manager's
     // managedFields: a damaged ledger is rebuilt, never trusted blindly.
-    let stored = ledgers.remove(&name);
+    let stored = ledgers.remove(&owner);
     let annotation = d
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(&ledger_key(&name)));
+        .and_then(|a| a.get(&ledger_key(&owner)));
     let checked = ledger::check(
-        &name,
+        &owner,
         annotation.map(String::as_str),
-        &ledger::owned_by(d.managed_fields(), &manager, &name),
+        &ledger::owned_by(d.managed_fields(), &manager, &owner),
     );
     if let Some(l) = &checked.ledger {
-        ledgers.insert(name.clone(), l.clone());
+        ledgers.insert(owner.clone(), l.clone());
     }
     if !selected && checked.ledger.is_none() && checked.damage.is_none() {
         return None;
@@ -270,17 +270,17 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
         .clone()
         .filter(|dmg| !is_takeover(dmg, &fights));
     let pod = d.pod();
-    let contenders = neighbours.contenders(&name, &d, pod);
+    let contenders = neighbours.contenders(&owner, &d, pod);
     let winners = plan::winners(&contenders);
     let deleting = neighbours.deleting();
     let plan = plan::plan(&Input {
-        policy: &name,
+        policy: &owner,
         spec: rendered,
         active: matched,
         pod,
         labelled: d.hooked_label(),
         others_hold_hooks: ledgers.iter().any(|(p, l)| {
-            *p != name
+            *p != owner
                 && !deleting.contains(p.as_str())
                 && l.owned.keys().any(|s| matches!(s, Slot::Hook { .. }))
         }),
@@ -304,7 +304,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
 /// The rollout gate and slots, then the writes: one [`Decision`] per plan.
 pub fn intents(scope: &Scope, plans: Plans) -> Vec<Decision> {
     let policy = scope.policy;
-    let name = policy.name_any();
+    let owner = policy.id().owner();
     let limit = policy.spec.max_concurrent_rollouts;
     let mut rolling = plans.rolling;
     plans
@@ -334,7 +334,7 @@ pub fn intents(scope: &Scope, plans: Plans) -> Vec<Decision> {
                 if rolls {
                     rolling += 1;
                 }
-                Intent::Write(write(&name, &p, changes_template, rolls))
+                Intent::Write(write(&owner, &p, changes_template, rolls))
             };
             Decision {
                 missing_containers: if p.matched {

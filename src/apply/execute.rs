@@ -94,6 +94,7 @@ impl Executor<'_> {
         w: &Write,
     ) -> Result<(), kube::Error> {
         let policy_name = policy.name_any();
+        let owner = policy.id().owner();
         let ns = d.workload.namespace().unwrap_or_default();
         let api: Api<Workload> = Api::namespaced_with(self.client.clone(), &ns, &d.workload.kind);
         let name = d.name();
@@ -133,7 +134,7 @@ impl Executor<'_> {
             }
         }
         if let Some(body) = &w.apply {
-            let params = PatchParams::apply(&field_manager(&policy_name)).force();
+            let params = PatchParams::apply(&field_manager(&owner)).force();
             let body = match &version {
                 Some(v) => Cow::Owned(at_version(body, v)),
                 None => Cow::Borrowed(body),

@@ -63,17 +63,19 @@ pub const CONTEST_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 /// Prefix of the ledger annotations and of the policies' field managers.
 pub const DOMAIN: &str = "lifecycle-operator.io";
 
-/// The annotation holding a policy's ledger on a Deployment. Annotation names
-/// are at most 63 characters; longer policy names are cut and hashed.
-pub fn ledger_key(policy: &str) -> String {
-    format!("{DOMAIN}/{}", bounded(policy, 63))
+/// The annotation holding a policy's ledger on a workload, by the policy's
+/// owner name (`PolicyId::owner`). Annotation names are at most 63
+/// characters; longer names are cut and hashed.
+pub fn ledger_key(owner: &str) -> String {
+    format!("{DOMAIN}/{}", bounded(owner, 63))
 }
 
-/// The field manager a policy's claims are applied under (at most 128 characters).
-pub fn field_manager(policy: &str) -> String {
+/// The field manager a policy's claims are applied under, by its owner name
+/// (at most 128 characters).
+pub fn field_manager(owner: &str) -> String {
     format!(
         "lifecycle-operator/{}",
-        bounded(policy, 128 - "lifecycle-operator/".len())
+        bounded(owner, 128 - "lifecycle-operator/".len())
     )
 }
 
@@ -91,7 +93,7 @@ fn bounded(name: &str, max: usize) -> String {
     format!("{head}-{hash:016x}")
 }
 
-/// Reads the ledgers on a Deployment, keyed by policy name. A ledger that
+/// Reads the ledgers on a workload, keyed by their policies' owner names. A ledger that
 /// does not parse is ignored (and reported by the caller as foreign).
 pub fn read_ledgers(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, Ledger> {
     let prefix = format!("{DOMAIN}/");

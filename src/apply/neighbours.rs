@@ -49,6 +49,8 @@ impl Print {
 pub struct Rival {
     pub policy: Arc<LifecyclePolicy>,
     pub spec: LifecyclePolicySpec,
+    /// The name its ledgers carry (`PolicyId::owner`).
+    owner: String,
     selector: Option<Selector>,
 }
 
@@ -57,12 +59,13 @@ impl Rival {
         Rival {
             policy: p.clone(),
             spec: p.rendered(),
+            owner: p.id().owner(),
             selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
         }
     }
 
     fn name(&self) -> &str {
-        self.policy.metadata.name.as_deref().unwrap_or_default()
+        &self.owner
     }
 
     fn selects(&self, w: &Workload) -> bool {
