@@ -806,15 +806,6 @@ impl LifecyclePolicy {
     pub fn reference(&self) -> String {
         self.id().reference()
     }
-
-    /// The ordering key that decides which policy wins a contested hook:
-    /// oldest first, then by name. Deterministic on every replica.
-    pub fn precedence(&self) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
-        (
-            self.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            self.metadata.name.clone().unwrap_or_default(),
-        )
-    }
 }
 
 #[cfg(test)]

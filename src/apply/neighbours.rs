@@ -22,6 +22,7 @@ use kube::runtime::reflector::Store;
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec};
 use crate::apply::ledger::ledger_key;
 use crate::apply::plan::{self, Contender};
+use crate::apply::precedence::{self, Tier};
 use crate::apply::workload::{PodShape, Workload};
 
 /// What of a policy its neighbours depend on: a change to anything else
@@ -94,7 +95,10 @@ impl Neighbourhood {
     /// `policies`: every policy of one namespace, in any order.
     pub fn new(policies: &[Arc<LifecyclePolicy>]) -> Self {
         let mut sorted: Vec<&Arc<LifecyclePolicy>> = policies.iter().collect();
-        sorted.sort_by_key(|p| p.precedence());
+        sorted.sort_by_key(|p| {
+            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            precedence::key(Tier::Team, created, &p.id().owner())
+        });
         let rivals: Vec<Rival> = sorted.into_iter().map(Rival::new).collect();
         let ranks = rivals
             .iter()
