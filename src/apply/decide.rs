@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
+use crate::api::identity::PolicyId;
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
 use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
 use crate::apply::neighbours::Neighbourhood;
@@ -83,6 +84,8 @@ pub struct Write {
 #[derive(Debug)]
 pub struct Decision {
     pub workload: Arc<Workload>,
+    /// How the rollout and the status name it (see [`workload_key`]).
+    pub key: WorkloadKey,
     /// Selected and not reverted: the policy wants its hooks here.
     pub matched: bool,
     /// Selected, but reverted by a halted rollout.
@@ -102,11 +105,6 @@ pub struct Decision {
 impl Decision {
     pub fn name(&self) -> String {
         self.workload.name_any()
-    }
-
-    /// How the rollout and the status name a workload.
-    pub fn key(&self) -> WorkloadKey {
-        WorkloadKey::of(&self.workload)
     }
 
     /// The template still has to change (now, or once a slot frees up).
@@ -156,6 +154,7 @@ pub fn decide(scope: &Scope, workloads: Vec<Arc<Workload>>) -> Vec<Decision> {
 #[derive(Debug)]
 pub struct Planned {
     pub workload: Arc<Workload>,
+    pub key: WorkloadKey,
     /// Selected and not reverted: the policy wants its hooks here.
     pub matched: bool,
     pub reverted: bool,
@@ -172,10 +171,6 @@ pub struct Planned {
 }
 
 impl Planned {
-    pub fn key(&self) -> WorkloadKey {
-        WorkloadKey::of(&self.workload)
-    }
-
     /// Something must be written: the plan changes the workload, or the
     /// ledger must be repaired.
     fn needs_write(&self) -> bool {
@@ -235,7 +230,8 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     if !selected && !touched(&d, &owner, &manager) {
         return None;
     }
-    let reverted = selected && scope.revert.contains(&WorkloadKey::of(&d));
+    let key = workload_key(policy, &d);
+    let reverted = selected && scope.revert.contains(&key);
     let matched = selected && !reverted;
     let neighbours = scope.neighbours;
     let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
@@ -290,6 +286,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
         fights: &fights,
     });
     Some(Planned {
+        key,
         matched,
         reverted,
         plan,
@@ -317,7 +314,7 @@ pub fn intents(scope: &Scope, plans: Plans) -> Vec<Decision> {
             let rolls = changes_template && staged.is_none();
             let held = scope
                 .hold
-                .filter(|h| p.matched && changes_template && !h.allow.contains(&p.key()));
+                .filter(|h| p.matched && changes_template && !h.allow.contains(&p.key));
             // DryRun withholds new changes in the plan itself: what is left to
             // write hands slots back or repairs the ledger, and goes ahead.
             let intent = if !p.needs_write() {
@@ -337,6 +334,7 @@ pub fn intents(scope: &Scope, plans: Plans) -> Vec<Decision> {
                 Intent::Write(write(&owner, &p, changes_template, rolls))
             };
             Decision {
+                key: p.key.clone(),
                 missing_containers: if p.matched {
                     plan::missing_containers(&policy.spec, pod)
                 } else {
@@ -390,6 +388,15 @@ fn write(policy: &str, p: &Planned, changes_template: bool, rolls: bool) -> Writ
         changes_template,
         rolls,
         guard,
+    }
+}
+
+/// How a policy names a workload: within its namespace, or across
+/// namespaces for a cluster policy.
+pub fn workload_key(policy: &LifecyclePolicy, w: &Workload) -> WorkloadKey {
+    match policy.id() {
+        PolicyId::Namespaced { .. } => WorkloadKey::of(w),
+        PolicyId::Cluster { .. } => WorkloadKey::qualified(w),
     }
 }
 

@@ -17,29 +17,53 @@ use serde_json::Value;
 
 use crate::api::types::WorkloadKind;
 
-/// Pod-template label on every template a policy has hooked, so that the hook
-/// observer watches only hooked pods. Restored (removed) with the last hook.
-/// A workload of the policy's namespace as the rollout, the observer's
-/// health and the status name it: written "Kind/name" (the status keeps
-/// that string), ordered as that string sorts.
+/// A workload as the rollout, the observer's health and the status name
+/// it: "Kind/name" for a namespaced policy, which acts in one namespace
+/// (its status keeps that string); "namespace/Kind/name" for a cluster
+/// policy. Ordered by namespace, then as "Kind/name" sorts (the waves'
+/// order).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WorkloadKey {
+    /// Set for a cluster policy's keys only.
+    pub namespace: Option<String>,
     pub kind: WorkloadKind,
     pub name: String,
 }
 
 impl WorkloadKey {
+    /// The key within the workload's namespace.
     pub fn of(w: &Workload) -> Self {
         WorkloadKey {
+            namespace: None,
             kind: w.kind,
             name: w.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The key across namespaces.
+    pub fn qualified(w: &Workload) -> Self {
+        WorkloadKey {
+            namespace: Some(w.metadata.namespace.clone().unwrap_or_default()),
+            ..Self::of(w)
+        }
+    }
+
+    /// The key within its namespace, whichever it was.
+    pub fn local(&self) -> Self {
+        WorkloadKey {
+            namespace: None,
+            ..self.clone()
         }
     }
 }
 
 impl Ord for WorkloadKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.kind.as_str(), &self.name).cmp(&(other.kind.as_str(), &other.name))
+        (&self.namespace, self.kind.as_str(), &self.name).cmp(&(
+            &other.namespace,
+            other.kind.as_str(),
+            &other.name,
+        ))
     }
 }
 
@@ -51,6 +75,9 @@ impl PartialOrd for WorkloadKey {
 
 impl std::fmt::Display for WorkloadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ns) = &self.namespace {
+            write!(f, "{ns}/")?;
+        }
         write!(f, "{}/{}", self.kind, self.name)
     }
 }
@@ -58,20 +85,25 @@ impl std::fmt::Display for WorkloadKey {
 impl std::str::FromStr for WorkloadKey {
     type Err = ();
 
-    /// "Kind/name", as [`Display`](std::fmt::Display) writes it.
+    /// "Kind/name" or "namespace/Kind/name", as [`Display`](std::fmt::Display) writes it.
     fn from_str(s: &str) -> Result<Self, ()> {
-        let (kind, name) = s.split_once('/').ok_or(())?;
+        let mut parts = s.rsplitn(3, '/');
+        let (name, kind) = (parts.next().ok_or(())?, parts.next().ok_or(())?);
+        let namespace = parts.next().map(str::to_string);
         let kind = WorkloadKind::ALL
             .into_iter()
             .find(|k| k.as_str() == kind)
             .ok_or(())?;
         Ok(WorkloadKey {
+            namespace,
             kind,
             name: name.to_string(),
         })
     }
 }
 
+/// Pod-template label on every template a policy has hooked, so that the hook
+/// observer watches only hooked pods. Restored (removed) with the last hook.
 pub const HOOKED_LABEL: &str = "lifecycle-operator.io/hooked";
 pub const HOOKED_VALUE: &str = "true";
 
@@ -459,13 +491,25 @@ mod tests {
         /// does: the waves take workloads in the order they always did.
         #[test]
         fn workload_keys_read_back_and_sort_as_their_strings(
-            a in (0..3usize, "[a-z0-9.-]{0,12}"),
-            b in (0..3usize, "[a-z0-9.-]{0,12}"),
+            a in (0..3usize, "[a-z0-9-]{1,12}"),
+            b in (0..3usize, "[a-z0-9-]{1,12}"),
+            ns in proptest::option::of("[a-z0-9-]{1,12}"),
+            other_ns in "[a-z0-9-]{1,12}",
         ) {
-            let key = |(k, name): (usize, String)| WorkloadKey { kind: WorkloadKind::ALL[k], name };
+            let key = |(k, name): (usize, String)| WorkloadKey { namespace: None, kind: WorkloadKind::ALL[k], name };
             let (a, b) = (key(a), key(b));
             prop_assert_eq!(a.to_string().parse::<WorkloadKey>(), Ok(a.clone()));
             prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+            // Qualified keys: read back, and sort by namespace first.
+            let (qa, qb) = (
+                WorkloadKey { namespace: ns.clone(), ..a.clone() },
+                WorkloadKey { namespace: Some(other_ns.clone()), ..b.clone() },
+            );
+            prop_assert_eq!(qa.to_string().parse::<WorkloadKey>(), Ok(qa.clone()));
+            prop_assert_eq!(qa.local(), a.clone());
+            if let Some(ns) = &ns && *ns != other_ns {
+                prop_assert_eq!(qa.cmp(&qb), ns.cmp(&other_ns));
+            }
         }
     }
 
@@ -473,6 +517,11 @@ mod tests {
     fn a_key_of_an_unknown_kind_does_not_read() {
         assert_eq!("Job/x".parse::<WorkloadKey>(), Err(()));
         assert_eq!("Deployment".parse::<WorkloadKey>(), Err(()));
+        assert_eq!("ns/Job/x".parse::<WorkloadKey>(), Err(()));
+        assert_eq!(
+            "ns/DaemonSet/x".parse::<WorkloadKey>().map(|k| k.namespace),
+            Ok(Some("ns".to_string()))
+        );
     }
 
     type Slim = Workload;

@@ -564,12 +564,13 @@ async fn rollout_events(policy: &LifecyclePolicy, step: &rollout::Step, ctx: &Co
     }
 }
 
-/// The object reference of a workload of the policy's namespace.
+/// The object reference of a workload: in the key's namespace, else the policy's.
 fn workload_ref(
     policy: &LifecyclePolicy,
     key: &WorkloadKey,
 ) -> k8s_openapi::api::core::v1::ObjectReference {
-    crate::apply::execute::reference(key.kind, &key.name, policy.namespace())
+    let namespace = key.namespace.clone().or_else(|| policy.namespace());
+    crate::apply::execute::reference(key.kind, &key.name, namespace)
 }
 
 #[cfg(test)]

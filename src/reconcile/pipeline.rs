@@ -111,7 +111,7 @@ fn rollout_step(s: &Snapshot, plans: &[Planned]) -> rollout::Step {
         .iter()
         .filter(|p| p.matched && (p.plan.ledger.is_some() || p.changes_template()))
         .map(|p| {
-            let key = p.key();
+            let key = p.key.clone();
             let carries = !p.changes_template();
             let h = s.health.get(&key).cloned().unwrap_or_default();
             let in_wave = s

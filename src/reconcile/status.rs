@@ -714,6 +714,7 @@ mod tests {
         workload.kind = kind;
         WorkloadResult {
             decision: Decision {
+                key: crate::apply::workload::WorkloadKey::of(&workload),
                 workload: std::sync::Arc::new(workload),
                 matched: true,
                 reverted: false,
