@@ -3,6 +3,7 @@
 //! who a policy is and the names it goes by on workloads (`identity`).
 //! Depends on nothing else in the crate.
 
+pub mod cluster;
 pub mod identity;
 pub mod names;
 pub mod types;
