@@ -12,7 +12,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::types::{LifecyclePolicySpec, LifecyclePolicyStatus, PolicySelector};
+use crate::api::types::{
+    LifecyclePolicy, LifecyclePolicySpec, LifecyclePolicyStatus, PolicySelector,
+};
 
 /// Puts lifecycle hooks on the workloads it selects in every namespace it selects.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -94,6 +96,22 @@ pub struct ClusterLifecyclePolicySpec {
     pub policy: LifecyclePolicySpec,
 }
 
+impl ClusterLifecyclePolicy {
+    /// The policy as the engine decides with it: the same metadata (no
+    /// namespace: `LifecyclePolicy::id` is then a cluster policy's), the
+    /// namespaced spec, the status it shares with a namespaced policy.
+    pub fn view(&self) -> LifecyclePolicy {
+        let mut metadata = self.metadata.clone();
+        metadata.namespace = None;
+        metadata.managed_fields = None;
+        LifecyclePolicy {
+            metadata,
+            spec: self.spec.policy.clone(),
+            status: self.status.as_ref().map(|s| s.policy.clone()),
+        }
+    }
+}
+
 /// Whether a namespace's own policy may win a slot over a cluster policy.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Override {
@@ -129,6 +147,29 @@ pub struct NamespaceCounts {
 mod tests {
     use super::*;
     use kube::CustomResourceExt;
+
+    #[test]
+    fn the_engine_sees_a_cluster_policy_by_its_cluster_names() {
+        use crate::api::identity::PolicyId;
+        let p: ClusterLifecyclePolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "ClusterLifecyclePolicy",
+            "metadata": {"name": "drain", "uid": "u1", "generation": 2},
+            "spec": {"namespaceSelector": {}, "override": "Forbid",
+                     "selector": {"matchLabels": {"tier": "web"}}, "preStop": {"sleep": {"seconds": 5}}},
+        }))
+        .unwrap();
+        assert_eq!(p.spec.override_, Override::Forbid);
+        let view = p.view();
+        assert_eq!(
+            view.id(),
+            PolicyId::Cluster {
+                name: "drain".into()
+            }
+        );
+        assert_eq!(view.id().owner(), "cluster_drain");
+        assert_eq!(view.metadata.generation, Some(2));
+        assert_eq!(view.spec, p.spec.policy);
+    }
 
     /// The namespaced spec's fields and CEL rules come along through
     /// `flatten`; the namespaceSelector is required; the kind is cluster-scoped.

@@ -795,10 +795,17 @@ impl From<&PolicySelector> for LabelSelector {
 }
 
 impl LifecyclePolicy {
+    /// A policy without a namespace is a cluster policy as the engine sees
+    /// it (`ClusterLifecyclePolicy::view`): the API serves no namespaced
+    /// object without one.
     pub fn id(&self) -> PolicyId {
-        PolicyId::Namespaced {
-            namespace: self.metadata.namespace.clone().unwrap_or_default(),
-            name: self.metadata.name.clone().unwrap_or_default(),
+        let name = self.metadata.name.clone().unwrap_or_default();
+        match &self.metadata.namespace {
+            Some(namespace) => PolicyId::Namespaced {
+                namespace: namespace.clone(),
+                name,
+            },
+            None => PolicyId::Cluster { name },
         }
     }
 

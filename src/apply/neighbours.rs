@@ -1,4 +1,5 @@
-//! The policies of one namespace as contention needs them, indexed once per
+//! The policies that can act in one namespace (its own, and the cluster
+//! policies that select it) as contention needs them, indexed once per
 //! change of any of them instead of once per reconcile: rendered hooks,
 //! parsed selectors, precedence ranks, and which of them select each
 //! workload. Many policies in one namespace then cost O(policies) when one
@@ -30,15 +31,17 @@ use crate::apply::workload::{PodShape, Workload};
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Print {
     name: String,
+    tier: Tier,
     uid: Option<String>,
     generation: Option<i64>,
     deleting: bool,
 }
 
 impl Print {
-    fn of(p: &LifecyclePolicy) -> Self {
+    fn of(p: &LifecyclePolicy, tier: Tier) -> Self {
         Print {
-            name: p.name_any(),
+            name: p.id().owner(),
+            tier,
             uid: p.metadata.uid.clone(),
             generation: p.metadata.generation,
             deleting: p.metadata.deletion_timestamp.is_some(),
@@ -49,6 +52,7 @@ impl Print {
 /// A policy of the namespace, rendered and parsed once.
 pub struct Rival {
     pub policy: Arc<LifecyclePolicy>,
+    pub tier: Tier,
     pub spec: LifecyclePolicySpec,
     /// The name its ledgers carry (`PolicyId::owner`).
     owner: String,
@@ -56,9 +60,10 @@ pub struct Rival {
 }
 
 impl Rival {
-    fn new(p: &Arc<LifecyclePolicy>) -> Self {
+    fn new(p: &Arc<LifecyclePolicy>, tier: Tier) -> Self {
         Rival {
             policy: p.clone(),
+            tier,
             spec: p.rendered(),
             owner: p.id().owner(),
             selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
@@ -82,7 +87,8 @@ struct Selection {
     rivals: Arc<[usize]>,
 }
 
-/// The policies of one namespace, ranked by precedence (oldest first).
+/// The policies that can act in one namespace (its own, and the cluster
+/// policies that select it), ranked by precedence (see `apply::precedence`).
 pub struct Neighbourhood {
     prints: Vec<Print>,
     rivals: Vec<Rival>,
@@ -94,23 +100,40 @@ pub struct Neighbourhood {
 impl Neighbourhood {
     /// `policies`: every policy of one namespace, in any order.
     pub fn new(policies: &[Arc<LifecyclePolicy>]) -> Self {
-        let mut sorted: Vec<&Arc<LifecyclePolicy>> = policies.iter().collect();
-        sorted.sort_by_key(|p| {
+        Self::with_cluster(policies, &[])
+    }
+
+    /// The namespace's own policies and the cluster policies (as the engine
+    /// sees them, `ClusterLifecyclePolicy::view`) that select it, each with
+    /// its tier (a mandate or a platform policy).
+    pub fn with_cluster(
+        policies: &[Arc<LifecyclePolicy>],
+        cluster: &[(Arc<LifecyclePolicy>, Tier)],
+    ) -> Self {
+        let mut all: Vec<(&Arc<LifecyclePolicy>, Tier)> =
+            policies.iter().map(|p| (p, Tier::Team)).collect();
+        all.extend(cluster.iter().map(|(p, t)| (p, *t)));
+        all.sort_by_key(|(p, tier)| {
             let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            precedence::key(Tier::Team, created, &p.id().owner())
+            precedence::key(*tier, created, &p.id().owner())
         });
-        let rivals: Vec<Rival> = sorted.into_iter().map(Rival::new).collect();
+        let prints = prints(&all);
+        let rivals: Vec<Rival> = all.into_iter().map(|(p, t)| Rival::new(p, t)).collect();
         let ranks = rivals
             .iter()
             .enumerate()
             .map(|(i, r)| (r.name().to_string(), i))
             .collect();
         Neighbourhood {
-            prints: prints(policies),
+            prints,
             rivals,
             ranks,
             selections: Mutex::default(),
         }
+    }
+
+    fn has_cluster(&self) -> bool {
+        self.rivals.iter().any(|r| r.tier != Tier::Team)
     }
 
     /// The namespace still has this policy (being deleted or not).
@@ -209,8 +232,8 @@ impl Neighbourhood {
     }
 }
 
-fn prints(policies: &[Arc<LifecyclePolicy>]) -> Vec<Print> {
-    let mut p: Vec<Print> = policies.iter().map(|p| Print::of(p)).collect();
+fn prints(policies: &[(&Arc<LifecyclePolicy>, Tier)]) -> Vec<Print> {
+    let mut p: Vec<Print> = policies.iter().map(|(p, t)| Print::of(p, *t)).collect();
     p.sort_by(|a, b| a.name.cmp(&b.name));
     p
 }
@@ -225,29 +248,43 @@ pub struct Neighbours {
 impl Neighbours {
     /// The namespace's neighbourhood as the policy cache has it now.
     pub fn of(&self, store: &Store<LifecyclePolicy>, namespace: &str) -> Arc<Neighbourhood> {
+        self.with_cluster(store, namespace, &[])
+    }
+
+    /// The same, with the cluster policies that select the namespace.
+    pub fn with_cluster(
+        &self,
+        store: &Store<LifecyclePolicy>,
+        namespace: &str,
+        cluster: &[(Arc<LifecyclePolicy>, Tier)],
+    ) -> Arc<Neighbourhood> {
         let all = store.state();
         let here: Vec<Arc<LifecyclePolicy>> = all
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
             .cloned()
             .collect();
-        let prints = prints(&here);
+        let mut keys: Vec<(&Arc<LifecyclePolicy>, Tier)> =
+            here.iter().map(|p| (p, Tier::Team)).collect();
+        keys.extend(cluster.iter().map(|(p, t)| (p, *t)));
+        let prints = prints(&keys);
         if let Some(n) = self.by_namespace.lock().unwrap().get(namespace)
             && n.prints == prints
         {
             return n.clone();
         }
         // Built unlocked: other namespaces' reconciles need not wait for it.
-        let built = Arc::new(Neighbourhood::new(&here));
+        let built = Arc::new(Neighbourhood::with_cluster(&here, cluster));
         self.builds.fetch_add(1, Ordering::Relaxed);
-        // Namespaces with no policy left keep no index.
+        // Namespaces with no policy left keep no index; one that cluster
+        // policies select keeps its own (at most one per namespace).
         let live: BTreeSet<&str> = all
             .iter()
             .filter_map(|p| p.metadata.namespace.as_deref())
             .collect();
         let mut map = self.by_namespace.lock().unwrap();
-        map.retain(|ns, _| live.contains(ns.as_str()));
-        if !here.is_empty() {
+        map.retain(|ns, n| live.contains(ns.as_str()) || n.has_cluster());
+        if !prints.is_empty() {
             map.insert(namespace.to_string(), built.clone());
         }
         built
@@ -300,6 +337,49 @@ mod tests {
 
     fn names<'a>(c: &'a [Contender<'a>]) -> Vec<(&'a str, usize)> {
         c.iter().map(|c| (c.name, c.rank)).collect()
+    }
+
+    /// A cluster policy as the engine sees it: no namespace.
+    fn cluster(name: &str, created: i64) -> Arc<LifecyclePolicy> {
+        let mut p = (*policy(name, created, json!({"app": "web"}), json!({}))).clone();
+        p.metadata.namespace = None;
+        Arc::new(p)
+    }
+
+    #[test]
+    fn a_team_policy_outranks_a_platform_one_and_a_mandate_outranks_both() {
+        let team = policy("team", 30, json!({"app": "web"}), json!({}));
+        let cluster = [
+            (cluster("old", 1), Tier::Platform),
+            (cluster("new", 50), Tier::Mandate),
+        ];
+        let n = Neighbourhood::with_cluster(&[team], &cluster);
+        let w = workload("d", json!({"app": "web"}), "1");
+        assert_eq!(
+            names(&n.contenders("team", &w, w.pod())),
+            [("cluster_new", 0), ("team", 1), ("cluster_old", 2)]
+        );
+        assert!(n.has("cluster_old") && !n.has("old"));
+    }
+
+    #[test]
+    fn the_index_follows_the_cluster_policies_that_select_the_namespace() {
+        let neighbours = Neighbours::default();
+        let team = policy("team", 30, json!({"app": "web"}), json!({}));
+        let store = store(&[team]);
+        let platform = [(cluster("c", 1), Tier::Platform)];
+        neighbours.with_cluster(&store, "ns", &platform);
+        neighbours.with_cluster(&store, "ns", &platform);
+        assert_eq!(neighbours.builds(), 1);
+        // The namespace loses its label: the cluster policy leaves it.
+        let n = neighbours.with_cluster(&store, "ns", &[]);
+        assert_eq!(neighbours.builds(), 2);
+        assert!(!n.has("cluster_c"));
+        // Only a cluster policy in a namespace: its index is kept.
+        let none = self::store(&[]);
+        neighbours.with_cluster(&none, "other", &platform);
+        neighbours.with_cluster(&none, "other", &platform);
+        assert_eq!(neighbours.builds(), 3);
     }
 
     #[test]

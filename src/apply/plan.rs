@@ -119,7 +119,7 @@ pub fn wanted(spec: &LifecyclePolicySpec, pod: &PodShape) -> BTreeMap<Slot, Valu
 /// A policy competing for slots on one Deployment.
 pub struct Contender<'a> {
     pub name: &'a str,
-    /// Lower wins: see `LifecyclePolicy::precedence`.
+    /// Lower wins: see `apply::precedence`.
     pub rank: usize,
     pub wants: BTreeMap<Slot, Value>,
 }
