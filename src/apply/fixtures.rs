@@ -2,9 +2,14 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
 
-use crate::api::types::WorkloadKind;
+use crate::api::cluster::ClusterLifecyclePolicy;
+use crate::api::types::{LifecyclePolicy, WorkloadKind};
+use crate::apply::policies::{ClusterSide, Policies};
 use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, Workload};
 
 /// A settled Deployment in "ns" labelled app=web; `carries`: with policy
@@ -40,4 +45,53 @@ pub fn deployment(name: &str, carries: bool) -> Workload {
 /// The same, shared as the caches hold it.
 pub fn cached(name: &str, carries: bool) -> Arc<Workload> {
     Arc::new(deployment(name, carries))
+}
+
+/// A synced cache holding `objects`.
+pub fn cache<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut w = kube::runtime::reflector::store::Writer::default();
+    w.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        w.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
+    w.as_reader()
+}
+
+/// A cluster policy taking namespaces labelled team=a and workloads
+/// labelled app=web, a preStop sleep; `extra` merged into it.
+pub fn cluster_policy(name: &str, extra: Value) -> ClusterLifecyclePolicy {
+    let mut p = json!({
+        "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "ClusterLifecyclePolicy",
+        "metadata": {"name": name, "uid": format!("u-{name}"), "generation": 1,
+                     "creationTimestamp": "2025-01-01T00:00:01Z"},
+        "spec": {"namespaceSelector": {"matchLabels": {"team": "a"}},
+                 "selector": {"matchLabels": {"app": "web"}}, "preStop": {"sleep": {"seconds": 1}}},
+    });
+    json_patch::merge(&mut p, &extra);
+    serde_json::from_value(p).unwrap()
+}
+
+/// The caches of both kinds and of `namespaces` (name, labels); the
+/// operator runs in lco-system.
+pub fn policies(
+    namespaced: &[Arc<LifecyclePolicy>],
+    cluster: &[ClusterLifecyclePolicy],
+    namespaces: &[(&str, Value)],
+) -> Policies {
+    let namespaces = namespaces.iter().map(|(name, labels)| {
+        serde_json::from_value::<Namespace>(json!({"metadata": {"name": name, "labels": labels}}))
+            .unwrap()
+    });
+    Policies {
+        namespaced: cache(namespaced.iter().map(|p| (**p).clone())),
+        cluster: Some(ClusterSide {
+            policies: cache(cluster.iter().cloned()),
+            namespaces: cache(namespaces),
+            operator_namespace: "lco-system".into(),
+        }),
+    }
 }

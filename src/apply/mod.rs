@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod neighbours;
 pub mod patch;
 pub mod plan;
+pub mod policies;
 pub mod precedence;
 pub mod release;
 pub mod rollout;

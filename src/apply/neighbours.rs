@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::Store;
 
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec};
 use crate::apply::ledger::ledger_key;
 use crate::apply::plan::{self, Contender};
+use crate::apply::policies::{Member, Policies};
 use crate::apply::precedence::{self, Tier};
 use crate::apply::workload::{PodShape, Workload};
 
@@ -32,16 +32,19 @@ use crate::apply::workload::{PodShape, Workload};
 struct Print {
     name: String,
     tier: Tier,
+    here: bool,
     uid: Option<String>,
     generation: Option<i64>,
     deleting: bool,
 }
 
 impl Print {
-    fn of(p: &LifecyclePolicy, tier: Tier) -> Self {
+    fn of(m: &Member) -> Self {
+        let p = &m.policy;
         Print {
             name: p.id().owner(),
-            tier,
+            tier: m.tier,
+            here: m.here,
             uid: p.metadata.uid.clone(),
             generation: p.metadata.generation,
             deleting: p.metadata.deletion_timestamp.is_some(),
@@ -53,6 +56,9 @@ impl Print {
 pub struct Rival {
     pub policy: Arc<LifecyclePolicy>,
     pub tier: Tier,
+    /// It acts in this namespace (a cluster policy may hold ledgers in one
+    /// it selects no more: it is known, and competes for nothing).
+    here: bool,
     pub spec: LifecyclePolicySpec,
     /// The name its ledgers carry (`PolicyId::owner`).
     owner: String,
@@ -60,10 +66,12 @@ pub struct Rival {
 }
 
 impl Rival {
-    fn new(p: &Arc<LifecyclePolicy>, tier: Tier) -> Self {
+    fn new(m: &Member) -> Self {
+        let p = &m.policy;
         Rival {
             policy: p.clone(),
-            tier,
+            tier: m.tier,
+            here: m.here,
             spec: p.rendered(),
             owner: p.id().owner(),
             selector: Selector::try_from(LabelSelector::from(&p.spec.selector)).ok(),
@@ -75,9 +83,11 @@ impl Rival {
     }
 
     fn selects(&self, w: &Workload) -> bool {
-        self.selector
-            .as_ref()
-            .is_some_and(|s| s.matches(w.labels()))
+        self.here
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(w.labels()))
     }
 }
 
@@ -104,21 +114,17 @@ impl Neighbourhood {
     }
 
     /// The namespace's own policies and the cluster policies (as the engine
-    /// sees them, `ClusterLifecyclePolicy::view`) that select it, each with
-    /// its tier (a mandate or a platform policy).
-    pub fn with_cluster(
-        policies: &[Arc<LifecyclePolicy>],
-        cluster: &[(Arc<LifecyclePolicy>, Tier)],
-    ) -> Self {
-        let mut all: Vec<(&Arc<LifecyclePolicy>, Tier)> =
-            policies.iter().map(|p| (p, Tier::Team)).collect();
-        all.extend(cluster.iter().map(|(p, t)| (p, *t)));
-        all.sort_by_key(|(p, tier)| {
-            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            precedence::key(*tier, created, &p.id().owner())
+    /// sees them, `ClusterLifecyclePolicy::view`), each with its tier and
+    /// whether it selects this namespace.
+    pub fn with_cluster(policies: &[Arc<LifecyclePolicy>], cluster: &[Member]) -> Self {
+        let mut all: Vec<Member> = policies.iter().map(Member::team).collect();
+        all.extend(cluster.iter().cloned());
+        all.sort_by_key(|m| {
+            let created = m.policy.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            precedence::key(m.tier, created, &m.policy.id().owner())
         });
         let prints = prints(&all);
-        let rivals: Vec<Rival> = all.into_iter().map(|(p, t)| Rival::new(p, t)).collect();
+        let rivals: Vec<Rival> = all.iter().map(Rival::new).collect();
         let ranks = rivals
             .iter()
             .enumerate()
@@ -232,8 +238,8 @@ impl Neighbourhood {
     }
 }
 
-fn prints(policies: &[(&Arc<LifecyclePolicy>, Tier)]) -> Vec<Print> {
-    let mut p: Vec<Print> = policies.iter().map(|(p, t)| Print::of(p, *t)).collect();
+fn prints(members: &[Member]) -> Vec<Print> {
+    let mut p: Vec<Print> = members.iter().map(Print::of).collect();
     p.sort_by(|a, b| a.name.cmp(&b.name));
     p
 }
@@ -246,38 +252,23 @@ pub struct Neighbours {
 }
 
 impl Neighbours {
-    /// The namespace's neighbourhood as the policy cache has it now.
-    pub fn of(&self, store: &Store<LifecyclePolicy>, namespace: &str) -> Arc<Neighbourhood> {
-        self.with_cluster(store, namespace, &[])
-    }
-
-    /// The same, with the cluster policies that select the namespace.
-    pub fn with_cluster(
-        &self,
-        store: &Store<LifecyclePolicy>,
-        namespace: &str,
-        cluster: &[(Arc<LifecyclePolicy>, Tier)],
-    ) -> Arc<Neighbourhood> {
-        let all = store.state();
-        let here: Vec<Arc<LifecyclePolicy>> = all
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-            .cloned()
-            .collect();
-        let mut keys: Vec<(&Arc<LifecyclePolicy>, Tier)> =
-            here.iter().map(|p| (p, Tier::Team)).collect();
-        keys.extend(cluster.iter().map(|(p, t)| (p, *t)));
-        let prints = prints(&keys);
+    /// The namespace's neighbourhood as the policy caches have it now.
+    pub fn of(&self, policies: &Policies, namespace: &str) -> Arc<Neighbourhood> {
+        let here = policies.in_namespace(namespace);
+        let mut members: Vec<Member> = here.own.iter().map(Member::team).collect();
+        members.extend(here.cluster.iter().cloned());
+        let prints = prints(&members);
         if let Some(n) = self.by_namespace.lock().unwrap().get(namespace)
             && n.prints == prints
         {
             return n.clone();
         }
         // Built unlocked: other namespaces' reconciles need not wait for it.
-        let built = Arc::new(Neighbourhood::with_cluster(&here, cluster));
+        let built = Arc::new(Neighbourhood::with_cluster(&here.own, &here.cluster));
         self.builds.fetch_add(1, Ordering::Relaxed);
-        // Namespaces with no policy left keep no index; one that cluster
-        // policies select keeps its own (at most one per namespace).
+        // Namespaces with no policy left keep no index; with cluster
+        // policies, every namespace asked about keeps one (at most one each).
+        let all = policies.namespaced.state();
         let live: BTreeSet<&str> = all
             .iter()
             .filter_map(|p| p.metadata.namespace.as_deref())
@@ -300,7 +291,7 @@ impl Neighbours {
 mod tests {
     use super::*;
     use crate::api::types::WorkloadKind;
-    use kube::runtime::watcher;
+    use crate::apply::fixtures::{self, cache};
     use serde_json::{Value, json};
 
     fn policy(name: &str, created: i64, selector: Value, extra: Value) -> Arc<LifecyclePolicy> {
@@ -325,18 +316,8 @@ mod tests {
         Arc::new(w)
     }
 
-    fn store(policies: &[Arc<LifecyclePolicy>]) -> Store<LifecyclePolicy> {
-        let mut w = kube::runtime::reflector::store::Writer::default();
-        w.apply_watcher_event(&watcher::Event::Init);
-        for p in policies {
-            w.apply_watcher_event(&watcher::Event::InitApply((**p).clone()));
-        }
-        w.apply_watcher_event(&watcher::Event::InitDone);
-        w.as_reader()
-    }
-
-    fn names<'a>(c: &'a [Contender<'a>]) -> Vec<(&'a str, usize)> {
-        c.iter().map(|c| (c.name, c.rank)).collect()
+    fn store(policies: &[Arc<LifecyclePolicy>]) -> Policies {
+        Policies::namespaced(cache(policies.iter().map(|p| (**p).clone())))
     }
 
     /// A cluster policy as the engine sees it: no namespace.
@@ -346,39 +327,68 @@ mod tests {
         Arc::new(p)
     }
 
+    fn member(policy: Arc<LifecyclePolicy>, tier: Tier, here: bool) -> Member {
+        Member { policy, tier, here }
+    }
+
+    fn names<'a>(c: &'a [Contender<'a>]) -> Vec<(&'a str, usize)> {
+        c.iter().map(|c| (c.name, c.rank)).collect()
+    }
+
+    /// Namespaced policies, a cluster policy "c" taking namespaces labelled
+    /// team=a, and the namespaces with their labels.
+    fn with_cluster(policies: &[Arc<LifecyclePolicy>], namespaces: &[(&str, Value)]) -> Policies {
+        fixtures::policies(
+            policies,
+            &[fixtures::cluster_policy("c", json!({}))],
+            namespaces,
+        )
+    }
+
     #[test]
     fn a_team_policy_outranks_a_platform_one_and_a_mandate_outranks_both() {
         let team = policy("team", 30, json!({"app": "web"}), json!({}));
         let cluster = [
-            (cluster("old", 1), Tier::Platform),
-            (cluster("new", 50), Tier::Mandate),
+            member(cluster("old", 1), Tier::Platform, true),
+            member(cluster("new", 50), Tier::Mandate, true),
+            member(cluster("elsewhere", 0), Tier::Mandate, false),
         ];
         let n = Neighbourhood::with_cluster(&[team], &cluster);
         let w = workload("d", json!({"app": "web"}), "1");
         assert_eq!(
             names(&n.contenders("team", &w, w.pod())),
-            [("cluster_new", 0), ("team", 1), ("cluster_old", 2)]
+            [("cluster_new", 1), ("team", 2), ("cluster_old", 3)]
         );
         assert!(n.has("cluster_old") && !n.has("old"));
+        // Known where it selects no more (its ledgers are not gone), but no contender.
+        assert!(n.has("cluster_elsewhere"));
     }
 
     #[test]
     fn the_index_follows_the_cluster_policies_that_select_the_namespace() {
         let neighbours = Neighbours::default();
         let team = policy("team", 30, json!({"app": "web"}), json!({}));
-        let store = store(&[team]);
-        let platform = [(cluster("c", 1), Tier::Platform)];
-        neighbours.with_cluster(&store, "ns", &platform);
-        neighbours.with_cluster(&store, "ns", &platform);
+        let labelled = with_cluster(std::slice::from_ref(&team), &[("ns", json!({"team": "a"}))]);
+        let w = workload("d", json!({"app": "web"}), "1");
+        let n = neighbours.of(&labelled, "ns");
+        neighbours.of(&labelled, "ns");
         assert_eq!(neighbours.builds(), 1);
-        // The namespace loses its label: the cluster policy leaves it.
-        let n = neighbours.with_cluster(&store, "ns", &[]);
+        // The platform policy yields to the team's.
+        assert_eq!(
+            names(&n.contenders("team", &w, w.pod())),
+            [("team", 0), ("cluster_c", 1)]
+        );
+        // The namespace loses its label: the cluster policy is known there
+        // still (it holds ledgers to hand back), but contends for nothing.
+        let unlabelled = with_cluster(&[team], &[("ns", json!({}))]);
+        let n = neighbours.of(&unlabelled, "ns");
         assert_eq!(neighbours.builds(), 2);
-        assert!(!n.has("cluster_c"));
+        assert!(n.has("cluster_c"));
+        assert_eq!(names(&n.contenders("team", &w, w.pod())), [("team", 0)]);
         // Only a cluster policy in a namespace: its index is kept.
-        let none = self::store(&[]);
-        neighbours.with_cluster(&none, "other", &platform);
-        neighbours.with_cluster(&none, "other", &platform);
+        let alone = with_cluster(&[], &[("other", json!({"team": "a"}))]);
+        neighbours.of(&alone, "other");
+        neighbours.of(&alone, "other");
         assert_eq!(neighbours.builds(), 3);
     }
 

@@ -66,6 +66,7 @@ async fn context_with(p: &LifecyclePolicy, ds: Vec<Workload>) -> (Arc<Context>, 
         stores.push((kind, w.as_reader()));
     }
     let metrics = Arc::new(Metrics::default());
+    let policies = crate::apply::policies::Policies::namespaced(policies);
     let observer = Observer::new(
         client.clone(),
         policies.clone(),

@@ -26,6 +26,7 @@ use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::apply::execute::Executor;
 use crate::apply::neighbours::Neighbours;
+use crate::apply::policies::Policies;
 use crate::apply::rollout;
 use crate::apply::workload::{self, Workload, WorkloadKey};
 use crate::runtime::liveness::Liveness;
@@ -49,7 +50,7 @@ const PENDING_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Context {
     pub client: Client,
-    pub policies: Store<LifecyclePolicy>,
+    pub policies: Policies,
     pub workloads: Workloads,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -68,7 +69,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        policies: Store<LifecyclePolicy>,
+        policies: Policies,
         workloads: Workloads,
         metrics: Arc<Metrics>,
         observer: Arc<Observer>,
@@ -131,11 +132,17 @@ pub async fn run(
         let store = store.clone();
         move |p: LifecyclePolicy| others_in_namespace(&store, &p)
     };
-    let observer = Observer::new(client.clone(), store.clone(), metrics.clone(), log_streams);
+    let policies = Policies::namespaced(store.clone());
+    let observer = Observer::new(
+        client.clone(),
+        policies.clone(),
+        metrics.clone(),
+        log_streams,
+    );
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client,
-        store,
+        policies,
         workloads,
         metrics,
         observer.clone(),
@@ -152,6 +159,8 @@ pub async fn run(
                 .of(&ctx.policies, &ns)
                 .concerned(&w)
                 .into_iter()
+                // This controller's kind: cluster policies have no namespace.
+                .filter(|p| p.metadata.namespace.is_some())
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
         }
@@ -234,7 +243,8 @@ pub(crate) async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let _running = ctx.liveness.start();
-    ctx.liveness.set_policies(ctx.policies.state().len());
+    ctx.liveness
+        .set_policies(ctx.policies.namespaced.state().len());
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let work = async {

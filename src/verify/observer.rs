@@ -3,7 +3,7 @@
 //! index, and hands the policies whose reports changed to reconcile, which
 //! writes them on the status (coalesced to at most twice a second per policy).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, LogParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
@@ -24,6 +24,7 @@ use super::index::{
 use crate::api::names::reason;
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
+use crate::apply::policies::Policies;
 use crate::apply::slot::Slot;
 use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, PodShape, WorkloadKey};
 use crate::hooks::hook::HookKind;
@@ -102,7 +103,7 @@ struct Watched {
 
 pub struct Observer {
     client: Client,
-    policies: Store<LifecyclePolicy>,
+    policies: Policies,
     watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
@@ -113,7 +114,7 @@ pub struct Observer {
 impl Observer {
     pub fn new(
         client: Client,
-        policies: Store<LifecyclePolicy>,
+        policies: Policies,
         metrics: Arc<Metrics>,
         streams: LogStreams,
     ) -> Arc<Self> {
@@ -134,7 +135,7 @@ impl Observer {
     pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
         // The policies (and their statuses, the durable counts) must be known
         // before the first pods are: a pod nobody owns is not looked at again.
-        crate::runtime::ready::wait_ready(&self.policies).await;
+        self.policies.wait_ready().await;
         debug!("policies known; watching pods and events");
         // Only pods of templates a policy hooked: the rest of the cluster's
         // pods cost nothing (the label is restored with the last hook).
@@ -235,12 +236,7 @@ impl Observer {
 
     /// Dirty policies, after recording the outcomes counted since last time.
     fn drain(&self) -> Vec<String> {
-        let live: HashSet<String> = self
-            .policies
-            .state()
-            .iter()
-            .map(|p| p.reference())
-            .collect();
+        let live = self.policies.references();
         let (dirty, counted, dropped) = {
             let mut index = self.index.lock().unwrap();
             index.retain_policies(|k| live.contains(k));
@@ -265,12 +261,9 @@ impl Observer {
     }
 
     fn on_pod(self: &Arc<Self>, pod: &Pod, deleted: bool) {
-        let policies: Vec<Arc<LifecyclePolicy>> = self
-            .policies
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace() == pod.namespace())
-            .collect();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let here = self.policies.in_namespace(ns);
+        let policies: Vec<Arc<LifecyclePolicy>> = here.acting().cloned().collect();
         let owners = self.owners(&policies, pod);
         if owners.is_empty() {
             return;

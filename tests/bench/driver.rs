@@ -948,6 +948,7 @@ fn contention(policies: usize, workloads: usize) {
         started.elapsed().as_secs_f64()
     };
     let index = Neighbours::default();
+    let store = lifecycle_operator::apply::policies::Policies::namespaced(store);
     round(&|| index.of(&store, "ns")); // warm-up: first touches, first build
     let indexed = round(&|| index.of(&store, "ns"));
     let rebuilt = round(&|| Arc::new(Neighbourhood::new(&ps)));
