@@ -40,6 +40,19 @@ impl PolicyId {
     pub fn reference(&self) -> String {
         self.to_string()
     }
+
+    /// The policy a [`reference`](Self::reference) names.
+    pub fn from_reference(reference: &str) -> Self {
+        match reference.split_once('/') {
+            Some((namespace, name)) => PolicyId::Namespaced {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+            None => PolicyId::Cluster {
+                name: reference.to_string(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for PolicyId {
@@ -70,6 +83,8 @@ mod tests {
             let cluster = PolicyId::Cluster { name: b };
             prop_assert_ne!(namespaced.owner(), cluster.owner());
             prop_assert_ne!(namespaced.reference(), cluster.reference());
+            prop_assert_eq!(PolicyId::from_reference(&namespaced.reference()), namespaced);
+            prop_assert_eq!(PolicyId::from_reference(&cluster.reference()), cluster);
         }
     }
 

@@ -22,6 +22,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::apply::execute::Executor;
@@ -170,7 +171,15 @@ pub async fn run(
         .watches_stream(workload_events, concerned)
         .watches_stream(policy_spec_changes, others)
         // The observer names the policies whose hook outcomes changed.
-        .reconcile_on(observed_rx)
+        .reconcile_on(observed_rx.filter_map(|id| async move {
+            match id {
+                PolicyId::Namespaced { namespace, name } => {
+                    Some(ObjectRef::new(&name).within(&namespace))
+                }
+                // No cluster policy is served yet (issue 20): none is ever dirty.
+                PolicyId::Cluster { .. } => None,
+            }
+        }))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -12,7 +12,6 @@ use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, LogParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
@@ -21,6 +20,7 @@ pub use super::index::WorkloadHealth;
 use super::index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
+use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
 use crate::apply::plan::{self, contains};
@@ -132,7 +132,7 @@ impl Observer {
 
     /// Watches pods and events until the streams end; sends the policies
     /// whose outcomes changed, at most once per `FLUSH`, to `dirty`.
-    pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<ObjectRef<LifecyclePolicy>>) {
+    pub async fn run(self: Arc<Self>, dirty: mpsc::UnboundedSender<PolicyId>) {
         // The policies (and their statuses, the durable counts) must be known
         // before the first pods are: a pod nobody owns is not looked at again.
         self.policies.wait_ready().await;
@@ -194,9 +194,7 @@ impl Observer {
             loop {
                 tick.tick().await;
                 for key in me.drain() {
-                    if let Some((ns, name)) = key.split_once('/') {
-                        let _ = dirty.unbounded_send(ObjectRef::new(name).within(ns));
-                    }
+                    let _ = dirty.unbounded_send(PolicyId::from_reference(&key));
                 }
             }
         };
