@@ -13,6 +13,7 @@ use kube::core::Selector;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::cluster::{ClusterLifecyclePolicy, Override};
+use crate::api::identity::PolicyId;
 use crate::api::types::LifecyclePolicy;
 use crate::apply::namespaces::{NamespaceScope, Selection, Verdict};
 use crate::apply::precedence::Tier;
@@ -123,7 +124,10 @@ impl Policies {
             .map(|p| p.reference())
             .collect();
         if let Some(side) = &self.cluster {
-            out.extend(side.policies.state().iter().map(|c| c.view().reference()));
+            out.extend(side.policies.state().iter().map(|c| {
+                let name = c.metadata.name.clone().unwrap_or_default();
+                PolicyId::Cluster { name }.reference()
+            }));
         }
         out
     }
@@ -143,12 +147,19 @@ impl ClusterSide {
     ) -> Verdict {
         match selector(c) {
             None => Verdict::NotSelected,
-            Some(selector) => NamespaceScope {
-                selector: &selector,
-                allowed: &c.spec.namespaces,
-                operator_namespace: &self.operator_namespace,
-            }
-            .verdict(ns, labels),
+            Some(selector) => self.scope(c, &selector).verdict(ns, labels),
+        }
+    }
+
+    fn scope<'a>(
+        &'a self,
+        c: &'a ClusterLifecyclePolicy,
+        selector: &'a Selector,
+    ) -> NamespaceScope<'a> {
+        NamespaceScope {
+            selector,
+            allowed: &c.spec.namespaces,
+            operator_namespace: &self.operator_namespace,
         }
     }
 
@@ -158,11 +169,7 @@ impl ClusterSide {
         let Some(selector) = selector(c) else {
             return Selection::default();
         };
-        let scope = NamespaceScope {
-            selector: &selector,
-            allowed: &c.spec.namespaces,
-            operator_namespace: &self.operator_namespace,
-        };
+        let scope = self.scope(c, &selector);
         let all = self.namespaces.state();
         let empty = BTreeMap::new();
         scope.select(all.iter().map(|n| {
