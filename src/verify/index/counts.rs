@@ -27,7 +27,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::health::WorkloadHealth;
+use super::health::{TIMED_OUT_MESSAGE, WorkloadHealth};
 use super::instances::oldest_pending;
 use super::{Index, floor_second, idx};
 use crate::api::names::reason;
@@ -47,10 +47,6 @@ pub const MAX_AFTER: usize = 256;
 
 /// Length of the container ID prefix kept in the status.
 const ID_LEN: usize = 16;
-/// What a timed-out preStop's failure says, in the report and the
-/// workload's health.
-pub(super) const TIMED_OUT_MESSAGE: &str =
-    "the grace period ran out before the preStop hook finished";
 
 /// A policy as the index needs it to seed and reset its tallies.
 pub struct PolicyRecord<'a> {

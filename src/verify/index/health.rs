@@ -9,12 +9,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::Index;
-use super::counts::TIMED_OUT_MESSAGE;
 use crate::api::names::reason;
 use crate::apply::rollout::Failure;
 use crate::apply::workload::WorkloadKey;
 use crate::hooks::hook::HookKind;
 use crate::verify::outcome::Outcome;
+
+/// What a timed-out preStop's failure says, in the report and the
+/// workload's health.
+pub(super) const TIMED_OUT_MESSAGE: &str =
+    "the grace period ran out before the preStop hook finished";
 
 /// What this generation's hooks did in one workload's pods.
 #[derive(Clone, Debug, Default, PartialEq)]
