@@ -11,10 +11,12 @@
 //!   observer's pure index and its driver.
 //! - `reconcile`: the controller: gather, decide, execute, write the status; the finalizer.
 //! - `runtime`: the process around it: API client, watches, readiness, liveness, metrics, HTTP.
+//! - `cli`: the command line, checked into the runtime's and the observer's settings.
 //! - `text`: bounded strings and readable errors, shared by all.
 
 pub mod api;
 pub mod apply;
+pub mod cli;
 pub mod hooks;
 pub mod reconcile;
 pub mod runtime;

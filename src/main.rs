@@ -14,8 +14,8 @@ use tracing::{error, info, warn};
 
 use lifecycle_operator::api::types::LifecyclePolicy;
 use lifecycle_operator::apply::release;
+use lifecycle_operator::cli::{Args, Command};
 use lifecycle_operator::reconcile;
-use lifecycle_operator::runtime::cli::{Args, Command};
 use lifecycle_operator::runtime::client;
 use lifecycle_operator::runtime::leader::{self, Leadership};
 use lifecycle_operator::runtime::liveness::Liveness;

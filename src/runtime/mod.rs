@@ -1,11 +1,9 @@
 //! The process around the controller: the time-bounded API client
 //! (`client`), how watches recover (`watches`), waiting for a cache's first
 //! list (`ready`), controller progress for `/healthz` (`liveness`),
-//! Prometheus metrics (`metrics`), the health/metrics port (`server`), the
-//! command line (`cli`), leader election (`leader`) and a shutdown within a
-//! budget (`shutdown`).
+//! Prometheus metrics (`metrics`), the health/metrics port (`server`),
+//! leader election (`leader`) and a shutdown within a budget (`shutdown`).
 
-pub mod cli;
 pub mod client;
 pub mod leader;
 pub mod liveness;
