@@ -171,7 +171,7 @@ fn reconcile(w: &mut Value, me: &Arc<LifecyclePolicy>, all: &[Arc<LifecyclePolic
             policy: me,
             selector: &selector,
             active: !deleting,
-            neighbours: &Neighbourhood::new(all),
+            neighbours: &Neighbourhood::new(all).into(),
             revert: &BTreeSet::new(),
             hold: None,
             now: Timestamp::from_second(1_800_000_000).unwrap(),

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::api::identity::PolicyId;
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
 use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
-use crate::apply::neighbours::Neighbourhood;
+use crate::apply::neighbours::Neighbourhoods;
 use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
 use crate::apply::plan::{self, Fights, Input, Plan};
 use crate::apply::slot::Slot;
@@ -28,8 +28,8 @@ pub struct Scope<'a> {
     pub selector: &'a Selector,
     /// False when the policy is being deleted: it releases everything.
     pub active: bool,
-    /// Every policy of the namespace, this one included.
-    pub neighbours: &'a Neighbourhood,
+    /// Every policy of each namespace decided in, this one included.
+    pub neighbours: &'a Neighbourhoods,
     /// Workloads the policy hands back although it selects them: a halted
     /// rollout's reverted workloads.
     pub revert: &'a BTreeSet<WorkloadKey>,
@@ -222,8 +222,18 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     if d.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let selected =
-        scope.active && policy.spec.kinds.contains(&d.kind) && scope.selector.matches(d.labels());
+    let Some(neighbours) = scope.neighbours.of(&d) else {
+        return None;
+    };
+    // A cluster policy acts only where its namespaceSelector takes the namespace.
+    let here = match policy.id() {
+        PolicyId::Namespaced { .. } => true,
+        PolicyId::Cluster { .. } => neighbours.acts(&owner),
+    };
+    let selected = scope.active
+        && here
+        && policy.spec.kinds.contains(&d.kind)
+        && scope.selector.matches(d.labels());
     // Neither selected nor ever written by this policy (no ledger, no
     // managedFields of its manager): nothing to decide, and the common
     // case of a namespace with many policies, so it costs no parsing.
@@ -233,7 +243,6 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     let key = workload_key(policy, &d);
     let reverted = selected && scope.revert.contains(&key);
     let matched = selected && !reverted;
-    let neighbours = scope.neighbours;
     let mut ledgers = read_ledgers(d.metadata.annotations.as_ref());
     // Ledgers of policies that no longer exist do not block anyone. But
     // the copy may just lag their release: see `Write::guard`.
@@ -448,6 +457,7 @@ fn touched(w: &Workload, policy: &str, manager: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::neighbours::Neighbourhood;
     use crate::apply::workload::HOOKED_LABEL;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::jiff::Timestamp;
@@ -506,7 +516,7 @@ mod tests {
                 policy: p,
                 selector: &selector,
                 active: true,
-                neighbours: &Neighbourhood::new(neighbours),
+                neighbours: &Neighbourhood::new(neighbours).into(),
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -648,7 +658,7 @@ mod tests {
                 policy: &p,
                 selector: &selector,
                 active: true,
-                neighbours: &Neighbourhood::new(std::slice::from_ref(&p)),
+                neighbours: &Neighbourhood::new(std::slice::from_ref(&p)).into(),
                 revert: &BTreeSet::new(),
                 hold: Some(&hold),
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -703,7 +713,7 @@ mod tests {
                     policy: &p,
                     selector: &Selector::default(),
                     active: false,
-                    neighbours: &Neighbourhood::new(&[p.clone(), q]),
+                    neighbours: &Neighbourhood::new(&[p.clone(), q]).into(),
                     revert: &BTreeSet::new(),
                     hold: None,
                     now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -834,7 +844,7 @@ mod tests {
                 policy: &gone,
                 selector: &Selector::default(),
                 active: false,
-                neighbours: &Neighbourhood::new(std::slice::from_ref(&gone)),
+                neighbours: &Neighbourhood::new(std::slice::from_ref(&gone)).into(),
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),

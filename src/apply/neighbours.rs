@@ -11,7 +11,7 @@
 //! rebuilt when the namespace's policies' specs, identities or deletions
 //! change (a status write changes none of them).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -147,6 +147,12 @@ impl Neighbourhood {
         self.ranks.contains_key(name)
     }
 
+    /// The policy acts in this namespace: a cluster policy whose
+    /// namespaceSelector takes it (a namespaced one always does).
+    pub fn acts(&self, name: &str) -> bool {
+        self.ranks.get(name).is_some_and(|&i| self.rivals[i].here)
+    }
+
     /// Names of the policies being deleted.
     pub fn deleting(&self) -> BTreeSet<&str> {
         self.rivals
@@ -238,6 +244,48 @@ impl Neighbourhood {
     }
 }
 
+/// The neighbourhoods one policy decides in: its namespace's, or, for a
+/// cluster policy, one per namespace it reaches.
+pub enum Neighbourhoods {
+    /// Every workload's, whatever its namespace: a namespaced policy's.
+    One(Arc<Neighbourhood>),
+    ByNamespace(BTreeMap<String, Arc<Neighbourhood>>),
+}
+
+impl From<Neighbourhood> for Neighbourhoods {
+    fn from(n: Neighbourhood) -> Self {
+        Neighbourhoods::One(Arc::new(n))
+    }
+}
+
+impl Neighbourhoods {
+    /// The neighbourhood of the workload's namespace (None: not gathered,
+    /// so nothing is decided there).
+    pub fn of(&self, w: &Workload) -> Option<&Neighbourhood> {
+        match self {
+            Neighbourhoods::One(n) => Some(n),
+            Neighbourhoods::ByNamespace(m) => m.get(w.metadata.namespace.as_deref()?).map(|n| &**n),
+        }
+    }
+
+    /// Forgets the selections of workloads gone from each namespace.
+    pub fn forget_except(&self, keep: &[Arc<Workload>]) {
+        match self {
+            Neighbourhoods::One(n) => n.forget_except(keep),
+            Neighbourhoods::ByNamespace(m) => {
+                for (ns, n) in m {
+                    let here: Vec<Arc<Workload>> = keep
+                        .iter()
+                        .filter(|w| w.metadata.namespace.as_deref() == Some(ns))
+                        .cloned()
+                        .collect();
+                    n.forget_except(&here);
+                }
+            }
+        }
+    }
+}
+
 fn prints(members: &[Member]) -> Vec<Print> {
     let mut p: Vec<Print> = members.iter().map(Print::of).collect();
     p.sort_by(|a, b| a.name.cmp(&b.name));
@@ -279,6 +327,20 @@ impl Neighbours {
             map.insert(namespace.to_string(), built.clone());
         }
         built
+    }
+
+    /// The neighbourhoods of every namespace the workloads are in.
+    pub fn around(&self, policies: &Policies, workloads: &[Arc<Workload>]) -> Neighbourhoods {
+        let namespaces: BTreeSet<&str> = workloads
+            .iter()
+            .filter_map(|w| w.metadata.namespace.as_deref())
+            .collect();
+        Neighbourhoods::ByNamespace(
+            namespaces
+                .into_iter()
+                .map(|ns| (ns.to_string(), self.of(policies, ns)))
+                .collect(),
+        )
     }
 
     /// How many neighbourhoods were built (a test and bench figure).

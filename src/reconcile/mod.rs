@@ -26,7 +26,7 @@ use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
 use crate::apply::execute::Executor;
-use crate::apply::neighbours::Neighbours;
+use crate::apply::neighbours::{Neighbourhoods, Neighbours};
 use crate::apply::policies::Policies;
 use crate::apply::rollout;
 use crate::apply::workload::{self, Workload, WorkloadKey};
@@ -434,9 +434,12 @@ async fn evaluate(
     workloads: Vec<Arc<Workload>>,
     ctx: &Context,
 ) -> Result<Evaluated, Error> {
-    let neighbours = ctx
-        .neighbours
-        .of(&ctx.policies, &policy.namespace().unwrap_or_default());
+    let neighbours = match policy.id() {
+        PolicyId::Namespaced { namespace, .. } => {
+            Neighbourhoods::One(ctx.neighbours.of(&ctx.policies, &namespace))
+        }
+        PolicyId::Cluster { .. } => ctx.neighbours.around(&ctx.policies, &workloads),
+    };
     let rolls_out = active && policy.spec.mode == Mode::Enforce;
     let health = if rolls_out {
         ctx.observer.workload_health(policy)

@@ -19,7 +19,7 @@ use crate::api::types::{
     HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind,
 };
 use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
-use crate::apply::neighbours::Neighbourhood;
+use crate::apply::neighbours::Neighbourhoods;
 use crate::apply::plan::SlotOutcome;
 use crate::apply::rollout;
 use crate::apply::workload::{Workload, WorkloadKey};
@@ -33,7 +33,7 @@ pub struct Snapshot<'a> {
     pub selector: &'a Selector,
     /// False when the policy is being deleted or cannot act: it releases.
     pub active: bool,
-    pub neighbours: &'a Neighbourhood,
+    pub neighbours: &'a Neighbourhoods,
     pub workloads: Vec<Arc<Workload>>,
     /// Observed health by workload, for the rollout.
     pub health: &'a HashMap<WorkloadKey, WorkloadHealth>,
@@ -289,7 +289,8 @@ mod tests {
         previous: Option<&RolloutStatus>,
     ) -> Decided {
         let selector = Selector::try_from(LabelSelector::from(&p.spec.selector)).unwrap();
-        let neighbours = Neighbourhood::new(&[Arc::new(p.clone())]);
+        let neighbours: Neighbourhoods =
+            crate::apply::neighbours::Neighbourhood::new(&[Arc::new(p.clone())]).into();
         decide(&Snapshot {
             policy: p,
             selector: &selector,

@@ -254,7 +254,7 @@ pub(super) struct Tally {
     pub(super) uid: Option<String>,
     pub(super) generation: Option<i64>,
     pub(super) hooks: [HookTally; 2],
-    /// Per workload (Kind/name), for the safe rollout: this generation's
+    /// Per workload (namespace/Kind/name), for the safe rollout: this generation's
     /// successful postStarts and latest hook failure.
     pub(super) workloads: HashMap<String, WorkloadHealth>,
 }

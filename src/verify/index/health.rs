@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::Index;
+use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::apply::rollout::Failure;
 use crate::apply::workload::WorkloadKey;
@@ -89,13 +90,16 @@ impl Index {
         policy: &str,
         generation: Option<i64>,
     ) -> HashMap<WorkloadKey, WorkloadHealth> {
-        // Kept as the interned strings `workload_of` wrote (memory per pod).
+        let cluster = matches!(PolicyId::from_reference(policy), PolicyId::Cluster { .. });
+        // Kept as the interned strings the instances hold (memory per pod).
         self.tallies
             .get(policy)
             .filter(|t| t.generation == generation)
             .into_iter()
             .flat_map(|t| &t.workloads)
-            .filter_map(|(k, h)| Some((k.parse().ok()?, h.clone())))
+            .filter_map(|(k, h)| Some((k.parse::<WorkloadKey>().ok()?, h.clone())))
+            // A namespaced policy names its workloads within its namespace.
+            .map(|(k, h)| (if cluster { k } else { k.local() }, h))
             .collect()
     }
 }

@@ -137,7 +137,7 @@ impl Hook {
 pub(super) struct Instance {
     pub(super) namespace: Arc<str>,
     pub(super) pod: Box<str>,
-    /// The owning workload (Kind/name), when known.
+    /// The owning workload (namespace/Kind/name), when known.
     pub(super) workload: Option<Arc<str>>,
     pub(super) first_seen: Timestamp,
     pub(super) started_at: Option<Timestamp>,
@@ -260,19 +260,20 @@ impl Index {
                 continue; // Forgotten already, or never seen: nothing to settle.
             }
             let names = &mut self.names;
-            let inst = self
-                .instances
-                .entry(key.clone())
-                .or_insert_with(|| Instance {
-                    namespace: names.get(pod.namespace().as_deref().unwrap_or_default()),
+            let inst = self.instances.entry(key.clone()).or_insert_with(|| {
+                let ns = pod.namespace().unwrap_or_default();
+                Instance {
+                    // Across namespaces, as a cluster policy names it.
+                    workload: workload_of(pod).map(|w| names.get(&format!("{ns}/{w}"))),
+                    namespace: names.get(&ns),
                     pod: pod.name_any().into(),
-                    workload: workload_of(pod).map(|w| names.get(&w)),
                     first_seen: now,
                     started_at: None,
                     hooks: Default::default(),
                     waiting_message: None,
                     gone: false,
-                });
+                }
+            });
             observe_container(inst, cs, &mine, names, deletion.as_ref(), deleted);
             skip_recorded(&mut self.tallies, inst, &key);
             logs.extend(log_requests(inst, &key, deletion.as_ref(), deleted, now));
