@@ -72,8 +72,9 @@ demo-down:
 
 ## crds: regenerate crds/ from the Rust types
 crds:
-	cargo run --quiet --bin crdgen > crds/lifecyclepolicies.yaml
-	cp crds/lifecyclepolicies.yaml charts/lifecycle-operator/files/
+	for f in lifecyclepolicies.yaml clusterlifecyclepolicies.yaml; do \
+	  cargo run --quiet --bin crdgen -- "$$f" > "crds/$$f" && cp "crds/$$f" charts/lifecycle-operator/files/ || exit 1; \
+	done
 
 build:
 	cargo build --release --bin lifecycle-operator

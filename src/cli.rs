@@ -31,6 +31,10 @@ pub struct Args {
     /// Namespace of the leader Lease (defaults to the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// The operator's own namespace: cluster policies leave it alone
+    /// unless they list it in `spec.namespaces`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
     /// Name of the leader Lease.
     #[arg(long, env = "LCO_LEASE_NAME", default_value = "lifecycle-operator")]
     pub lease_name: String,

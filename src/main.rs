@@ -99,6 +99,7 @@ async fn operate() -> anyhow::Result<()> {
         liveness.clone(),
         identity,
         streams,
+        args.operator_namespace.clone(),
         stop.wait(),
     );
     control(controller, &mut lease, &stop, &liveness).await;

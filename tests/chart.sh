@@ -43,9 +43,17 @@ render_fails() {
 
 check "helm lint --strict" helm lint --strict "$chart" "${kube_version[@]}"
 check "helm template renders" helm template "$release" "$chart" "${kube_version[@]}" -n "$ns"
-check "the chart's CRD file is identical to crds/" diff -u crds/lifecyclepolicies.yaml "$chart/files/lifecyclepolicies.yaml"
-check "the CRD renders from templates, kept on uninstall" rendered_ok \
-  '[.[] | select(.kind == "CustomResourceDefinition")] | length == 1 and (.[0].metadata.annotations["helm.sh/resource-policy"] == "keep") and (.[0].spec.names.categories == ["lifecycle-operator"])'
+for f in lifecyclepolicies.yaml clusterlifecyclepolicies.yaml; do
+  check "the chart's $f is identical to crds/" diff -u "crds/$f" "$chart/files/$f"
+done
+check "both CRDs render from templates, kept on uninstall" rendered_ok \
+  '[.[] | select(.kind == "CustomResourceDefinition")] | length == 2 and all(.metadata.annotations["helm.sh/resource-policy"] == "keep" and .spec.names.categories == ["lifecycle-operator"]) and (map(.spec.scope) | sort == ["Cluster", "Namespaced"])'
+check "the operator may list and watch namespaces, and nothing more of them" rendered_ok \
+  '[.[] | select(.kind == "ClusterRole" and .metadata.name == "lco-lifecycle-operator") | .rules[] | select(.resources | index("namespaces"))] | length == 1 and .[0].verbs == ["list", "watch"] and .[0].apiGroups == [""]'
+check "cluster policies are aggregated into no namespace role (edit, admin, view)" rendered_ok \
+  '[.[] | select(.kind == "ClusterRole" and ((.metadata.labels // {}) | keys | any(startswith("rbac.authorization.k8s.io/aggregate-to-")))) | .rules[].resources[] | select(startswith("clusterlifecyclepolicies"))] | length == 0'
+check "the platform ClusterRole aggregates the cluster-policy rules" rendered_ok \
+  '([.[] | select(.kind == "ClusterRole" and .metadata.name == "lco-lifecycle-operator-platform")][0].aggregationRule.clusterRoleSelectors[0].matchLabels["lifecycle-operator.io/aggregate-to-platform"] == "true") and ([.[] | select(.kind == "ClusterRole" and (.metadata.labels["lifecycle-operator.io/aggregate-to-platform"] == "true")) | .rules[] | select(.resources | index("clusterlifecyclepolicies")) | .verbs | index("create")] | length == 1)'
 check "crds.enabled=false renders no CRD" rendered_ok '[.[] | select(.kind == "CustomResourceDefinition")] | length == 0' --set crds.enabled=false
 check "crds.keep=false drops the keep annotation" rendered_ok \
   '.[] | select(.kind == "CustomResourceDefinition") | .metadata.annotations == null' --set crds.keep=false
@@ -113,7 +121,9 @@ check "a pre-delete Job releases every policy on uninstall" has_release_job
 check "uninstall.keepPolicies=true drops it" no_release_job
 has_test_pod() { helm template "$release" "$chart" "${kube_version[@]}" --show-only templates/tests/test-connection.yaml | grep 'helm.sh/hook: test' >/dev/null; }
 check "a helm test pod" has_test_pod
-check "YAML 1.1 (PyYAML) reads every enum value of crds/ as a string" /usr/bin/python3 tests/crd_yaml11.py crds/lifecyclepolicies.yaml
+for f in lifecyclepolicies.yaml clusterlifecyclepolicies.yaml; do
+  check "YAML 1.1 (PyYAML) reads every enum value of crds/$f as a string" /usr/bin/python3 tests/crd_yaml11.py "crds/$f"
+done
 git show "$PREV_CRD_COMMIT:crds/lifecyclepolicies.yaml" >"$out/prev-crd.yaml"
 check "... and catches the previous CRD's \`Off\` (a boolean in YAML 1.1)" bash -c "! /usr/bin/python3 tests/crd_yaml11.py $out/prev-crd.yaml"
 

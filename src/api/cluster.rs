@@ -141,6 +141,11 @@ pub struct NamespaceCounts {
     pub matched: i32,
     /// Of those, namespaces where every matched workload carries its hooks.
     pub patched: i32,
+    /// Protected namespaces the namespaceSelector takes but the policy
+    /// leaves alone: list them in `spec.namespaces` to act there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub protected: Vec<String>,
 }
 
 #[cfg(test)]

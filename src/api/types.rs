@@ -733,6 +733,10 @@ pub struct HookFailure {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadReport {
+    /// The workload's namespace: on a ClusterLifecyclePolicy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
     pub kind: WorkloadKind,
     /// Workload name.
     pub name: String,

@@ -222,9 +222,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     if d.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let Some(neighbours) = scope.neighbours.of(&d) else {
-        return None;
-    };
+    let neighbours = scope.neighbours.of(&d)?;
     // A cluster policy acts only where its namespaceSelector takes the namespace.
     let here = match policy.id() {
         PolicyId::Namespaced { .. } => true,
@@ -442,7 +440,7 @@ fn is_takeover(damage: &Damage, fights: &Fights) -> bool {
 
 /// The policy may have left something on the workload: its ledger, or
 /// fields its manager applied (a ledger deleted by hand: damage).
-fn touched(w: &Workload, policy: &str, manager: &str) -> bool {
+pub fn touched(w: &Workload, policy: &str, manager: &str) -> bool {
     let ledger = w
         .metadata
         .annotations

@@ -13,6 +13,8 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use crate::api::cluster::ClusterLifecyclePolicy;
+use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, WorkloadKind};
 use crate::apply::decide::{Decision, Intent, Write};
@@ -74,7 +76,12 @@ impl Executor<'_> {
                             what: changes(d),
                             rolls: w.rolls,
                         };
-                        rolled.entry(change).or_default().push(d.name());
+                        // A cluster policy's workloads are named with their namespace.
+                        let name = match &d.key.namespace {
+                            Some(ns) => format!("{ns}/{}", d.name()),
+                            None => d.name(),
+                        };
+                        rolled.entry(change).or_default().push(name);
                     }
                 }
                 Err(e) => {
@@ -156,7 +163,13 @@ impl Executor<'_> {
                 let kind = change.kind;
                 summaries(&change, &names)
                     .into_iter()
-                    .map(|(first, note)| (reference(kind, &first, ns.clone()), note))
+                    .map(|(first, note)| {
+                        let (namespace, name) = match first.split_once('/') {
+                            Some((n, name)) => (Some(n.to_string()), name.to_string()),
+                            None => (ns.clone(), first),
+                        };
+                        (reference(kind, &name, namespace), note)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -240,7 +253,7 @@ impl Executor<'_> {
             action: "PatchDeployment".into(),
             secondary: related,
         };
-        match self.recorder.publish(&event, &policy.object_ref(&())).await {
+        match self.recorder.publish(&event, &regarding(policy)).await {
             Ok(()) => {}
             // The policy's namespace is going away, and the event with it.
             Err(e) if is_namespace_terminating(&e) => {
@@ -249,6 +262,16 @@ impl Executor<'_> {
             Err(e) => warn!(error = %e, "publishing event failed"),
         }
     }
+}
+
+/// The object a policy's events are about: a cluster policy's own kind
+/// (the engine sees it as a `LifecyclePolicy` without a namespace).
+pub fn regarding(policy: &LifecyclePolicy) -> ObjectReference {
+    let mut r = policy.object_ref(&());
+    if let PolicyId::Cluster { .. } = policy.id() {
+        r.kind = Some(ClusterLifecyclePolicy::kind(&()).into_owned());
+    }
+    r
 }
 
 /// The API server refuses new objects in a namespace being deleted with a 403

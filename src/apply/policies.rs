@@ -106,6 +106,15 @@ impl Policies {
         InNamespace { own, cluster }
     }
 
+    /// How many policies there are, of both kinds.
+    pub fn count(&self) -> usize {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map_or(0, |s| s.policies.state().len());
+        self.namespaced.state().len() + cluster
+    }
+
     /// Waits until every cache has had its first list.
     pub async fn wait_ready(&self) {
         crate::runtime::ready::wait_ready(&self.namespaced).await;

@@ -1,5 +1,5 @@
-//! `lifecycle-operator release-all`: deletes every LifecyclePolicy in the
-//! cluster and waits until the running operator has handed their hooks back
+//! `lifecycle-operator release-all`: deletes every LifecyclePolicy and
+//! ClusterLifecyclePolicy in the cluster and waits until the running operator has handed their hooks back
 //! and dropped their finalizers. The Helm chart runs it as a pre-delete hook,
 //! so that `helm uninstall` leaves no hook on any workload and no policy
 //! hanging on a finalizer nobody will remove.
@@ -10,10 +10,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta};
-use kube::{Client, ResourceExt};
 use tracing::info;
 
+use crate::api::cluster::ClusterLifecyclePolicy;
+use crate::api::identity::PolicyId;
 use crate::api::types::LifecyclePolicy;
 
 /// Each API call's bound: a call that never answers must not wedge uninstall.
@@ -24,18 +26,28 @@ const NAMES_SHOWN: usize = 10;
 /// One policy still in the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remaining {
-    pub namespace: String,
-    pub name: String,
+    pub id: PolicyId,
     /// Already being deleted (deletionTimestamp set): waiting for its finalizer.
     pub deleting: bool,
 }
 
 impl Remaining {
-    fn from_meta(m: &PartialObjectMeta<LifecyclePolicy>) -> Self {
+    fn from_meta<K>(m: &PartialObjectMeta<K>) -> Self {
+        let name = m.metadata.name.clone().unwrap_or_default();
         Remaining {
-            namespace: m.namespace().unwrap_or_default(),
-            name: m.name_any(),
+            id: match m.metadata.namespace.clone() {
+                Some(namespace) => PolicyId::Namespaced { namespace, name },
+                None => PolicyId::Cluster { name },
+            },
             deleting: m.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// "LifecyclePolicy web/a", "ClusterLifecyclePolicy drain".
+    fn describe(&self) -> String {
+        match &self.id {
+            PolicyId::Namespaced { .. } => format!("LifecyclePolicy {}", self.id),
+            PolicyId::Cluster { .. } => format!("ClusterLifecyclePolicy {}", self.id),
         }
     }
 }
@@ -50,7 +62,7 @@ pub fn describe(remaining: &[Remaining]) -> String {
     let mut names: Vec<String> = remaining
         .iter()
         .take(NAMES_SHOWN)
-        .map(|r| format!("{}/{}", r.namespace, r.name))
+        .map(|r| r.id.to_string())
         .collect();
     if remaining.len() > NAMES_SHOWN {
         names.push(format!("and {} more", remaining.len() - NAMES_SHOWN));
@@ -73,13 +85,40 @@ where
         .with_context(|| what.to_string())
 }
 
-async fn list(api: &Api<LifecyclePolicy>) -> anyhow::Result<Vec<Remaining>> {
-    let list = bounded(
+/// Every policy of both kinds.
+async fn list(client: &Client) -> anyhow::Result<Vec<Remaining>> {
+    let params = ListParams::default();
+    let namespaced = Api::<LifecyclePolicy>::all(client.clone());
+    let namespaced = bounded(
         "listing LifecyclePolicies",
-        api.list_metadata(&ListParams::default()),
+        namespaced.list_metadata(&params),
     )
     .await?;
-    Ok(list.items.iter().map(Remaining::from_meta).collect())
+    let cluster = Api::<ClusterLifecyclePolicy>::all(client.clone());
+    let cluster = bounded(
+        "listing ClusterLifecyclePolicies",
+        cluster.list_metadata(&params),
+    )
+    .await?;
+    let mut out: Vec<Remaining> = namespaced.items.iter().map(Remaining::from_meta).collect();
+    out.extend(cluster.items.iter().map(Remaining::from_meta));
+    Ok(out)
+}
+
+async fn delete(client: &Client, r: &Remaining) -> anyhow::Result<()> {
+    let what = format!("deleting {}", r.describe());
+    let params = DeleteParams::default();
+    match &r.id {
+        PolicyId::Namespaced { namespace, name } => {
+            let api = Api::<LifecyclePolicy>::namespaced(client.clone(), namespace);
+            bounded(&what, api.delete(name, &params)).await?;
+        }
+        PolicyId::Cluster { name } => {
+            let api = Api::<ClusterLifecyclePolicy>::all(client.clone());
+            bounded(&what, api.delete(name, &params)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes every policy and waits, up to `timeout`, until none is left.
@@ -87,25 +126,22 @@ async fn list(api: &Api<LifecyclePolicy>) -> anyhow::Result<Vec<Remaining>> {
 /// deleted too. Fails, naming what is left, if the operator does not release
 /// them in time (typically: it is not running).
 pub async fn release_all(client: Client, timeout: Duration) -> anyhow::Result<usize> {
-    let all: Api<LifecyclePolicy> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + timeout;
     let mut seen = std::collections::BTreeSet::new();
     let mut last_report = tokio::time::Instant::now();
     loop {
-        let remaining = list(&all).await?;
+        let remaining = list(&client).await?;
         if remaining.is_empty() {
-            info!(policies = seen.len(), "every LifecyclePolicy released");
+            info!(policies = seen.len(), "every policy released");
             return Ok(seen.len());
         }
         for r in &remaining {
-            seen.insert((r.namespace.clone(), r.name.clone()));
+            seen.insert(r.id.clone());
         }
         for r in to_delete(&remaining) {
-            let api: Api<LifecyclePolicy> = Api::namespaced(client.clone(), &r.namespace);
-            let what = format!("deleting LifecyclePolicy {}/{}", r.namespace, r.name);
-            match bounded(&what, api.delete(&r.name, &DeleteParams::default())).await {
-                Ok(_) => {
-                    info!(policy = %format!("{}/{}", r.namespace, r.name), "deleted; waiting for the operator to hand its hooks back")
+            match delete(&client, r).await {
+                Ok(()) => {
+                    info!(policy = %r.id, "deleted; waiting for the operator to hand its hooks back")
                 }
                 // Gone meanwhile: what we wanted.
                 Err(e) if is_not_found(&e) => {}
@@ -137,8 +173,10 @@ mod tests {
 
     fn r(name: &str, deleting: bool) -> Remaining {
         Remaining {
-            namespace: "web".into(),
-            name: name.into(),
+            id: PolicyId::Namespaced {
+                namespace: "web".into(),
+                name: name.into(),
+            },
             deleting,
         }
     }
@@ -146,7 +184,7 @@ mod tests {
     #[test]
     fn deletes_only_policies_not_already_going() {
         let all = [r("a", false), r("b", true), r("c", false)];
-        let names: Vec<_> = to_delete(&all).iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = to_delete(&all).iter().map(|r| r.id.name()).collect();
         assert_eq!(names, ["a", "c"]);
         assert!(to_delete(&[r("x", true)]).is_empty());
     }
@@ -183,8 +221,10 @@ mod mock_api {
     }
 
     fn meta(ns: &str, name: &str, deleting: bool) -> Value {
-        let mut m =
-            json!({"name": name, "namespace": ns, "finalizers": ["lifecycle-operator.io/cleanup"]});
+        let mut m = json!({"name": name, "finalizers": ["lifecycle-operator.io/cleanup"]});
+        if !ns.is_empty() {
+            m["namespace"] = json!(ns);
+        }
         if deleting {
             m["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
@@ -196,26 +236,36 @@ mod mock_api {
         send.send_response(Response::builder().status(code).body(body).unwrap());
     }
 
+    /// The list of both kinds: namespaced policies, then cluster ones.
+    async fn expect_lists(h: &mut ApiHandle, namespaced: Vec<Value>, cluster: Vec<Value>) {
+        for (plural, items) in [
+            ("lifecyclepolicies", namespaced),
+            ("clusterlifecyclepolicies", cluster),
+        ] {
+            let (req, send) = h.next_request().await.expect("a list request");
+            assert_eq!(req.method(), Method::GET);
+            assert_eq!(
+                req.uri().path(),
+                format!("/apis/lifecycle-operator.io/v1alpha1/{plural}")
+            );
+            let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
+            respond(send, StatusCode::OK, list);
+        }
+    }
+
     async fn expect_list(h: &mut ApiHandle, items: Vec<Value>) {
-        let (req, send) = h.next_request().await.expect("a list request");
-        assert_eq!(req.method(), Method::GET);
-        assert_eq!(
-            req.uri().path(),
-            "/apis/lifecycle-operator.io/v1alpha1/lifecyclepolicies"
-        );
-        let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items});
-        respond(send, StatusCode::OK, list);
+        expect_lists(h, items, vec![]).await;
     }
 
     async fn expect_delete(h: &mut ApiHandle, ns: &str, name: &str, code: StatusCode) {
         let (req, send) = h.next_request().await.expect("a delete request");
         assert_eq!(req.method(), Method::DELETE);
-        assert_eq!(
-            req.uri().path(),
-            format!(
-                "/apis/lifecycle-operator.io/v1alpha1/namespaces/{ns}/lifecyclepolicies/{name}"
-            )
-        );
+        let path = if ns.is_empty() {
+            format!("/apis/lifecycle-operator.io/v1alpha1/clusterlifecyclepolicies/{name}")
+        } else {
+            format!("/apis/lifecycle-operator.io/v1alpha1/namespaces/{ns}/lifecyclepolicies/{name}")
+        };
+        assert_eq!(req.uri().path(), path);
         let status = if code == StatusCode::OK {
             "Success"
         } else {
@@ -245,6 +295,26 @@ mod mock_api {
             expect_delete(&mut h, "web", "a", StatusCode::OK).await;
             expect_list(&mut h, vec![meta("web", "a", true)]).await;
             expect_list(&mut h, vec![]).await;
+        });
+        let n = release_all(client, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(n, 2);
+        api.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cluster_policies_are_deleted_and_waited_for_too() {
+        let (client, mut h) = client();
+        let api = tokio::spawn(async move {
+            expect_lists(
+                &mut h,
+                vec![meta("web", "a", false)],
+                vec![meta("", "drain", false)],
+            )
+            .await;
+            expect_delete(&mut h, "web", "a", StatusCode::OK).await;
+            expect_delete(&mut h, "", "drain", StatusCode::OK).await;
+            expect_lists(&mut h, vec![], vec![meta("", "drain", true)]).await;
+            expect_lists(&mut h, vec![], vec![]).await;
         });
         let n = release_all(client, Duration::from_secs(30)).await.unwrap();
         assert_eq!(n, 2);

@@ -2,14 +2,16 @@
 //! policies from watch caches, writes only what differs, then the status.
 
 pub mod error;
+pub mod kind;
 pub mod pipeline;
 pub mod status;
+mod triggers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::Selector;
@@ -22,12 +24,17 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use k8s_openapi::api::core::v1::Namespace;
+
+use crate::api::cluster::{ClusterLifecyclePolicy, ClusterLifecyclePolicyStatus};
 use crate::api::identity::PolicyId;
 use crate::api::names::reason;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
+use crate::apply::decide;
 use crate::apply::execute::Executor;
+use crate::apply::ledger::field_manager;
 use crate::apply::neighbours::{Neighbourhoods, Neighbours};
-use crate::apply::policies::Policies;
+use crate::apply::policies::{ClusterSide, Policies};
 use crate::apply::rollout;
 use crate::apply::workload::{self, Workload, WorkloadKey};
 use crate::runtime::liveness::Liveness;
@@ -37,6 +44,7 @@ use crate::text::{self, explain};
 use crate::verify::observer::{LogStreams, Observer};
 pub use error::Error;
 use error::Retry;
+use kind::{PolicyKind, Reach};
 use pipeline::Snapshot;
 use status::{StatusInput, WorkloadResult};
 
@@ -60,7 +68,7 @@ pub struct Context {
     /// Each namespace's policies, indexed for contention once per change.
     pub neighbours: Neighbours,
     /// Consecutive failures per policy, for backoff.
-    failures: Mutex<HashMap<ObjectRef<LifecyclePolicy>, u32>>,
+    failures: Mutex<HashMap<PolicyId, u32>>,
     /// The rollout status last written, by policy uid: the policy cache can
     /// lag this process's own status writes, and the rollout must never step
     /// from an older record of itself (a halt, a wave) than it wrote.
@@ -98,51 +106,38 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves, then lets the reconciles in
-/// flight finish (the caller bounds how long it waits for that).
+/// Runs both controllers (one per kind of policy) until `shutdown`
+/// resolves, then lets the reconciles in flight finish (the caller bounds
+/// how long it waits for that).
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     instance: String,
     log_streams: LogStreams,
+    operator_namespace: String,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let policies = Api::<LifecyclePolicy>::all(client.clone());
     let (workloads, workload_events) = workload_caches(&client);
-    // Any policy's spec change can change who wins a contested hook in its
-    // namespace, so it re-triggers its neighbours too.
-    let policy_spec_changes = watches::errors_logged(
-        watcher(policies.clone(), watcher::Config::default().any_semantic())
-            .backoff(watches::backoff())
-            .touched_objects()
-            .predicate_filter(predicates::generation, Default::default()),
-        "policy spec",
-    );
-    // The policies' own watch, with the same backoff of its own (see `watches`).
-    let (store, writer) = reflector::store();
-    let policy_watch = watches::errors_logged(
-        watcher(policies, watcher::Config::default().any_semantic())
-            .backoff(watches::backoff())
-            .reflect(writer)
-            .applied_objects(),
-        "policy",
-    );
-    let controller = Controller::for_stream(policy_watch, store.clone());
-    let others = {
-        let store = store.clone();
-        move |p: LifecyclePolicy| others_in_namespace(&store, &p)
+    let (namespaced, namespaced_watch) = reflected::<LifecyclePolicy>(&client, "policy");
+    let (cluster, cluster_watch) = reflected::<ClusterLifecyclePolicy>(&client, "cluster policy");
+    let (namespaces, namespace_changes) = namespace_cache(&client);
+    let policies = Policies {
+        namespaced: namespaced.clone(),
+        cluster: Some(ClusterSide {
+            policies: cluster.clone(),
+            namespaces,
+            operator_namespace,
+        }),
     };
-    let policies = Policies::namespaced(store.clone());
     let observer = Observer::new(
         client.clone(),
         policies.clone(),
         metrics.clone(),
         log_streams,
     );
-    let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         policies,
         workloads,
         metrics,
@@ -150,46 +145,105 @@ pub async fn run(
         liveness.clone(),
         instance,
     ));
-    // A workload event reconciles only the policies it concerns (see
-    // `Neighbourhood::concerned`), found in its namespace's index.
-    let concerned = {
-        let ctx = ctx.clone();
-        move |w: Workload| {
-            let ns = w.namespace().unwrap_or_default();
-            ctx.neighbours
-                .of(&ctx.policies, &ns)
-                .concerned(&w)
-                .into_iter()
-                // This controller's kind: cluster policies have no namespace.
-                .filter(|p| p.metadata.namespace.is_some())
-                .map(|p| ObjectRef::from_obj(&**p))
-                .collect::<Vec<_>>()
-        }
-    };
-    let observing = AbortOnDrop(tokio::spawn(observer.run(observed_tx)));
-    controller
-        .watches_stream(workload_events, concerned)
-        .watches_stream(policy_spec_changes, others)
-        // The observer names the policies whose hook outcomes changed.
-        .reconcile_on(observed_rx.filter_map(|id| async move {
-            match id {
-                PolicyId::Namespaced { namespace, name } => {
-                    Some(ObjectRef::new(&name).within(&namespace))
-                }
-                // No cluster policy is served yet (issue 20): none is ever dirty.
-                PolicyId::Cluster { .. } => None,
+    // Every trigger names the policies it concerns by PolicyId; the router
+    // hands each to its kind's controller.
+    let (dirty, triggered) = futures::channel::mpsc::unbounded::<PolicyId>();
+    let (to_namespaced, namespaced_rx) = futures::channel::mpsc::unbounded();
+    let (to_cluster, cluster_rx) = futures::channel::mpsc::unbounded();
+    let route = triggered.for_each(move |id| {
+        // A send fails only once its controller has stopped.
+        match id {
+            PolicyId::Namespaced { namespace, name } => {
+                let r = ObjectRef::<LifecyclePolicy>::new(&name).within(&namespace);
+                let _ = to_namespaced.unbounded_send(r);
             }
-        }))
+            PolicyId::Cluster { name } => {
+                let _ = to_cluster.unbounded_send(ObjectRef::<ClusterLifecyclePolicy>::new(&name));
+            }
+        }
+        async {}
+    });
+    let triggers = triggers::run(
+        ctx.clone(),
+        client,
+        workload_events,
+        namespace_changes,
+        dirty.clone(),
+    );
+    let background = AbortOnDrop(tokio::spawn(async move {
+        // The observer names the policies whose hook outcomes changed.
+        tokio::join!(observer.run(dirty), triggers, route);
+    }));
+    let shutdown = shutdown.shared();
+    let namespaced = Controller::for_stream(namespaced_watch, namespaced)
+        .reconcile_on(namespaced_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    let cluster = Controller::for_stream(cluster_watch, cluster)
+        .reconcile_on(cluster_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            // error_policy has already logged reconcile errors.
-            if let Err(e) = res {
-                debug!(error = %e, "controller");
-            }
+        .for_each(log_result);
+    tokio::join!(namespaced, cluster);
+    drop(background);
+}
+
+async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
+    // error_policy has already logged reconcile errors.
+    if let Err(e) = res {
+        debug!(error = %e, "controller");
+    }
+}
+
+/// A kind's cache, filled by the watch the controller runs on.
+fn reflected<K: PolicyKind>(
+    client: &Client,
+    what: &'static str,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let watch = watches::errors_logged(
+        watcher(
+            Api::<K>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .backoff(watches::backoff())
+        .reflect(writer)
+        .applied_objects(),
+        what,
+    );
+    (store, watch)
+}
+
+/// The namespaces' labels (all a cluster policy selects by), and their
+/// label changes.
+fn namespace_cache(
+    client: &Client,
+) -> (
+    Store<Namespace>,
+    impl futures::Stream<Item = Result<Namespace, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let watch = watches::errors_logged(
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .backoff(watches::backoff())
+        .modify(|n| {
+            n.managed_fields_mut().clear();
+            n.spec = None;
+            n.status = None;
         })
-        .await;
-    drop(observing);
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(predicates::labels, Default::default()),
+        "namespace",
+    );
+    (store, watch)
 }
 
 /// One cache per workload kind, each fed by a watch of its own; and the
@@ -224,19 +278,6 @@ fn workload_caches(
     (Workloads(stores), events)
 }
 
-/// The other policies of a policy's namespace.
-fn others_in_namespace(
-    store: &Store<LifecyclePolicy>,
-    p: &LifecyclePolicy,
-) -> Vec<ObjectRef<LifecyclePolicy>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|o| o.namespace() == p.namespace() && o.metadata.name != p.metadata.name)
-        .map(|o| ObjectRef::from_obj(&*o))
-        .collect()
-}
-
 /// Aborts the task when dropped, so that a cancelled `run` leaves nothing behind.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -246,23 +287,22 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-pub(crate) async fn reconcile(
-    policy: Arc<LifecyclePolicy>,
+pub(crate) async fn reconcile<K: PolicyKind>(
+    object: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let _running = ctx.liveness.start();
-    ctx.liveness
-        .set_policies(ctx.policies.namespaced.state().len());
-    let ns = policy.namespace().unwrap_or_default();
-    let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.liveness.set_policies(ctx.policies.count());
+    let id = object.view().id();
+    let api = K::api(&ctx.client, &id);
     let work = async {
         // Bounded too: the workload caches fill from watches of their own.
         ctx.workloads.wait_ready().await;
-        finalizer(&api, FINALIZER, policy.clone(), |event| async {
+        finalizer(&api, FINALIZER, object.clone(), |event| async {
             match event {
-                Finalizer::Apply(p) => apply(&p, &ctx).await,
-                Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+                Finalizer::Apply(p) => apply(&p.view(), p.reach(&ctx.policies), &ctx).await,
+                Finalizer::Cleanup(p) => cleanup(&p.view(), &ctx).await,
             }
         })
         .await
@@ -272,49 +312,51 @@ pub(crate) async fn reconcile(
         .await
         .unwrap_or(Err(Error::Timeout));
     let label = if result.is_ok() { "ok" } else { "error" };
-    debug!(policy = %policy.name_any(), elapsed = ?started.elapsed(), result = label, "reconciled");
+    debug!(policy = %id, elapsed = ?started.elapsed(), result = label, "reconciled");
     ctx.metrics.observe_reconcile(label, started.elapsed());
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap()
-            .remove(&ObjectRef::from_obj(&*policy));
+        ctx.failures.lock().unwrap().remove(&id);
     }
     result
 }
 
 /// Exponential backoff per policy, 5 s doubling to 5 min: errors never hot-loop.
-pub(crate) fn error_policy(
-    policy: Arc<LifecyclePolicy>,
+pub(crate) fn error_policy<K: PolicyKind>(
+    object: Arc<K>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
     ctx.metrics.count_reconcile_error(error.kind());
+    let id = object.view().id();
     let base = match error.retry() {
         Retry::Pending(n) => {
-            info!(policy = %policy.name_any(), workloads = n, "waiting to hand hooks back");
+            info!(policy = %id, workloads = n, "waiting to hand hooks back");
             return Action::requeue(PENDING_RETRY);
         }
         Retry::StaleRead => {
-            debug!(policy = %policy.name_any(), error = %error, "stale read, retrying");
+            debug!(policy = %id, error = %error, "stale read, retrying");
             return Action::requeue(Duration::from_secs(1));
         }
         Retry::Backoff(base) => base,
     };
     let mut failures = ctx.failures.lock().unwrap();
-    let n = failures.entry(ObjectRef::from_obj(&*policy)).or_insert(0);
+    let n = failures.entry(id.clone()).or_insert(0);
     *n = n.saturating_add(1);
     let delay = Duration::from_secs(base * (1u64 << (*n - 1).min(6))).min(RESYNC);
-    warn!(policy = %policy.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    warn!(policy = %id, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error> {
-    let ns = policy.namespace().unwrap_or_default();
+async fn apply(policy: &LifecyclePolicy, reach: Reach, ctx: &Context) -> Result<Action, Error> {
     // A spec the operator cannot act on matches nothing: what the policy
     // holds is handed back, as for a workload leaving its selector.
     let (selector, invalid) = pipeline::selection(policy);
-    let workloads = ctx.workloads.in_namespace(policy.namespace());
+    let workloads = match &reach {
+        Reach::Namespace => ctx.workloads.in_namespace(policy.namespace()),
+        Reach::Namespaces { selection, .. } => ctx
+            .workloads
+            .reached(&policy.id().owner(), &selection.selected),
+    };
     let Evaluated {
         results,
         stale,
@@ -336,16 +378,28 @@ async fn apply(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Error>
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
     });
-    if policy.status.as_ref() != Some(&new) {
-        let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &policy.name_any(),
+    let (changed, body) = match &reach {
+        Reach::Namespace => (policy.status.as_ref() != Some(&new), json!(new)),
+        Reach::Namespaces {
+            selection,
+            previous,
+        } => {
+            let counts = kind::namespace_counts(selection, &results);
+            let changed =
+                policy.status.as_ref() != Some(&new) || previous.as_ref() != Some(&counts);
+            let status = ClusterLifecyclePolicyStatus {
+                policy: new.clone(),
+                namespaces: counts,
+            };
+            (changed, json!(status))
+        }
+    };
+    if changed {
+        kind::patch_status(
+            &ctx.client,
+            policy,
             &PatchParams::apply("lifecycle-operator").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "lifecycle-operator.io/v1alpha1",
-                "kind": "LifecyclePolicy",
-                "status": new,
-            })),
+            &Patch::Apply(kind::status_body(policy, body)),
         )
         .await
         .map_err(|e| Error::StatusRefused(explain::api_error(&e)))?;
@@ -371,7 +425,7 @@ async fn cleanup(policy: &LifecyclePolicy, ctx: &Context) -> Result<Action, Erro
     if let Some(uid) = &policy.metadata.uid {
         ctx.written_rollouts.lock().unwrap().remove(uid);
     }
-    info!(policy = %policy.name_any(), "released every hook; removing finalizer");
+    info!(policy = %policy.id(), "released every hook; removing finalizer");
     Ok(Action::await_change())
 }
 
@@ -389,6 +443,24 @@ impl Workloads {
             .collect()
     }
 
+    /// Every cached workload a cluster policy may decide on: those of the
+    /// namespaces it acts in, and elsewhere those its owner name touched
+    /// (slots to hand back).
+    fn reached(&self, owner: &str, namespaces: &BTreeSet<String>) -> Vec<Arc<Workload>> {
+        let manager = field_manager(owner);
+        self.0
+            .iter()
+            .flat_map(|(_, store)| store.state())
+            .filter(|w| {
+                w.metadata
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| namespaces.contains(ns))
+                    || decide::touched(w, owner, &manager)
+            })
+            .collect()
+    }
+
     async fn wait_ready(&self) {
         for (_, store) in &self.0 {
             crate::runtime::ready::wait_ready(store).await;
@@ -396,17 +468,21 @@ impl Workloads {
     }
 }
 
-/// The namespace's workloads of every kind, read from the API server (a
+/// The policy's namespace's workloads of every kind (a cluster policy's:
+/// all), read from the API server (a
 /// quorum read), not the caches. Every kind: the policy may hold slots on a
 /// kind it no longer selects.
 async fn fresh_workloads(
     policy: &LifecyclePolicy,
     ctx: &Context,
 ) -> Result<Vec<Arc<Workload>>, Error> {
-    let ns = policy.namespace().unwrap_or_default();
     let mut out = Vec::new();
     for (kind, _) in &ctx.workloads.0 {
-        let api: Api<Workload> = Api::namespaced_with(ctx.client.clone(), &ns, kind);
+        // A cluster policy's, from every namespace.
+        let api: Api<Workload> = match policy.namespace() {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), &ns, kind),
+            None => Api::all_with(ctx.client.clone(), kind),
+        };
         let mut params = kube::api::ListParams::default().limit(500);
         loop {
             let page = api.list(&params).await?;
@@ -498,8 +574,6 @@ async fn record_rollout(
     rollout: &RolloutStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let ns = policy.namespace().unwrap_or_default();
-    let api: Api<LifecyclePolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let op = if policy.status.is_some() {
         json!({"op": "add", "path": "/status/rollout", "value": rollout})
     } else {
@@ -510,7 +584,7 @@ async fn record_rollout(
         field_manager: Some("lifecycle-operator".into()),
         ..Default::default()
     };
-    api.patch_status(&policy.name_any(), &params, &Patch::Json::<()>(patch))
+    kind::patch_status(&ctx.client, policy, &params, &Patch::Json::<()>(patch))
         .await
         .map_err(|e| Error::RolloutNotRecorded(explain::api_error(&e)))?;
     if let Some(uid) = &policy.metadata.uid {

@@ -115,6 +115,7 @@ impl WorkloadResult {
         };
         WorkloadReport {
             kind: self.decision.workload.kind,
+            namespace: self.decision.key.namespace.clone(),
             name: self.decision.name(),
             state,
             message,
@@ -122,7 +123,7 @@ impl WorkloadResult {
     }
 
     /// Carries every slot the policy wins here.
-    fn patched(&self) -> bool {
+    pub(super) fn patched(&self) -> bool {
         self.decision.matched
             && matches!(self.done, Done::UpToDate | Done::Patched)
             && !self.decision.plan.outcomes.is_empty()
@@ -524,6 +525,7 @@ fn workload_reports(results: &[WorkloadResult], mode: Mode) -> Vec<WorkloadRepor
         .collect();
     reports.sort_by(|a, b| {
         a.0.cmp(&b.0)
+            .then_with(|| a.1.namespace.cmp(&b.1.namespace))
             .then_with(|| a.1.kind.cmp(&b.1.kind))
             .then_with(|| a.1.name.cmp(&b.1.name))
     });

@@ -933,7 +933,7 @@ fn contention(policies: usize, workloads: usize) {
                 ),
             )
             .expect("a selector");
-            let n = neighbourhood();
+            let n = lifecycle_operator::apply::neighbours::Neighbourhoods::One(neighbourhood());
             let scope = Scope {
                 policy: p,
                 selector: &selector,
