@@ -749,3 +749,132 @@ async fn a_refused_rollout_record_patches_nothing() {
         }
     }
 }
+
+/// A context whose caches hold the cluster policy `c`, `namespaces` (name,
+/// labels) and `ds`, talking to a mock API server.
+async fn cluster_context(
+    c: &ClusterLifecyclePolicy,
+    namespaces: &[(&str, Value)],
+    ds: Vec<Workload>,
+) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let policies = crate::apply::fixtures::policies(&[], std::slice::from_ref(c), namespaces);
+    let mut stores = Vec::new();
+    for kind in WorkloadKind::ALL {
+        let mine = ds.iter().filter(|d| d.kind == kind).cloned();
+        let mut w = reflector::store::Writer::new(kind);
+        w.apply_watcher_event(&watcher::Event::Init);
+        for d in mine {
+            w.apply_watcher_event(&watcher::Event::InitApply(d));
+        }
+        w.apply_watcher_event(&watcher::Event::InitDone);
+        stores.push((kind, w.as_reader()));
+    }
+    let metrics = Arc::new(Metrics::default());
+    let observer = Observer::new(
+        client.clone(),
+        policies.clone(),
+        metrics.clone(),
+        LogStreams::default(),
+    );
+    let ctx = Context::new(
+        client,
+        policies,
+        Workloads(stores),
+        metrics,
+        observer,
+        Arc::new(Liveness::new(RECONCILE_TIMEOUT, RESYNC)),
+        "test".into(),
+    );
+    (Arc::new(ctx), handle)
+}
+
+fn in_namespace(ns: &str) -> Workload {
+    let mut d = deployment(false);
+    d.metadata.namespace = Some(ns.into());
+    d.metadata.uid = Some(format!("d-{ns}"));
+    d
+}
+
+/// One cluster policy over two labelled namespaces and one unlabelled, with
+/// maxConcurrentRollouts 1 counted across all of them: one Deployment is
+/// patched (under the cluster policy's own field manager), the other waits
+/// for the slot, the unlabelled namespace's is never touched, and the
+/// status goes to the ClusterLifecyclePolicy with its namespace counts and
+/// workloads named with their namespaces.
+#[tokio::test]
+async fn a_cluster_policy_counts_rollout_slots_across_namespaces() {
+    let c = crate::apply::fixtures::cluster_policy(
+        "drain",
+        json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": "1"},
+               "spec": {"maxConcurrentRollouts": 1, "rollout": {"strategy": "Immediate"}}}),
+    );
+    let namespaces = [
+        ("a", json!({"team": "a"})),
+        ("b", json!({"team": "a"})),
+        ("c", json!({})),
+        ("kube-system", json!({"team": "a"})),
+    ];
+    let ds = vec![in_namespace("a"), in_namespace("b"), in_namespace("c")];
+    let (ctx, mut api) = cluster_context(&c, &namespaces, ds).await;
+    let answer = serde_json::to_value(&c).unwrap();
+    let server = tokio::spawn(async move {
+        let (req, send) = api.next_request().await.expect("the write");
+        let uri = req.uri().to_string();
+        assert!(uri.contains("/namespaces/a/deployments/d"), "{uri}");
+        assert!(
+            uri.contains("fieldManager=lifecycle-operator%2Fcluster_drain"),
+            "{uri}"
+        );
+        send.send_response(ok(serde_json::to_value(in_namespace("a")).unwrap()));
+        let (req, send) = api.next_request().await.expect("an event");
+        let path = req.uri().path().to_string();
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        assert_eq!(path, "/apis/events.k8s.io/v1/namespaces/default/events");
+        assert_eq!(body["regarding"]["kind"], "ClusterLifecyclePolicy");
+        assert_eq!(body["related"]["namespace"], "a");
+        send.send_response(ok(body));
+        expect(
+            &mut api,
+            "PATCH",
+            "/apis/lifecycle-operator.io/v1alpha1/clusterlifecyclepolicies/drain/status",
+            ok(answer),
+        )
+        .await
+    });
+    reconcile(Arc::new(c), ctx).await.unwrap();
+    let status = server.await.unwrap();
+    assert_eq!(status["kind"], "ClusterLifecyclePolicy");
+    let s = &status["status"];
+    assert_eq!(
+        s["namespaces"],
+        json!({"matched": 2, "patched": 1, "protected": ["kube-system"]})
+    );
+    assert_eq!(
+        (
+            s["matchedWorkloads"].as_i64(),
+            s["patchedWorkloads"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let reports: Vec<(String, String)> = s["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["namespace"].as_str().unwrap().into(),
+                w["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            ("b".into(), "Pending".into()),
+            ("a".into(), "Patched".into())
+        ]
+    );
+}

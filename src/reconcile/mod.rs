@@ -313,7 +313,8 @@ pub(crate) async fn reconcile<K: PolicyKind>(
         .unwrap_or(Err(Error::Timeout));
     let label = if result.is_ok() { "ok" } else { "error" };
     debug!(policy = %id, elapsed = ?started.elapsed(), result = label, "reconciled");
-    ctx.metrics.observe_reconcile(label, started.elapsed());
+    ctx.metrics
+        .observe_reconcile(&K::kind(&()), label, started.elapsed());
     if result.is_ok() {
         ctx.failures.lock().unwrap().remove(&id);
     }

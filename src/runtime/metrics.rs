@@ -10,6 +10,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// LifecyclePolicy or ClusterLifecyclePolicy.
+    pub policy_kind: String,
     pub result: String,
 }
 
@@ -122,7 +124,7 @@ impl Default for Metrics {
         );
         registry.register(
             "reconciles",
-            "Policy reconciles by result",
+            "Policy reconciles by kind of policy and result",
             reconciles.clone(),
         );
         registry.register(
@@ -178,9 +180,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_reconcile(&self, result: &str, elapsed: Duration) {
+    pub fn observe_reconcile(&self, policy_kind: &str, result: &str, elapsed: Duration) {
         self.reconciles
             .get_or_create(&ResultLabels {
+                policy_kind: policy_kind.to_string(),
                 result: result.to_string(),
             })
             .inc();
