@@ -35,6 +35,26 @@ impl PolicyId {
         }
     }
 
+    /// The policy an [`owner`](Self::owner) name stands for, as seen from
+    /// a workload's namespace (a namespaced owner's namespace is not in it).
+    pub fn from_owner(owner: &str) -> Self {
+        match owner.strip_prefix(CLUSTER_OWNER) {
+            Some(name) => PolicyId::Cluster { name: name.into() },
+            None => PolicyId::Namespaced {
+                namespace: String::new(),
+                name: owner.into(),
+            },
+        }
+    }
+
+    /// "LifecyclePolicy web" (in the workload's namespace) or "ClusterLifecyclePolicy drain".
+    pub fn kind_and_name(&self) -> String {
+        match self {
+            PolicyId::Namespaced { name, .. } => format!("LifecyclePolicy {name}"),
+            PolicyId::Cluster { name } => format!("ClusterLifecyclePolicy {name}"),
+        }
+    }
+
     /// How markers and the observer name it: "namespace/name", or a cluster
     /// policy's name alone (names hold no `/`).
     pub fn reference(&self) -> String {

@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::identity::PolicyId;
 use crate::api::names::{ConditionType, reason, status};
 use crate::api::types::{
     HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus, WorkloadReport,
@@ -53,7 +54,7 @@ impl WorkloadResult {
             .decision
             .plan
             .conflicts()
-            .map(|(s, o)| describe(s, o))
+            .map(|(s, o)| describe(s, o, self.by_cluster_policy()))
             .collect();
         let held: Vec<String> = self
             .decision
@@ -61,7 +62,7 @@ impl WorkloadResult {
             .outcomes
             .iter()
             .filter(|(_, o)| matches!(o, SlotOutcome::HeldBy(_)))
-            .map(|(s, o)| describe(s, o))
+            .map(|(s, o)| describe(s, o, self.by_cluster_policy()))
             .collect();
         let (state, message) = match &self.done {
             Done::Failed(e) => (WorkloadState::Error, e.clone()),
@@ -122,6 +123,11 @@ impl WorkloadResult {
         }
     }
 
+    /// Decided by a cluster policy: its keys name namespaces.
+    fn by_cluster_policy(&self) -> bool {
+        self.decision.key.namespace.is_some()
+    }
+
     /// Carries every slot the policy wins here.
     pub(super) fn patched(&self) -> bool {
         self.decision.matched
@@ -148,12 +154,25 @@ impl WorkloadResult {
     }
 }
 
-fn describe(slot: &Slot, outcome: &SlotOutcome) -> String {
+/// `cluster`: the policy describing it is a cluster policy (who wins over
+/// whom and why, see `apply::precedence`).
+fn describe(slot: &Slot, outcome: &SlotOutcome, cluster: bool) -> String {
     match outcome {
         SlotOutcome::SkippedExisting => {
             format!("{slot}: kept the container's own hook (onConflict: Skip)")
         }
-        SlotOutcome::LostTo(p) => format!("{slot}: policy {p} wins (older)"),
+        SlotOutcome::LostTo(p) => {
+            let winner = PolicyId::from_owner(p);
+            let why = match (cluster, &winner) {
+                (false, PolicyId::Namespaced { .. }) => "older",
+                (false, PolicyId::Cluster { .. }) => "it sets override: Forbid",
+                (true, PolicyId::Namespaced { .. }) => {
+                    "the namespace's own policy wins unless this one sets override: Forbid"
+                }
+                (true, PolicyId::Cluster { .. }) => "override: Forbid ranks first, then the older",
+            };
+            format!("{slot}: {} wins ({why})", winner.kind_and_name())
+        }
         SlotOutcome::KeptLonger(own) => format!(
             "{slot}: kept the template's own {own}s, at least the policy's (onConflict: Skip never shortens it)"
         ),
@@ -171,7 +190,7 @@ fn describe(slot: &Slot, outcome: &SlotOutcome) -> String {
 /// What became of the grace period under onConflict: Skip, when it says something.
 fn grace_note(plan: &Plan) -> Option<String> {
     if let Some(kept @ SlotOutcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
-        return Some(describe(&Slot::GracePeriod, kept));
+        return Some(describe(&Slot::GracePeriod, kept, false));
     }
     let set = plan.claims.get(&Slot::GracePeriod)?.as_i64()?;
     let was = plan
@@ -360,11 +379,14 @@ fn conflict_condition(results: &[WorkloadResult]) -> Condition {
         .iter()
         .flat_map(|r| {
             r.decision.plan.conflicts().map(move |(s, o)| {
+                let name = match &r.decision.key.namespace {
+                    Some(ns) => format!("{ns}/{}", r.decision.name()),
+                    None => r.decision.name(),
+                };
                 format!(
-                    "{} {}: {}",
+                    "{} {name}: {}",
                     r.decision.workload.kind,
-                    r.decision.name(),
-                    describe(s, o)
+                    describe(s, o, r.by_cluster_policy())
                 )
             })
         })
