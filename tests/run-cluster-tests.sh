@@ -29,12 +29,16 @@ cleanup() {
   # carry its finalizer, which only it removes. With no operator left (a
   # restart test failed), drop the finalizers: the namespace goes anyway.
   if [[ ! -f $out/operator.pid ]]; then
+    for p in $(kubectl get clcp -l lifecycle-operator.io/test=true -o name 2>/dev/null); do
+      kubectl patch "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    done
     for ns in $(kubectl get ns -l lifecycle-operator.io/test=true -o name 2>/dev/null); do
       for p in $(kubectl get lcp -n "${ns#namespace/}" -o name 2>/dev/null); do
         kubectl patch -n "${ns#namespace/}" "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
       done
     done
   fi
+  kubectl delete clcp -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
   kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
   stop_operator
 }
@@ -42,11 +46,13 @@ trap cleanup EXIT
 
 # Leftovers of an interrupted run would only add noise.
 kubectl delete ns -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
+kubectl delete clcp -l lifecycle-operator.io/test=true --wait=false >/dev/null 2>&1 || true
 
 # --force-conflicts: the chart (tests/e2e.sh) may have installed the CRD
 # before; this run's types are the ones under test.
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
+kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io \
+  crd/clusterlifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
 
 cargo build --quiet --bin lifecycle-operator
 target/debug/lifecycle-operator --http-addr "127.0.0.1:$port" --log-format json >"$out/operator.log" 2>&1 &
@@ -83,6 +89,7 @@ suite idle_writes --nocapture
 suite workloads --test-threads=2 --nocapture
 suite rollout --test-threads=2 --nocapture
 suite hardening --test-threads=7 --nocapture
+suite cluster_policies --test-threads=2 --nocapture
 # Last with this operator: it measures the operator's RSS, alone.
 suite tenants --nocapture
 

@@ -28,8 +28,10 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use crate::api::cluster::{ClusterLifecyclePolicy, ClusterLifecyclePolicyStatus};
 use crate::api::identity::PolicyId;
-use crate::api::names::reason;
-use crate::api::types::{LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind};
+use crate::api::names::{self, ConditionType, reason};
+use crate::api::types::{
+    LifecyclePolicy, LifecyclePolicyStatus, Mode, RolloutStatus, Verification, WorkloadKind,
+};
 use crate::apply::decide;
 use crate::apply::execute::Executor;
 use crate::apply::ledger::field_manager;
@@ -379,6 +381,7 @@ async fn apply(policy: &LifecyclePolicy, reach: Reach, ctx: &Context) -> Result<
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
     });
+    conflict_event(policy, &new, ctx).await;
     let (changed, body) = match &reach {
         Reach::Namespace => (policy.status.as_ref() != Some(&new), json!(new)),
         Reach::Namespaces {
@@ -595,6 +598,34 @@ async fn record_rollout(
             .insert(uid.clone(), rollout.clone());
     }
     Ok(())
+}
+
+/// A Warning event when the policy starts losing slots, or loses others:
+/// the loser says who won in an event too, once per change (the status
+/// keeps saying it).
+async fn conflict_event(policy: &LifecyclePolicy, new: &LifecyclePolicyStatus, ctx: &Context) {
+    let conflict = |s: &LifecyclePolicyStatus| {
+        s.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == ConditionType::Conflict.as_str() && c.status == names::status::TRUE
+            })
+            .map(|c| c.message.clone())
+    };
+    let Some(message) = conflict(new) else {
+        return;
+    };
+    if policy.status.as_ref().and_then(conflict).as_ref() == Some(&message) {
+        return;
+    }
+    let executor = Executor {
+        client: &ctx.client,
+        recorder: &ctx.recorder,
+        metrics: &ctx.metrics,
+    };
+    executor
+        .note(policy, None, EventType::Warning, reason::CONFLICT, message)
+        .await;
 }
 
 /// What a reconcile saw and did.
