@@ -233,10 +233,12 @@ PREV_CRD_COMMIT=4e47aad
 # cluster tests) or chart 0.1.0's crds/ folder installed is handed to the Helm
 # release, which renders the CRD from a template since 0.2.0 (README: upgrading).
 adopt_crd() {
-  local crd=lifecyclepolicies.lifecycle-operator.io
-  kubectl get crd "$crd" >/dev/null 2>&1 || return 0
-  kubectl label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
-  kubectl annotate crd "$crd" meta.helm.sh/release-name="$1" meta.helm.sh/release-namespace="$2" --overwrite >/dev/null
+  local crd
+  for crd in lifecyclepolicies.lifecycle-operator.io clusterlifecyclepolicies.lifecycle-operator.io; do
+    kubectl get crd "$crd" >/dev/null 2>&1 || continue
+    kubectl label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+    kubectl annotate crd "$crd" meta.helm.sh/release-name="$1" meta.helm.sh/release-namespace="$2" --overwrite >/dev/null
+  done
 }
 
 # The operator binary as the image ships it: static, release, jemalloc inside.

@@ -12,6 +12,7 @@ use kube::client::ClientBuilder;
 use tower::util::MapRequestLayer;
 use tracing::{error, info, warn};
 
+use lifecycle_operator::api::cluster::ClusterLifecyclePolicy;
 use lifecycle_operator::api::types::LifecyclePolicy;
 use lifecycle_operator::apply::release;
 use lifecycle_operator::cli::{Args, Command};
@@ -125,22 +126,29 @@ async fn api_client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
         .build())
 }
 
-/// Not ready until the API server answers and the CRD is installed; keeps
-/// trying (an operator that crash-loops on a slow API server helps no one).
-/// False when a shutdown came first.
+/// Not ready until the API server answers and both CRDs are installed;
+/// keeps trying (an operator that crash-loops on a slow API server helps no
+/// one). False when a shutdown came first.
 async fn crd_installed(client: &Client, stop: &Stop) -> bool {
-    let policies = Api::<LifecyclePolicy>::all(client.clone());
-    while let Err(e) = policies
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-    {
-        warn!(error = %e, "cannot list LifecyclePolicies yet (API server down, or the CRD in crds/ not installed); retrying");
+    let one = ListParams::default().limit(1);
+    loop {
+        let namespaced = Api::<LifecyclePolicy>::all(client.clone());
+        let cluster = Api::<ClusterLifecyclePolicy>::all(client.clone());
+        let listed = match namespaced.list_metadata(&one).await {
+            Ok(_) => cluster.list_metadata(&one).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(()) => return true,
+            Err(e) => {
+                warn!(error = %e, "cannot list LifecyclePolicies and ClusterLifecyclePolicies yet (API server down, or the CRDs in crds/ not installed); retrying")
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.wait() => return false,
         }
     }
-    true
 }
 
 /// Runs the controller until a shutdown (then lets reconciles in flight

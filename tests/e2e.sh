@@ -107,7 +107,11 @@ for want in "list deployments.apps" "watch deployments.apps" "patch deployments.
   "list lifecyclepolicies.lifecycle-operator.io" "watch lifecyclepolicies.lifecycle-operator.io" \
   "patch lifecyclepolicies.lifecycle-operator.io" "patch lifecyclepolicies.lifecycle-operator.io --subresource=status" \
   "create events.events.k8s.io" "patch events.events.k8s.io" "list pods" "watch pods" "get pods --subresource=log" \
-  "list events" "watch events"; do
+  "list events" "watch events" \
+  "list clusterlifecyclepolicies.lifecycle-operator.io" "watch clusterlifecyclepolicies.lifecycle-operator.io" \
+  "patch clusterlifecyclepolicies.lifecycle-operator.io" \
+  "patch clusterlifecyclepolicies.lifecycle-operator.io --subresource=status" \
+  "list namespaces" "watch namespaces"; do
   # shellcheck disable=SC2086
   check "allowed: $want" can $want -A
 done
@@ -115,7 +119,8 @@ for deny in "get secrets" "list secrets" "create pods" "patch pods" "delete pods
   "delete deployments.apps" "create deployments.apps" "delete lifecyclepolicies.lifecycle-operator.io" \
   "update statefulsets.apps" "delete statefulsets.apps" "update daemonsets.apps" "delete daemonsets.apps" \
   "patch jobs.batch" "patch cronjobs.batch" \
-  "create leases.coordination.k8s.io"; do
+  "create leases.coordination.k8s.io" "get namespaces" "patch namespaces" "delete namespaces" \
+  "create clusterlifecyclepolicies.lifecycle-operator.io" "delete clusterlifecyclepolicies.lifecycle-operator.io"; do
   # shellcheck disable=SC2086
   check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
 done
@@ -128,6 +133,20 @@ user_can() { kubectl auth can-i "$2" lifecyclepolicies.lifecycle-operator.io -n 
 check "edit role: a namespace user can create policies" until_ok 30 user_can e2e-alice create
 check "view role: a namespace user can list policies" until_ok 30 user_can e2e-bob list
 check "view role: ... but not create them" bash -c "! $CLUSTER_BIN/kubectl auth can-i create lifecyclepolicies.lifecycle-operator.io -n $app_ns --as=e2e-bob >/dev/null 2>&1"
+# Cluster policies reach every namespace: not a namespace admin's to create,
+# only a platform team's (the chart's -platform ClusterRole, bound cluster-wide).
+kubectl -n "$app_ns" create rolebinding e2e-admin --clusterrole=admin --user=e2e-carol >/dev/null
+check "admin role: a namespace admin can create namespaced policies" until_ok 30 user_can e2e-carol create
+admin_cannot_clcp() {
+  ! kubectl auth can-i create clusterlifecyclepolicies.lifecycle-operator.io --as=e2e-carol >/dev/null 2>&1 &&
+    ! kubectl auth can-i list clusterlifecyclepolicies.lifecycle-operator.io --as=e2e-carol >/dev/null 2>&1
+}
+check "admin role: ... but may not create (or list) a ClusterLifecyclePolicy" admin_cannot_clcp
+kubectl create clusterrolebinding e2e-platform --clusterrole="$fullname-platform" --user=e2e-dave >/dev/null
+platform_can() { kubectl auth can-i "$1" clusterlifecyclepolicies.lifecycle-operator.io --as=e2e-dave >/dev/null 2>&1; }
+check "platform role: a cluster operator can create ClusterLifecyclePolicies" until_ok 30 platform_can create
+check "platform role: ... and delete them" platform_can delete
+kubectl delete clusterrolebinding e2e-platform >/dev/null
 
 # --- every enum value through kubectl (YAML 1.1) ---------------------------
 kubectl create ns "$enum_ns" >/dev/null
