@@ -315,14 +315,17 @@ impl Neighbours {
         let built = Arc::new(Neighbourhood::with_cluster(&here.own, &here.cluster));
         self.builds.fetch_add(1, Ordering::Relaxed);
         // Namespaces with no policy left keep no index; with cluster
-        // policies, every namespace asked about keeps one (at most one each).
+        // policies, every namespace asked about keeps one (at most one
+        // each) while it exists.
         let all = policies.namespaced.state();
         let live: BTreeSet<&str> = all
             .iter()
             .filter_map(|p| p.metadata.namespace.as_deref())
             .collect();
         let mut map = self.by_namespace.lock().unwrap();
-        map.retain(|ns, n| live.contains(ns.as_str()) || n.has_cluster());
+        map.retain(|ns, n| {
+            live.contains(ns.as_str()) || (n.has_cluster() && policies.namespace_exists(ns))
+        });
         if !prints.is_empty() {
             map.insert(namespace.to_string(), built.clone());
         }
@@ -452,6 +455,29 @@ mod tests {
         neighbours.of(&alone, "other");
         neighbours.of(&alone, "other");
         assert_eq!(neighbours.builds(), 3);
+    }
+
+    /// With cluster policies every namespace keeps an index, but only while
+    /// it exists: the next index built forgets deleted namespaces.
+    #[test]
+    fn a_deleted_namespace_keeps_no_index() {
+        let neighbours = Neighbours::default();
+        let both = with_cluster(&[], &[("a", json!({"team": "a"})), ("b", json!({}))]);
+        neighbours.of(&both, "a");
+        neighbours.of(&both, "b");
+        assert_eq!(neighbours.by_namespace.lock().unwrap().len(), 2);
+        // "b" is deleted, "c" created: the next index built forgets "b".
+        let later = with_cluster(&[], &[("a", json!({"team": "a"})), ("c", json!({}))]);
+        neighbours.of(&later, "c");
+        let mut kept: Vec<String> = neighbours
+            .by_namespace
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["a", "c"]);
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl Policies {
         self.namespaced.state().len() + cluster
     }
 
+    /// The namespace is in the namespaces' cache (where cluster policies are served).
+    pub fn namespace_exists(&self, ns: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|side| side.namespaces.get(&ObjectRef::new(ns)).is_some())
+    }
+
     /// Waits until every cache has had its first list.
     pub async fn wait_ready(&self) {
         crate::runtime::ready::wait_ready(&self.namespaced).await;
