@@ -539,6 +539,79 @@ mod tests {
             .collect()
     }
 
+    /// A Deployment in namespace `ns`; `carries`: with the preStop, ledger
+    /// and managedFields of the cluster policy "drain".
+    fn cluster_deployment(ns: &str, carries: bool) -> Arc<Workload> {
+        let d = serde_json::to_string(&crate::apply::fixtures::deployment("d", carries)).unwrap();
+        let d = d
+            .replace(
+                "lifecycle-operator.io/p",
+                "lifecycle-operator.io/cluster_drain",
+            )
+            .replace("lifecycle-operator/p", "lifecycle-operator/cluster_drain")
+            .replace(r#"\"policy\":\"p\""#, r#"\"policy\":\"cluster_drain\""#);
+        let mut w: Workload = serde_json::from_str(&d).unwrap();
+        w.kind = crate::api::types::WorkloadKind::Deployment;
+        w.metadata.namespace = Some(ns.into());
+        w.metadata.uid = Some(format!("d-{ns}"));
+        Arc::new(w)
+    }
+
+    /// One cluster policy over a selected and an unselected namespace:
+    /// where it acts it claims; where it no longer does it hands its hooks
+    /// back; it names both workloads with their namespaces.
+    #[test]
+    fn a_cluster_policy_claims_where_it_acts_and_releases_where_it_does_not() {
+        use crate::apply::fixtures::{cluster_policy, policies};
+        use crate::apply::neighbours::Neighbours;
+        let c = cluster_policy("drain", json!({}));
+        let view = c.view();
+        let all = policies(&[], &[c], &[("a", json!({"team": "a"})), ("b", json!({}))]);
+        let ds = vec![
+            cluster_deployment("a", false),
+            cluster_deployment("b", true),
+        ];
+        assert!(touched(
+            &ds[1],
+            "cluster_drain",
+            "lifecycle-operator/cluster_drain"
+        ));
+        let selector = Selector::try_from(LabelSelector::from(&view.spec.selector)).unwrap();
+        let out = decide(
+            &Scope {
+                policy: &view,
+                selector: &selector,
+                active: true,
+                neighbours: &Neighbours::default().around(&all, &ds),
+                revert: &BTreeSet::new(),
+                hold: None,
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
+            },
+            ds,
+        );
+        let seen: Vec<(String, bool, bool, bool)> = out
+            .iter()
+            .map(|d| {
+                let Intent::Write(w) = &d.intent else {
+                    panic!("{}: {:?}", d.key, d.intent)
+                };
+                (
+                    d.key.to_string(),
+                    d.matched,
+                    w.apply.is_some(),
+                    w.release.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a/Deployment/d".to_string(), true, true, false),
+                ("b/Deployment/d".to_string(), false, false, true),
+            ]
+        );
+    }
+
     #[test]
     fn rollout_slots_are_handed_out_before_anything_is_written() {
         let p = policy_with("p", 100, json!({"maxConcurrentRollouts": 2}), false);
