@@ -177,7 +177,7 @@ impl Executor<'_> {
         // events of the same reason and objects into one series, note and all.
         stream::iter(notes)
             .for_each_concurrent(CONCURRENCY, |(related, note)| {
-                self.publish(
+                self.note(
                     policy,
                     Some(related),
                     EventType::Normal,
@@ -188,22 +188,10 @@ impl Executor<'_> {
             .await;
     }
 
-    /// An event on the policy about the policy itself (a rollout's waves and halts).
-    pub async fn note(
-        &self,
-        policy: &LifecyclePolicy,
-        related: Option<ObjectReference>,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        self.publish(policy, related, type_, reason, note).await;
-    }
-
     /// A Warning event on the policy about one workload.
     async fn warn_about(&self, policy: &LifecyclePolicy, d: &Decision, reason: &str, note: String) {
         let related = d.workload.object_ref(&d.workload.kind);
-        self.publish(policy, Some(related), EventType::Warning, reason, note)
+        self.note(policy, Some(related), EventType::Warning, reason, note)
             .await;
     }
 
@@ -236,8 +224,9 @@ impl Executor<'_> {
         self.client.request::<Workload>(req).await
     }
 
-    /// An event on the policy; failing to publish is logged only.
-    async fn publish(
+    /// An event on the policy (about a workload when `related` names one);
+    /// failing to publish is logged only.
+    pub async fn note(
         &self,
         policy: &LifecyclePolicy,
         related: Option<ObjectReference>,

@@ -65,15 +65,24 @@ async fn context_with(p: &LifecyclePolicy, ds: Vec<Workload>) -> (Arc<Context>, 
         w.apply_watcher_event(&watcher::Event::InitDone);
         stores.push((kind, w.as_reader()));
     }
-    let metrics = Arc::new(Metrics::default());
     let policies = crate::apply::policies::Policies::namespaced(policies);
+    (mock_context(client, policies, stores), handle)
+}
+
+/// A context over these caches, talking to the mock API server behind `client`.
+fn mock_context(
+    client: Client,
+    policies: crate::apply::policies::Policies,
+    stores: Vec<(WorkloadKind, Store<Workload>)>,
+) -> Arc<Context> {
+    let metrics = Arc::new(Metrics::default());
     let observer = Observer::new(
         client.clone(),
         policies.clone(),
         metrics.clone(),
         LogStreams::default(),
     );
-    let ctx = Context::new(
+    Arc::new(Context::new(
         client,
         policies,
         Workloads(stores),
@@ -81,8 +90,7 @@ async fn context_with(p: &LifecyclePolicy, ds: Vec<Workload>) -> (Arc<Context>, 
         observer,
         Arc::new(Liveness::new(RECONCILE_TIMEOUT, RESYNC)),
         "test".into(),
-    );
-    (Arc::new(ctx), handle)
+    ))
 }
 
 fn status(code: u16, reason: &str, headers: &[(&str, &str)]) -> Response<Body> {
@@ -771,23 +779,7 @@ async fn cluster_context(
         w.apply_watcher_event(&watcher::Event::InitDone);
         stores.push((kind, w.as_reader()));
     }
-    let metrics = Arc::new(Metrics::default());
-    let observer = Observer::new(
-        client.clone(),
-        policies.clone(),
-        metrics.clone(),
-        LogStreams::default(),
-    );
-    let ctx = Context::new(
-        client,
-        policies,
-        Workloads(stores),
-        metrics,
-        observer,
-        Arc::new(Liveness::new(RECONCILE_TIMEOUT, RESYNC)),
-        "test".into(),
-    );
-    (Arc::new(ctx), handle)
+    (mock_context(client, policies, stores), handle)
 }
 
 fn in_namespace(ns: &str) -> Workload {
