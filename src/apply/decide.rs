@@ -198,7 +198,17 @@ pub struct Plans {
 /// its ledgers read and checked, its plan made.
 pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
     let owner = scope.policy.id().owner();
-    workloads.sort_by_key(|d| (d.kind, d.name_any()));
+    // Across namespaces too (a cluster policy's): the same order every time.
+    workloads.sort_by(|a, b| {
+        let key = |d: &Workload| {
+            (
+                d.metadata.namespace.as_deref(),
+                d.kind,
+                d.metadata.name.as_deref(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
     scope.neighbours.forget_except(&workloads);
     let rolling = workloads
         .iter()
