@@ -14,7 +14,7 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::api::identity::PolicyId;
-use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict};
+use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict, WorkloadKind};
 use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
 use crate::apply::neighbours::Neighbourhoods;
 use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
@@ -199,16 +199,7 @@ pub struct Plans {
 pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
     let owner = scope.policy.id().owner();
     // Across namespaces too (a cluster policy's): the same order every time.
-    workloads.sort_by(|a, b| {
-        let key = |d: &Workload| {
-            (
-                d.metadata.namespace.as_deref(),
-                d.kind,
-                d.metadata.name.as_deref(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    workloads.sort_by(|a, b| order(a).cmp(&order(b)));
     scope.neighbours.forget_except(&workloads);
     let rolling = workloads
         .iter()
@@ -222,6 +213,15 @@ pub fn plan_all(scope: &Scope, mut workloads: Vec<Arc<Workload>>) -> Plans {
         .filter_map(|d| plan_one(scope, &rendered, d))
         .collect();
     Plans { items, rolling }
+}
+
+/// Namespace, kind, name.
+fn order(d: &Workload) -> (Option<&str>, WorkloadKind, Option<&str>) {
+    (
+        d.metadata.namespace.as_deref(),
+        d.kind,
+        d.metadata.name.as_deref(),
+    )
 }
 
 fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> Option<Planned> {
