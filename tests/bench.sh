@@ -17,7 +17,11 @@
 #     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
 #     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
 #     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
-#  4. contention, in-process (no cluster): P policies of one namespace, each
+#  4. cluster: BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
+#     replicas-0 Deployments each; the raw loop over all of them, then one
+#     ClusterLifecyclePolicy, as in 1. Then the RSS of a fresh operator on the
+#     cluster without them, with them, and with them under the policy.
+#  5. contention, in-process (no cluster): P policies of one namespace, each
 #     decided once over W Deployments, with the namespace's index shared vs
 #     rebuilt for every reconcile (BENCH_CONTENTION_POLICIES, _WORKLOADS).
 #
@@ -36,12 +40,14 @@ case $mode in
     : "${BENCH_SIZES:=1000 5000}" "${BENCH_IDLE_SECONDS:=60}" "${BENCH_LATENCY_PODS:=100}"
     : "${BENCH_RSS_DEPLOYMENTS:=10000}" "${BENCH_PODS:=40000}" "${BENCH_HOOKED_PODS:=10000}"
     : "${BENCH_CONTENTION_POLICIES:=10,100,1000}" "${BENCH_CONTENTION_WORKLOADS:=1000}"
+    : "${BENCH_CLUSTER_NAMESPACES:=100}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
     ;;
   ci)
     out=target/bench-ci
     : "${BENCH_SIZES:=100 500}" "${BENCH_IDLE_SECONDS:=15}" "${BENCH_LATENCY_PODS:=20}"
     : "${BENCH_RSS_DEPLOYMENTS:=500}" "${BENCH_PODS:=2000}" "${BENCH_HOOKED_PODS:=500}"
     : "${BENCH_CONTENTION_POLICIES:=10,100}" "${BENCH_CONTENTION_WORKLOADS:=200}"
+    : "${BENCH_CLUSTER_NAMESPACES:=10}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
     ;;
   *) die "usage: tests/bench.sh [full|ci]" ;;
 esac
@@ -54,8 +60,8 @@ case $BENCH_PROFILE in
   debug) profile_flag= ;;
   *) die "BENCH_PROFILE must be release or debug" ;;
 esac
-# Which parts run (all by default): speed latency rss contention.
-: "${BENCH_PARTS:=speed latency rss contention}"
+# Which parts run (all by default): speed latency rss cluster contention.
+: "${BENCH_PARTS:=speed latency rss cluster contention}"
 : "${BENCH_KWOK_NODES:=4}"
 port=${BENCH_PORT:-18290}
 kwok_port=${BENCH_KWOK_PORT:-18247}
@@ -198,12 +204,19 @@ policy() {
 EOF
 }
 
-# remove_objects: deletes what the bench created. Policies first, while an
+# remove_objects: deletes what the bench created. Policies first (cluster
+# policies, then each namespace's), while an
 # operator runs (they carry its finalizer; without one, the finalizers are
 # dropped); then, with the operator and kwok stopped, the kwok pods (at once,
 # grace period 0), the fake nodes and the namespaces.
 remove_objects() {
   local ns nss p
+  if operator_running; then
+    kubectl delete clcp -l "$BENCH_LABEL" --timeout=120s >/dev/null 2>&1
+  fi
+  for p in $(kubectl get clcp -l "$BENCH_LABEL" -o name 2>/dev/null); do
+    kubectl patch "$p" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+  done
   nss=$(kubectl get ns -l "$BENCH_LABEL=true" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null)
   [[ -z $nss ]] || log "removing the bench's objects: $nss"
   for ns in $nss; do
@@ -241,7 +254,8 @@ install_kwok
 # shellcheck disable=SC2086 # no flag for the debug profile
 cargo build --quiet $profile_flag --bin lifecycle-operator --example bench-driver
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/lifecyclepolicies.lifecycle-operator.io --timeout=60s >/dev/null
+kubectl wait --for=condition=Established --timeout=60s >/dev/null \
+  crd/lifecyclepolicies.lifecycle-operator.io crd/clusterlifecyclepolicies.lifecycle-operator.io
 
 # What an interrupted run left behind, its operator and kwok included.
 trap cleanup EXIT
@@ -359,6 +373,19 @@ EOF
     die "the operator did not count the preStop of deleted kwok pods: it does not track them as hooked"
   log "the operator counted the preStop of ${#some[@]} deleted kwok pods: $(kubectl -n "$ns" get lcp hooked -o jsonpath='{.status.preStop.summary}')"
   phase rss
+fi
+
+if part cluster; then
+  measure_rss cluster.rss_empty_kib
+  driver namespaces --prefix bench-cluster --count "$BENCH_CLUSTER_NAMESPACES" --per "$BENCH_CLUSTER_DEPLOYMENTS"
+  measure_rss cluster.rss_base_kib
+  driver speed --cluster --metrics "127.0.0.1:$port" --pid "$op_pid" --clk-tck "$(getconf CLK_TCK)" >>"$results"
+  # The policy again, left in place: what a fresh operator holds for it.
+  driver cluster-policy
+  measure_rss cluster.rss_kib
+  kubectl delete clcp -l "$BENCH_LABEL" --timeout=300s >/dev/null
+  kubectl delete ns -l lifecycle-operator.io/bench-cluster=true --timeout=600s >/dev/null
+  phase cluster
 fi
 
 if part contention; then

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
@@ -53,12 +53,29 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// Create COUNT namespaces PREFIX-NNN, labelled for the bench and for
+    /// the cluster run's namespaceSelector, each with PER Deployments as
+    /// `deployments` makes them.
+    Namespaces {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        per: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Apply and release at one size: the raw SSA loop, then the operator
     /// (policy created, Deployments watched), with its writes, CPU and an
-    /// optional quiet window.
+    /// optional quiet window. Over the Deployments of NS with a
+    /// LifecyclePolicy, or (--cluster) over those of every namespace that
+    /// `namespaces` made, with one ClusterLifecyclePolicy.
     Speed {
-        #[arg(long)]
-        ns: String,
+        #[arg(long, required_unless_present = "cluster")]
+        ns: Option<String>,
+        #[arg(long, conflicts_with = "ns")]
+        cluster: bool,
         /// The operator's /metrics address (host:port).
         #[arg(long)]
         metrics: String,
@@ -73,6 +90,12 @@ enum Command {
         idle_seconds: u64,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+    },
+    /// Create the cluster run's ClusterLifecyclePolicy and wait until every
+    /// Deployment it selects carries its hook (left applied).
+    ClusterPolicy {
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
     },
     /// Create COUNT bare pods on the kwok nodes and wait until kwok runs them all.
     Pods {
@@ -153,9 +176,19 @@ async fn main() -> anyhow::Result<()> {
             ns,
             count,
             concurrency,
-        } => create_deployments(&client, &ns, count, concurrency).await,
+        } => {
+            let keys = (0..count).map(|i| (ns.clone(), name_of(i))).collect();
+            create_deployments(&client, keys, concurrency).await
+        }
+        Command::Namespaces {
+            prefix,
+            count,
+            per,
+            concurrency,
+        } => create_namespaces(&client, &prefix, count, per, concurrency).await,
         Command::Speed {
             ns,
+            cluster,
             metrics,
             pid,
             clk_tck,
@@ -167,7 +200,14 @@ async fn main() -> anyhow::Result<()> {
                 pid,
                 clk_tck,
             };
-            speed(&client, &ns, &probe, idle_seconds, concurrency).await
+            let scope = match ns {
+                Some(ns) if !cluster => Scope::Namespace(ns),
+                _ => Scope::Cluster,
+            };
+            speed(&client, &scope, &probe, idle_seconds, concurrency).await
+        }
+        Command::ClusterPolicy { timeout_seconds } => {
+            cluster_policy(&client, Duration::from_secs(timeout_seconds)).await
         }
         Command::Pods {
             ns,
@@ -216,17 +256,15 @@ fn name_of(i: usize) -> String {
 
 async fn create_deployments(
     client: &Client,
-    ns: &str,
-    count: usize,
+    keys: Vec<Key>,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let count = keys.len();
     let started = Instant::now();
-    stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
+    stream::iter(keys)
+        .map(|(ns, name)| {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             async move {
-                let name = name_of(i);
                 let d: Deployment = serde_json::from_value(json!({
                     "apiVersion": "apps/v1", "kind": "Deployment",
                     "metadata": {"name": name, "labels": {SPEED_LABEL.0: SPEED_LABEL.1}},
@@ -244,10 +282,46 @@ async fn create_deployments(
         .try_collect::<()>()
         .await?;
     eprintln!(
-        "created {count} Deployments in {ns} in {:.1} s",
+        "created {count} Deployments in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+async fn create_namespaces(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+    per: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:03}")).collect();
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let ns: Namespace = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "labels": {
+                        "lifecycle-operator.io/bench": "true",
+                        CLUSTER_NS_LABEL.0: CLUSTER_NS_LABEL.1}}
+                }))?;
+                api.create(&PostParams::default(), &ns)
+                    .await
+                    .with_context(|| format!("creating namespace {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await?;
+    eprintln!("created {count} namespaces {prefix}-*");
+    let keys = names
+        .iter()
+        .flat_map(|ns| (0..per).map(|i| (ns.clone(), name_of(i))))
+        .collect();
+    create_deployments(client, keys, concurrency).await
 }
 
 /// Where the operator's figures come from: its /metrics and /proc.
@@ -317,13 +391,28 @@ impl Probe {
 }
 
 fn policy_resource() -> ApiResource {
+    resource("LifecyclePolicy", "lifecyclepolicies")
+}
+
+fn cluster_policy_resource() -> ApiResource {
+    resource("ClusterLifecyclePolicy", "clusterlifecyclepolicies")
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: "lifecycle-operator.io".into(),
         version: "v1alpha1".into(),
         api_version: "lifecycle-operator.io/v1alpha1".into(),
-        kind: "LifecyclePolicy".into(),
-        plural: "lifecyclepolicies".into(),
+        kind: kind.into(),
+        plural: plural.into(),
     }
+}
+
+/// A Deployment by namespace and name.
+type Key = (String, String);
+
+fn key_of(d: &Deployment) -> Key {
+    (d.namespace().unwrap_or_default(), d.name_any())
 }
 
 fn template(d: &Deployment) -> Value {
@@ -351,13 +440,18 @@ fn hooked(d: &Deployment) -> bool {
         })
 }
 
-/// What one pass over the Deployments of a namespace found.
-async fn list_deployments(api: &Api<Deployment>) -> anyhow::Result<Vec<Deployment>> {
+/// Every Deployment `api` lists that `keep` takes.
+async fn list_deployments(
+    api: &Api<Deployment>,
+    keep: impl Fn(&Deployment) -> bool,
+) -> anyhow::Result<Vec<Deployment>> {
     let mut out = Vec::new();
-    let mut lp = ListParams::default().limit(500);
+    let mut lp = ListParams::default()
+        .labels(&format!("{}={}", SPEED_LABEL.0, SPEED_LABEL.1))
+        .limit(500);
     loop {
         let page = api.list(&lp).await?;
-        out.extend(page.items);
+        out.extend(page.items.into_iter().filter(|d| keep(d)));
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
             _ => return Ok(out),
@@ -365,14 +459,14 @@ async fn list_deployments(api: &Api<Deployment>) -> anyhow::Result<Vec<Deploymen
     }
 }
 
-/// Runs `op` on every name, `concurrency` at once; returns the wall time.
-async fn raw_loop<F, Fut>(names: &[String], concurrency: usize, op: F) -> anyhow::Result<f64>
+/// Runs `op` on every key, `concurrency` at once; returns the wall time.
+async fn raw_loop<F, Fut>(keys: &[Key], concurrency: usize, op: F) -> anyhow::Result<f64>
 where
-    F: Fn(String) -> Fut,
+    F: Fn(Key) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let started = Instant::now();
-    stream::iter(names.iter().cloned())
+    stream::iter(keys.iter().cloned())
         .map(op)
         .buffer_unordered(concurrency)
         .try_collect::<()>()
@@ -385,12 +479,13 @@ enum Seen {
     Policy(Box<watcher::Event<DynamicObject>>),
 }
 
-/// Tracks, from the watches, which Deployments carry the hook, which are
-/// back to their original template, and whether the policy exists.
+/// Tracks, from the watches, which of the measured Deployments (the keys of
+/// `originals`) carry the hook, which are back to their original template,
+/// and whether the policy exists.
 struct Tracker {
-    originals: HashMap<String, Value>,
-    hooked: HashSet<String>,
-    restored: HashSet<String>,
+    originals: HashMap<Key, Value>,
+    hooked: HashSet<Key>,
+    restored: HashSet<Key>,
     policy_listed: bool,
     policy_exists: bool,
     policy_synced: bool,
@@ -399,16 +494,19 @@ struct Tracker {
 
 impl Tracker {
     fn deployment(&mut self, d: &Deployment) {
-        let name = d.name_any();
-        if hooked(d) {
-            self.hooked.insert(name.clone());
+        let key = key_of(d);
+        let Some(original) = self.originals.get(&key) else {
+            return;
+        };
+        if *original == template(d) {
+            self.restored.insert(key.clone());
         } else {
-            self.hooked.remove(&name);
+            self.restored.remove(&key);
         }
-        if self.originals.get(&name) == Some(&template(d)) {
-            self.restored.insert(name);
+        if hooked(d) {
+            self.hooked.insert(key);
         } else {
-            self.restored.remove(&name);
+            self.hooked.remove(&key);
         }
     }
 
@@ -417,8 +515,8 @@ impl Tracker {
             Seen::Deployment(ev) => match *ev {
                 watcher::Event::Apply(d) | watcher::Event::InitApply(d) => self.deployment(&d),
                 watcher::Event::Delete(d) => {
-                    self.hooked.remove(&d.name_any());
-                    self.restored.remove(&d.name_any());
+                    self.hooked.remove(&key_of(&d));
+                    self.restored.remove(&key_of(&d));
                 }
                 watcher::Event::Init => {}
                 watcher::Event::InitDone => self.deployments_synced = true,
@@ -437,70 +535,164 @@ impl Tracker {
     }
 }
 
+/// What a speed run covers: the Deployments of one namespace under a
+/// LifecyclePolicy, or those of every namespace labelled CLUSTER_NS_LABEL
+/// under one ClusterLifecyclePolicy.
+enum Scope {
+    Namespace(String),
+    Cluster,
+}
+
+/// The label of the namespaces the cluster run's policy selects.
+const CLUSTER_NS_LABEL: (&str, &str) = ("lifecycle-operator.io/bench-cluster", "true");
+/// Name of the speed runs' policy (either kind).
+const POLICY_NAME: &str = "bench";
+
+impl Scope {
+    fn deployments(&self, client: &Client) -> Api<Deployment> {
+        match self {
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+            Scope::Cluster => Api::all(client.clone()),
+        }
+    }
+
+    fn policies(&self, client: &Client) -> Api<DynamicObject> {
+        match self {
+            Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &policy_resource()),
+            Scope::Cluster => Api::all_with(client.clone(), &cluster_policy_resource()),
+        }
+    }
+
+    /// The namespaces measured: the one, or the labelled ones.
+    async fn namespaces(&self, client: &Client) -> anyhow::Result<HashSet<String>> {
+        match self {
+            Scope::Namespace(ns) => Ok(HashSet::from([ns.clone()])),
+            Scope::Cluster => {
+                let api: Api<Namespace> = Api::all(client.clone());
+                let lp = ListParams::default()
+                    .labels(&format!("{}={}", CLUSTER_NS_LABEL.0, CLUSTER_NS_LABEL.1));
+                Ok(api
+                    .list(&lp)
+                    .await?
+                    .items
+                    .iter()
+                    .map(|n| n.name_any())
+                    .collect())
+            }
+        }
+    }
+
+    /// The policy: the bench's preStop on every `app=bench` Deployment it
+    /// reaches, all at once (a canary would add the wait for its rollout,
+    /// which the deployment controller paces: this measures the write path).
+    fn policy(&self) -> anyhow::Result<DynamicObject> {
+        let mut spec = json!({
+            "selector": {"matchLabels": {SPEED_LABEL.0: SPEED_LABEL.1}},
+            "preStop": {"sleep": {"seconds": 1}}, "maxConcurrentRollouts": 0,
+            "rollout": {"strategy": "Immediate"}});
+        let metadata = match self {
+            Scope::Namespace(ns) => json!({"name": POLICY_NAME, "namespace": ns}),
+            Scope::Cluster => {
+                spec["namespaceSelector"] =
+                    json!({"matchLabels": {CLUSTER_NS_LABEL.0: CLUSTER_NS_LABEL.1}});
+                json!({"name": POLICY_NAME, "labels": {"lifecycle-operator.io/bench": "true"}})
+            }
+        };
+        let kind = match self {
+            Scope::Namespace(_) => "LifecyclePolicy",
+            Scope::Cluster => "ClusterLifecyclePolicy",
+        };
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": kind,
+            "metadata": metadata, "spec": spec
+        }))?)
+    }
+
+    /// The prefix of the run's result keys (one cluster run, at any size).
+    fn key_prefix(&self, n: usize) -> String {
+        match self {
+            Scope::Namespace(_) => format!("speed.{n}"),
+            Scope::Cluster => "cluster".into(),
+        }
+    }
+}
+
 async fn speed(
     client: &Client,
-    ns: &str,
+    scope: &Scope,
     probe: &Probe,
     idle_seconds: u64,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let all = list_deployments(&api).await?;
+    let api = scope.deployments(client);
+    let namespaces = scope.namespaces(client).await?;
+    let keep = |d: &Deployment| namespaces.contains(&d.namespace().unwrap_or_default());
+    let all = list_deployments(&api, keep).await?;
     let n = all.len();
-    ensure!(n > 0, "no Deployments in {ns}");
-    let names: Vec<String> = all.iter().map(|d| d.name_any()).collect();
-    let originals: HashMap<String, Value> =
-        all.iter().map(|d| (d.name_any(), template(d))).collect();
-    let key = |k: &str| format!("speed.{n}.{k}");
+    ensure!(n > 0, "no Deployments in {namespaces:?}");
+    let keys: Vec<Key> = all.iter().map(key_of).collect();
+    let originals: HashMap<Key, Value> = all.iter().map(|d| (key_of(d), template(d))).collect();
+    let prefix = scope.key_prefix(n);
+    let key = |k: &str| format!("{prefix}.{k}");
     let mut out = String::new();
+    let _ = writeln!(out, "{} {n}", key("deployments"));
+    let _ = writeln!(out, "{} {}", key("namespaces"), namespaces.len());
 
     // The raw loop: apply the hook, then apply nothing under the same
     // manager, which removes what that manager alone owned.
     let pp = PatchParams::apply(RAW_MANAGER).force();
-    let raw_apply = raw_loop(&names, concurrency, |name| {
-        let (api, pp) = (api.clone(), pp.clone());
-        async move {
-            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-                "spec": {"template": {"spec": {"containers": [
-                    {"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]}}}});
-            api.patch(&name, &pp, &Patch::Apply(body)).await?;
-            Ok(())
+    let raw = |body: fn(&str) -> Value| {
+        let pp = pp.clone();
+        move |(ns, name): Key| {
+            let (api, pp) = (
+                Api::<Deployment>::namespaced(client.clone(), &ns),
+                pp.clone(),
+            );
+            async move {
+                api.patch(&name, &pp, &Patch::Apply(body(&name))).await?;
+                Ok(())
+            }
         }
-    })
+    };
+    let raw_apply = raw_loop(
+        &keys,
+        concurrency,
+        raw(|name| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "c", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]}}}})
+        }),
+    )
     .await?;
-    let now = list_deployments(&api).await?;
+    let now = list_deployments(&api, keep).await?;
     ensure!(
         now.iter().all(hooked),
         "the raw apply left Deployments without the hook"
     );
-    eprintln!("{n}: raw apply {raw_apply:.2} s");
-    let raw_release = raw_loop(&names, concurrency, |name| {
-        let (api, pp) = (api.clone(), pp.clone());
-        async move {
-            let body =
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}});
-            api.patch(&name, &pp, &Patch::Apply(body)).await?;
-            Ok(())
-        }
-    })
+    eprintln!("{prefix}: raw apply {raw_apply:.2} s");
+    let raw_release = raw_loop(&keys, concurrency, raw(|name| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}})
+    }))
     .await?;
-    let now = list_deployments(&api).await?;
+    let now = list_deployments(&api, keep).await?;
     ensure!(
         now.iter()
-            .all(|d| originals.get(&d.name_any()) == Some(&template(d))),
+            .all(|d| originals.get(&key_of(d)) == Some(&template(d))),
         "the raw release did not restore every template"
     );
-    eprintln!("{n}: raw release {raw_release:.2} s");
+    eprintln!("{prefix}: raw release {raw_release:.2} s");
 
     // The operator: watch the Deployments and the policy, create the policy,
     // wait until every Deployment carries the hook.
-    let policies: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &policy_resource());
-    let policy_name = "bench";
-    let deployments = watcher(api.clone(), watcher::Config::default())
-        .map(|e| e.map(|e| Seen::Deployment(Box::new(e))));
+    let policies = scope.policies(client);
+    let deployments = watcher(
+        api.clone(),
+        watcher::Config::default().labels(&format!("{}={}", SPEED_LABEL.0, SPEED_LABEL.1)),
+    )
+    .map(|e| e.map(|e| Seen::Deployment(Box::new(e))));
     let policy_watch = watcher(
         policies.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={policy_name}")),
+        watcher::Config::default().fields(&format!("metadata.name={POLICY_NAME}")),
     )
     .map(|e| e.map(|e| Seen::Policy(Box::new(e))));
     let mut events = std::pin::pin!(stream::select(deployments, policy_watch));
@@ -525,20 +717,13 @@ async fn speed(
     while !(t.deployments_synced && t.policy_synced) {
         next(&mut t).await?;
     }
-    ensure!(!t.policy_exists, "policy {ns}/{policy_name} exists already");
-    let policy: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "lifecycle-operator.io/v1alpha1", "kind": "LifecyclePolicy",
-        "metadata": {"name": policy_name, "namespace": ns},
-        "spec": {"selector": {"matchLabels": {SPEED_LABEL.0: SPEED_LABEL.1}},
-                 "preStop": {"sleep": {"seconds": 1}}, "maxConcurrentRollouts": 0,
-                 // The write path's speed: a canary would add the wait for
-                 // its rollout, which the deployment controller paces.
-                 "rollout": {"strategy": "Immediate"}}
-    }))?;
+    ensure!(!t.policy_exists, "policy {POLICY_NAME} exists already");
     let writes0 = probe.writes().await?;
     let cpu0 = probe.cpu_seconds()?;
     let started = Instant::now();
-    policies.create(&PostParams::default(), &policy).await?;
+    policies
+        .create(&PostParams::default(), &scope.policy()?)
+        .await?;
     while t.hooked.len() < n {
         next(&mut t).await?;
     }
@@ -548,11 +733,10 @@ async fn speed(
     while !t.policy_exists {
         next(&mut t).await?;
     }
-    eprintln!("{n}: operator apply {op_apply:.2} s");
+    eprintln!("{prefix}: operator apply {op_apply:.2} s");
     let writes1 = probe
         .settled_writes(Duration::from_secs(3), Duration::from_secs(120))
         .await?;
-    let _ = writeln!(out, "{} {n}", key("deployments"));
     let _ = writeln!(out, "{} {raw_apply:.3}", key("apply_raw_s"));
     let _ = writeln!(out, "{} {op_apply:.3}", key("apply_operator_s"));
     let _ = writeln!(out, "{} {raw_release:.3}", key("release_raw_s"));
@@ -561,7 +745,7 @@ async fn speed(
 
     if idle_seconds > 0 {
         let w0 = probe.writes().await?;
-        eprintln!("{n}: counting writes for {idle_seconds} s with the policy applied");
+        eprintln!("{prefix}: counting writes for {idle_seconds} s with the policy applied");
         // Keep the watches drained while waiting.
         let quiet = tokio::time::sleep(Duration::from_secs(idle_seconds));
         tokio::pin!(quiet);
@@ -581,13 +765,13 @@ async fn speed(
     let writes2 = probe.writes().await?;
     let started = Instant::now();
     policies
-        .delete(policy_name, &DeleteParams::default())
+        .delete(POLICY_NAME, &DeleteParams::default())
         .await?;
     while t.restored.len() < n || t.policy_exists {
         next(&mut t).await?;
     }
     let op_release = started.elapsed().as_secs_f64();
-    eprintln!("{n}: operator release {op_release:.2} s");
+    eprintln!("{prefix}: operator release {op_release:.2} s");
     let writes3 = probe
         .settled_writes(Duration::from_secs(3), Duration::from_secs(120))
         .await?;
@@ -595,6 +779,35 @@ async fn speed(
     let _ = writeln!(out, "{} {}", key("release_writes"), writes3 - writes2);
     print!("{out}");
     Ok(())
+}
+
+async fn cluster_policy(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let scope = Scope::Cluster;
+    let namespaces = scope.namespaces(client).await?;
+    let keep = |d: &Deployment| namespaces.contains(&d.namespace().unwrap_or_default());
+    let api = scope.deployments(client);
+    let started = Instant::now();
+    scope
+        .policies(client)
+        .create(&PostParams::default(), &scope.policy()?)
+        .await?;
+    loop {
+        let all = list_deployments(&api, keep).await?;
+        let done = all.iter().filter(|d| hooked(d)).count();
+        if !all.is_empty() && done == all.len() {
+            eprintln!(
+                "the cluster policy hooked {done} Deployments in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < timeout,
+            "the cluster policy hooked {done} of {} Deployments in {timeout:?}",
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The kwok nodes' taint and label, which every bench pod tolerates and selects.
@@ -979,6 +1192,96 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// Apply, release and writes per Deployment of one speed run (keys `k`,
+/// over `n` Deployments, called `what`).
+fn speed_rows(
+    num: &dyn Fn(&str) -> Option<f64>,
+    k: &dyn Fn(&str) -> String,
+    n: u64,
+    what: &str,
+) -> Vec<[String; 4]> {
+    let mut rows = Vec::new();
+    for (step, op, raw) in [
+        ("Apply", "apply_operator_s", "apply_raw_s"),
+        ("Release", "release_operator_s", "release_raw_s"),
+    ] {
+        if let (Some(o), Some(w)) = (num(&k(op)), num(&k(raw))) {
+            rows.push([
+                format!("{step}, {what}"),
+                format!("{o:.2} s"),
+                format!("{w:.2} s"),
+                format!("{:.2}×", o / w),
+            ]);
+        }
+    }
+    for (step, key) in [("apply", "apply_writes"), ("release", "release_writes")] {
+        if let Some(w) = num(&k(key)) {
+            rows.push([
+                format!("Writes per Deployment, {step}, {what}"),
+                format!("{:.2}", w / n as f64),
+                "1".into(),
+                format!("{:.2}×", w / n as f64),
+            ]);
+        }
+    }
+    rows
+}
+
+/// The cluster run: one ClusterLifecyclePolicy over NS namespaces (speed
+/// rows, CPU), and the RSS a namespace costs, with and without the policy.
+fn cluster_rows(num: &dyn Fn(&str) -> Option<f64>) -> Vec<[String; 4]> {
+    let dash = || "—".to_string();
+    let mut rows = Vec::new();
+    let Some(n) = num("cluster.deployments") else {
+        return rows;
+    };
+    let k = |s: &str| format!("cluster.{s}");
+    let spaces = num(&k("namespaces")).unwrap_or(0.0);
+    let what = format!(
+        "one cluster policy, {} namespaces × {} Deployments",
+        thousands(spaces as u64),
+        if spaces > 0.0 { n / spaces } else { 0.0 }
+    );
+    rows.extend(speed_rows(num, &k, n as u64, &what));
+    if let (Some(cpu), Some(wall)) = (num(&k("apply_cpu_s")), num(&k("apply_operator_s"))) {
+        rows.push([
+            format!("CPU while {what} roll"),
+            format!(
+                "{:.2} of one core ({cpu:.2} CPU-s in {wall:.2} s)",
+                cpu / wall
+            ),
+            dash(),
+            dash(),
+        ]);
+    }
+    let per = |a: Option<f64>, b: Option<f64>| Some((a? - b?) / spaces);
+    let (empty, base, with) = (
+        num("cluster.rss_empty_kib"),
+        num("cluster.rss_base_kib"),
+        num("cluster.rss_kib"),
+    );
+    for (what, kib) in [
+        (
+            format!("RSS per namespace of {} Deployments, no policy", n / spaces),
+            per(base, empty),
+        ),
+        (
+            "RSS per namespace the cluster policy covers, over that".to_string(),
+            per(with, base),
+        ),
+    ] {
+        if let Some(kib) = kib.filter(|_| spaces > 0.0) {
+            rows.push([
+                format!("{what} (+{})", thousands(spaces as u64)),
+                format!("{kib:.2} KiB"),
+                dash(),
+                dash(),
+            ]);
+        }
+    }
+    rows
+}
+
 fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
     let num = |k: &str| r.get(k).and_then(|v| v.parse::<f64>().ok());
     let text = |k: &str| r.get(k).cloned().unwrap_or_else(|| "?".into());
@@ -992,29 +1295,12 @@ fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
     sizes.dedup();
     for &n in &sizes {
         let k = |s: &str| format!("speed.{n}.{s}");
-        for (what, op, raw) in [
-            ("Apply", "apply_operator_s", "apply_raw_s"),
-            ("Release", "release_operator_s", "release_raw_s"),
-        ] {
-            if let (Some(o), Some(w)) = (num(&k(op)), num(&k(raw))) {
-                rows.push([
-                    format!("{what}, {} Deployments", thousands(n)),
-                    format!("{o:.2} s"),
-                    format!("{w:.2} s"),
-                    format!("{:.2}×", o / w),
-                ]);
-            }
-        }
-        for (what, key) in [("apply", "apply_writes"), ("release", "release_writes")] {
-            if let Some(w) = num(&k(key)) {
-                rows.push([
-                    format!("Writes per Deployment, {what}, {}", thousands(n)),
-                    format!("{:.2}", w / n as f64),
-                    "1".into(),
-                    format!("{:.2}×", w / n as f64),
-                ]);
-            }
-        }
+        rows.extend(speed_rows(
+            &num,
+            &k,
+            n,
+            &format!("{} Deployments", thousands(n)),
+        ));
     }
     for &n in &sizes {
         let k = |s: &str| format!("speed.{n}.{s}");
@@ -1044,6 +1330,7 @@ fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
             ]);
         }
     }
+    rows.extend(cluster_rows(&num));
     if let Some(empty) = num("rss.empty_kib") {
         rows.push([
             "RSS, empty cluster".into(),
