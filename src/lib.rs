@@ -14,6 +14,7 @@
 //! - `cli`: the command line, checked into the runtime's and the observer's settings.
 //! - `text`: bounded strings and readable errors, shared by all.
 
+pub mod admission;
 pub mod api;
 pub mod apply;
 pub mod cli;

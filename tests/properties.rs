@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::Selector;
 use lifecycle_operator::api::types::{LifecyclePolicy, WorkloadKind};
 use lifecycle_operator::apply::decide::{self, Intent, Scope};
-use lifecycle_operator::apply::ledger::{field_manager, ledger_key, read_ledgers};
+use lifecycle_operator::apply::ledger::{Via, field_manager, ledger_key, read_ledgers};
 use lifecycle_operator::apply::neighbours::Neighbourhood;
 use lifecycle_operator::apply::slot::Slot;
 use lifecycle_operator::apply::workload::{self, Workload};
@@ -175,6 +175,7 @@ fn reconcile(w: &mut Value, me: &Arc<LifecyclePolicy>, all: &[Arc<LifecyclePolic
             revert: &BTreeSet::new(),
             hold: None,
             now: Timestamp::from_second(1_800_000_000).unwrap(),
+            via: Via::Background,
         },
         vec![cached(w)],
     );

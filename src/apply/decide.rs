@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::identity::PolicyId;
 use crate::api::types::{LifecyclePolicy, LifecyclePolicySpec, Mode, OnConflict, WorkloadKind};
-use crate::apply::ledger::{self, Damage, Ledger, field_manager, ledger_key, read_ledgers};
+use crate::apply::ledger::{self, Damage, Ledger, Via, field_manager, ledger_key, read_ledgers};
 use crate::apply::neighbours::Neighbourhoods;
 use crate::apply::patch::{Target, apply_body, guard_release, release_patch};
 use crate::apply::plan::{self, Fights, Input, Plan};
@@ -37,6 +37,9 @@ pub struct Scope<'a> {
     pub hold: Option<&'a Hold>,
     /// When this is decided: takeovers by other managers are timed with it.
     pub now: Timestamp,
+    /// Who writes what is decided: the background path, or the admission
+    /// webhook (which records it in a new ledger).
+    pub via: Via,
 }
 
 /// Template changes the safe rollout allows now; the rest are held, and
@@ -168,6 +171,8 @@ pub struct Planned {
     damage: Option<Damage>,
     /// The cached copy shows a gone policy's ledger (see `Write::guard`).
     gone_ledgers: bool,
+    /// Admitted hooks the policy's manager has yet to take over.
+    takeover: bool,
 }
 
 impl Planned {
@@ -177,6 +182,7 @@ impl Planned {
         self.plan
             .needs_write(self.workload.pod(), self.stored.as_ref())
             || self.damaged
+            || (self.takeover && self.plan.ledger.is_some())
     }
 
     /// The template still has to change (now, or once a slot frees up).
@@ -286,7 +292,7 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
     let contenders = neighbours.contenders(&owner, &d, pod);
     let winners = plan::winners(&contenders);
     let deleting = neighbours.deleting();
-    let plan = plan::plan(&Input {
+    let mut plan = plan::plan(&Input {
         policy: &owner,
         spec: rendered,
         active: matched,
@@ -302,12 +308,17 @@ fn plan_one(scope: &Scope, rendered: &LifecyclePolicySpec, d: Arc<Workload>) -> 
         dry_run: policy.spec.mode == Mode::DryRun && matched,
         fights: &fights,
     });
+    // A first claim records who made it.
+    if let Some(l) = plan.ledger.as_mut().filter(|_| stored.is_none()) {
+        l.via = scope.via;
+    }
     Some(Planned {
         key,
         matched,
         reverted,
         plan,
         stored,
+        takeover: checked.takeover,
         damaged: checked.damage.is_some(),
         damage,
         gone_ledgers,
@@ -528,6 +539,7 @@ mod tests {
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
+                via: Via::Background,
             },
             ds,
         )
@@ -596,6 +608,7 @@ mod tests {
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
+                via: Via::Background,
             },
             ds,
         );
@@ -743,6 +756,7 @@ mod tests {
                 revert: &BTreeSet::new(),
                 hold: Some(&hold),
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
+                via: Via::Background,
             },
             vec![settled("a"), settled("b"), settled("c")],
         );
@@ -798,6 +812,7 @@ mod tests {
                     revert: &BTreeSet::new(),
                     hold: None,
                     now: Timestamp::from_second(1_800_000_000).unwrap(),
+                    via: Via::Background,
                 },
                 vec![Arc::new(w.clone())],
             );
@@ -929,6 +944,7 @@ mod tests {
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
+                via: Via::Background,
             },
             vec![w],
         );

@@ -41,6 +41,28 @@ pub struct Ledger {
     /// Another field manager keeps taking this policy's slots back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contest: Option<Contest>,
+    /// How the policy's hooks first came here. Left out for the background
+    /// path, so ledgers written before the webhook read back byte for byte.
+    #[serde(default, skip_serializing_if = "Via::is_background")]
+    pub via: Via,
+}
+
+/// How a policy's hooks first came onto a workload.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Via {
+    /// The policy's own server-side apply: a rollout of its own.
+    #[default]
+    Background,
+    /// The admission webhook, in the write that created or replaced the
+    /// template: its fields belong to that request's field manager until
+    /// the policy's manager applies the same values (the takeover).
+    Admission,
+}
+
+impl Via {
+    fn is_background(&self) -> bool {
+        *self == Via::Background
+    }
 }
 
 /// A tug-of-war with another field manager (a GitOps tool re-applying its
@@ -199,6 +221,9 @@ pub struct Checked {
     /// None: the policy holds nothing on this Deployment.
     pub ledger: Option<Ledger>,
     pub damage: Option<Damage>,
+    /// The ledger came by admission and the policy's manager owns nothing
+    /// here yet: its next apply takes the fields over (no template change).
+    pub takeover: bool,
 }
 
 /// Checks the stored annotation against what the manager owns. A damaged
@@ -221,6 +246,15 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
         None if owned.slots.is_empty() => return Checked::default(),
         None => (Ledger::default(), Some(Damage::Missing)),
         Some(Err(e)) => (Ledger::default(), Some(Damage::Unparsable(e))),
+        // Admitted: the request's manager holds the fields until the
+        // takeover; the manager owning the annotation says it happened.
+        Some(Ok(l)) if l.via == Via::Admission && !owned.annotation && owned.slots.is_empty() => {
+            return Checked {
+                ledger: (!l.owned.is_empty()).then_some(l),
+                damage: None,
+                takeover: true,
+            };
+        }
         Some(Ok(l)) => {
             let listed: BTreeSet<Slot> = l.owned.keys().cloned().collect();
             let not_owned: BTreeSet<Slot> = listed.difference(&owned.slots).cloned().collect();
@@ -229,6 +263,7 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
                 return Checked {
                     ledger: (!l.owned.is_empty() || l.contest.is_some()).then_some(l),
                     damage: None,
+                    takeover: false,
                 };
             }
             (
@@ -246,6 +281,7 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
         unknown: BTreeSet::new(),
         empty_lifecycle: recorded.empty_lifecycle.clone(),
         contest: recorded.contest.clone(),
+        via: recorded.via,
     };
     for slot in &owned.slots {
         match recorded.owned.get(slot) {
@@ -264,6 +300,7 @@ pub fn check(policy: &str, annotation: Option<&str>, owned: &Owned) -> Checked {
     Checked {
         ledger: (!ledger.owned.is_empty() || ledger.contest.is_some()).then_some(ledger),
         damage,
+        takeover: false,
     }
 }
 
@@ -497,11 +534,52 @@ mod tests {
             got,
             Checked {
                 ledger: Some(l),
-                damage: None
+                damage: None,
+                takeover: false,
             }
         );
         // Nothing stored, nothing owned: nothing held.
         assert_eq!(check("p", None, &Owned::default()), Checked::default());
+    }
+
+    /// An admitted ledger stands while the request's manager holds its
+    /// fields; once the policy's manager owns the annotation (the takeover
+    /// happened), it is checked like any other.
+    #[test]
+    fn an_admitted_ledger_awaits_its_takeover_and_is_checked_after() {
+        let s = Slot::hook("web", HookKind::PreStop);
+        let mut l = ledger(&[(s.clone(), None)]);
+        l.via = Via::Admission;
+        let text = serde_json::to_string(&l).unwrap();
+        assert!(text.contains(r#""via":"Admission""#), "{text}");
+        let got = check("p", Some(&text), &Owned::default());
+        assert_eq!(
+            got,
+            Checked {
+                ledger: Some(l.clone()),
+                damage: None,
+                takeover: true,
+            }
+        );
+        // Taken over: consistent.
+        let all = Owned {
+            slots: BTreeSet::from([s.clone()]),
+            annotation: true,
+        };
+        assert!(!check("p", Some(&text), &all).takeover);
+        assert_eq!(check("p", Some(&text), &all).damage, None);
+        // Taken over, then someone else took the slot: damage as before.
+        let annotation_only = Owned {
+            slots: BTreeSet::new(),
+            annotation: true,
+        };
+        assert!(matches!(
+            check("p", Some(&text), &annotation_only).damage,
+            Some(Damage::Inconsistent { .. })
+        ));
+        // A background ledger says nothing about how it came.
+        let plain = serde_json::to_string(&ledger(&[(s, None)])).unwrap();
+        assert!(!plain.contains("via"), "{plain}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
-use crate::apply::ledger::{CONTEST_LIMIT, CONTEST_WINDOW, Contest, Ledger};
+use crate::apply::ledger::{CONTEST_LIMIT, CONTEST_WINDOW, Contest, Ledger, Via};
 use crate::apply::slot::Slot;
 use crate::apply::workload::{PodShape, Section};
 use crate::hooks::hook::HookKind;
@@ -343,6 +343,7 @@ fn finish(input: &Input, mine: Option<&Ledger>, contest: Option<Contest>, mut d:
             unknown,
             empty_lifecycle: d.empty_lifecycle,
             contest,
+            via: mine.map_or(Via::Background, |l| l.via),
         });
     }
     d.plan

@@ -19,6 +19,7 @@ use crate::api::types::{
     HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind,
 };
 use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
+use crate::apply::ledger::Via;
 use crate::apply::neighbours::Neighbourhoods;
 use crate::apply::plan::SlotOutcome;
 use crate::apply::rollout;
@@ -66,6 +67,7 @@ pub fn decide(s: &Snapshot) -> Decided {
         revert,
         hold,
         now: s.now,
+        via: Via::Background,
     };
     let plans = decide::plan_all(&scope(&none, None), s.workloads.clone());
     if !s.active || s.policy.spec.mode != Mode::Enforce {

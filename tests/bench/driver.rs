@@ -1155,6 +1155,7 @@ fn contention(policies: usize, workloads: usize) {
                 revert: &BTreeSet::new(),
                 hold: None,
                 now: Timestamp::now(),
+                via: lifecycle_operator::apply::ledger::Via::Background,
             };
             std::hint::black_box(decide(&scope, ws.clone()));
         }
