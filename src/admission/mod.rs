@@ -6,3 +6,4 @@
 
 pub mod gate;
 pub mod mutate;
+pub mod review;

@@ -77,7 +77,7 @@ pub fn mutate(
 }
 
 /// The workload as planning reads it, from a request's object.
-fn workload_of(object: &Value, kind: WorkloadKind, namespace: &str) -> Option<Workload> {
+pub(crate) fn workload_of(object: &Value, kind: WorkloadKind, namespace: &str) -> Option<Workload> {
     let mut w: Workload = serde_json::from_value(object.clone()).ok()?;
     w.kind = kind;
     // A create may leave the namespace to the URL.
