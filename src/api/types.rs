@@ -508,6 +508,21 @@ pub struct LifecyclePolicyStatus {
     /// Progress of the current generation's canary and waves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// How the matched workloads created after the policy got its hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_writes: Option<FirstWrites>,
+}
+
+/// How matched workloads created after the policy got its hooks: in their
+/// first write (the admission webhook), or by a rollout of their own after
+/// it (the webhook was off, down, or left them to the rollout gate).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FirstWrites {
+    /// Hooked at admission: one rollout, with the hooks.
+    pub admitted: i32,
+    /// Hooked by the background path: a second rollout.
+    pub second_rollouts: i32,
 }
 
 /// Where the rollout of the policy's current generation stands. The

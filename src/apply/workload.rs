@@ -425,7 +425,6 @@ pub fn trim(w: &mut Workload) {
     let m = &mut w.metadata;
     m.owner_references = None;
     m.finalizers = None;
-    m.creation_timestamp = None;
     m.generate_name = None;
     w.spec
         .template

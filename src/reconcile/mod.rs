@@ -380,6 +380,7 @@ async fn apply(policy: &LifecyclePolicy, reach: Reach, ctx: &Context) -> Result<
         rollout: rollout.clone(),
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
+        created: policy.metadata.creation_timestamp.as_ref().map(|t| t.0),
     });
     conflict_event(policy, &new, ctx).await;
     let (changed, body) = match &reach {

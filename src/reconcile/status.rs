@@ -6,11 +6,11 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::identity::PolicyId;
 use crate::api::names::{ConditionType, reason, status};
 use crate::api::types::{
-    HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus, WorkloadReport,
-    WorkloadState,
+    FirstWrites, HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus,
+    WorkloadReport, WorkloadState,
 };
 use crate::apply::decide::Decision;
-use crate::apply::ledger;
+use crate::apply::ledger::{self, Via};
 use crate::apply::plan::{Plan, SlotOutcome};
 use crate::apply::slot::Slot;
 use crate::hooks::hook::HookKind;
@@ -187,6 +187,33 @@ fn describe(slot: &Slot, outcome: &SlotOutcome, cluster: bool) -> String {
     }
 }
 
+/// How the matched workloads created after the policy got its hooks (see
+/// `ledger::Via`); None while none was.
+fn first_writes(results: &[WorkloadResult], created: Option<Timestamp>) -> Option<FirstWrites> {
+    let created = created?;
+    let mut f = FirstWrites::default();
+    for d in results.iter().map(|r| &r.decision).filter(|d| d.matched) {
+        let Some(l) = d.plan.ledger.as_ref() else {
+            continue;
+        };
+        if !l.owned.keys().any(|s| matches!(s, Slot::Hook { .. })) {
+            continue;
+        }
+        let later = d
+            .workload
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| t.0 > created);
+        match l.via {
+            Via::Admission => f.admitted += 1,
+            Via::Background if later => f.second_rollouts += 1,
+            Via::Background => {}
+        }
+    }
+    (f != FirstWrites::default()).then_some(f)
+}
+
 /// What became of the grace period under onConflict: Skip, when it says something.
 fn grace_note(plan: &Plan) -> Option<String> {
     if let Some(kept @ SlotOutcome::KeptLonger(_)) = plan.outcomes.get(&Slot::GracePeriod) {
@@ -247,6 +274,9 @@ pub struct StatusInput<'a> {
     pub pre_stop: Option<HookReport>,
     /// The rollout step taken (None: no rollout to speak of, e.g. DryRun).
     pub rollout: Option<RolloutStatus>,
+    /// When the policy was created: workloads created later could have
+    /// had its hooks at admission.
+    pub created: Option<Timestamp>,
 }
 
 /// The status to write. Conditions keep their lastTransitionTime when their
@@ -291,6 +321,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         post_start: input.post_start.clone(),
         pre_stop: input.pre_stop.clone(),
         rollout: input.rollout.clone(),
+        first_writes: first_writes(results, input.created),
     };
     bound(&mut status);
     status
@@ -760,6 +791,41 @@ mod tests {
         Slot::hook("app", HookKind::PreStop)
     }
 
+    /// Admitted ledgers count as first writes; background ones as second
+    /// rollouts only for workloads created after the policy.
+    #[test]
+    fn first_writes_count_admission_and_late_second_rollouts() {
+        let hooked = |name: &str, created: i64, via: Via, matched: bool| {
+            let mut r = result(name, vec![], Done::UpToDate);
+            let w = std::sync::Arc::get_mut(&mut r.decision.workload).unwrap();
+            w.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+            r.decision.matched = matched;
+            r.decision.plan.ledger = Some(ledger::Ledger {
+                policy: "p".into(),
+                owned: BTreeMap::from([(slot(), None)]),
+                via,
+                ..Default::default()
+            });
+            r
+        };
+        let results = [
+            hooked("admitted", 200, Via::Admission, true),
+            hooked("late", 300, Via::Background, true),
+            hooked("older", 50, Via::Background, true),
+            hooked("unmatched", 300, Via::Background, false),
+        ];
+        let at = Some(Timestamp::from_second(100).unwrap());
+        assert_eq!(
+            first_writes(&results, at),
+            Some(FirstWrites {
+                admitted: 1,
+                second_rollouts: 1
+            })
+        );
+        assert_eq!(first_writes(&results[2..], at), None);
+        assert_eq!(first_writes(&results, None), None);
+    }
+
     fn build_at(
         results: &[WorkloadResult],
         mode: Mode,
@@ -776,6 +842,7 @@ mod tests {
             post_start: None,
             pre_stop: None,
             rollout: None,
+            created: None,
         })
     }
 
@@ -1041,6 +1108,7 @@ mod tests {
             post_start: Some(report.clone()),
             pre_stop: Some(report),
             rollout: Some(rollout),
+            created: None,
         });
         let bytes = serde_json::to_vec(&s).unwrap().len();
         assert!(bytes <= MAX_STATUS_BYTES, "{bytes} bytes");
