@@ -7,3 +7,4 @@
 pub mod gate;
 pub mod mutate;
 pub mod review;
+pub mod webhook;

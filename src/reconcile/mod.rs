@@ -198,6 +198,36 @@ async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
     }
 }
 
+/// The policy caches of both kinds and the namespaces', filled by watches
+/// of their own, and the future that drives them: what the admission
+/// webhook reads on every replica, the leader or not (the controller's own
+/// caches live only while it leads). Policies and trimmed namespaces are
+/// few and small; the workload caches are not duplicated.
+pub fn policy_caches(
+    client: &Client,
+    operator_namespace: String,
+) -> (Policies, impl Future<Output = ()> + Send + 'static) {
+    let (namespaced, a) = reflected::<LifecyclePolicy>(client, "webhook's policy");
+    let (cluster, b) = reflected::<ClusterLifecyclePolicy>(client, "webhook's cluster policy");
+    let (namespaces, c) = namespace_cache(client);
+    let policies = Policies {
+        namespaced,
+        cluster: Some(ClusterSide {
+            policies: cluster,
+            namespaces,
+            operator_namespace,
+        }),
+    };
+    let drive = async move {
+        tokio::join!(
+            a.for_each(|_| async {}),
+            b.for_each(|_| async {}),
+            c.for_each(|_| async {})
+        );
+    };
+    (policies, drive)
+}
+
 /// A kind's cache, filled by the watch the controller runs on.
 fn reflected<K: PolicyKind>(
     client: &Client,

@@ -83,6 +83,13 @@ pub struct Metrics {
     pub observer_dropped: Family<DroppedLabels, Counter>,
     /// The observer's log streams per hook: in use, and requests waiting.
     pub log_streams: Family<LogStreamLabels, Gauge>,
+    /// Admission reviews answered, by outcome (`admission::review::Outcome`).
+    pub admission_reviews: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -102,6 +109,12 @@ impl Default for Metrics {
             );
         let observer_dropped = Family::<DroppedLabels, Counter>::default();
         let log_streams = Family::<LogStreamLabels, Gauge>::default();
+        let admission_reviews = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Admission reviews the webhook answered: mutated (the hooks went into the write), unchanged, ignored (not a workload create or update), unreadable",
+            admission_reviews.clone(),
+        );
         registry.register(
             "log_streams",
             "Container log streams of the hook observer, per pool (hook: preStop follows, postStart reads): in_use (being read) and waiting (for a stream: the pool is full, or the namespace holds its share)",
@@ -170,6 +183,7 @@ impl Default for Metrics {
             hook_duration,
             observer_dropped,
             log_streams,
+            admission_reviews,
         };
         // Both pools' series exist from the start, at 0.
         for hook in ["preStop", "postStart"] {
@@ -188,6 +202,14 @@ impl Metrics {
             })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_admission(&self, outcome: &str) {
+        self.admission_reviews
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn count_reconcile_error(&self, kind: &str) {
