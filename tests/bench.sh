@@ -13,14 +13,15 @@
 #     largest size, writes in a quiet window with the policy applied.
 #  2. hook to status: BENCH_LATENCY_PODS real pods on the real node with a
 #     marker-verified preStop, scaled to 0 at once.
-#  3. memory: the RSS of a freshly started operator on an empty cluster, then
-#     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
-#     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
-#     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
-#  4. cluster: BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
+#  3. cluster (before 4, whose objects stay until the end):
+#     BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
 #     replicas-0 Deployments each; the raw loop over all of them, then one
 #     ClusterLifecyclePolicy, as in 1. Then the RSS of a fresh operator on the
 #     cluster without them, with them, and with them under the policy.
+#  4. memory: the RSS of a freshly started operator on an empty cluster, then
+#     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
+#     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
+#     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
 #  5. contention, in-process (no cluster): P policies of one namespace, each
 #     decided once over W Deployments, with the namespace's index shared vs
 #     rebuilt for every reconcile (BENCH_CONTENTION_POLICIES, _WORKLOADS).
@@ -325,6 +326,19 @@ EOF
   phase latency
 fi
 
+if part cluster; then
+  measure_rss cluster.rss_empty_kib
+  driver namespaces --prefix bench-cluster --count "$BENCH_CLUSTER_NAMESPACES" --per "$BENCH_CLUSTER_DEPLOYMENTS"
+  measure_rss cluster.rss_base_kib
+  driver speed --cluster --metrics "127.0.0.1:$port" --pid "$op_pid" --clk-tck "$(getconf CLK_TCK)" >>"$results"
+  # The policy again, left in place: what a fresh operator holds for it.
+  driver cluster-policy
+  measure_rss cluster.rss_kib
+  kubectl delete clcp -l "$BENCH_LABEL" --timeout=300s >/dev/null
+  kubectl delete ns -l lifecycle-operator.io/bench-cluster=true --timeout=600s >/dev/null
+  phase cluster
+fi
+
 if part rss; then
   start_kwok
   nodes=$(kwok_nodes | paste -sd,)
@@ -373,19 +387,6 @@ EOF
     die "the operator did not count the preStop of deleted kwok pods: it does not track them as hooked"
   log "the operator counted the preStop of ${#some[@]} deleted kwok pods: $(kubectl -n "$ns" get lcp hooked -o jsonpath='{.status.preStop.summary}')"
   phase rss
-fi
-
-if part cluster; then
-  measure_rss cluster.rss_empty_kib
-  driver namespaces --prefix bench-cluster --count "$BENCH_CLUSTER_NAMESPACES" --per "$BENCH_CLUSTER_DEPLOYMENTS"
-  measure_rss cluster.rss_base_kib
-  driver speed --cluster --metrics "127.0.0.1:$port" --pid "$op_pid" --clk-tck "$(getconf CLK_TCK)" >>"$results"
-  # The policy again, left in place: what a fresh operator holds for it.
-  driver cluster-policy
-  measure_rss cluster.rss_kib
-  kubectl delete clcp -l "$BENCH_LABEL" --timeout=300s >/dev/null
-  kubectl delete ns -l lifecycle-operator.io/bench-cluster=true --timeout=600s >/dev/null
-  phase cluster
 fi
 
 if part contention; then
