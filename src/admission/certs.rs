@@ -843,7 +843,9 @@ mod tests {
     fn a_new_ca_keeps_the_old_one_trusted_until_the_next() {
         let old = Bundle::generate(&sans(), t0()).unwrap();
         // Its leaf as last reissued, before the CA is due.
-        let old = old.rotate(Renewal::ReissueLeaf, &sans(), t0() + days(240)).unwrap();
+        let old = old
+            .rotate(Renewal::ReissueLeaf, &sans(), t0() + days(240))
+            .unwrap();
         let when = t0() + days(250);
         let new = old.rotate(Renewal::NewCa, &sans(), when).unwrap();
         assert_ne!(new.ca_cert_pem, old.ca_cert_pem);

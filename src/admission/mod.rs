@@ -8,3 +8,6 @@
 //!   run time without restarting the listener.
 
 pub mod certs;
+
+#[cfg(test)]
+mod faults;
