@@ -8,6 +8,7 @@
 //!   run time without restarting the listener.
 
 pub mod certs;
+pub mod server;
 
 #[cfg(test)]
 mod faults;
