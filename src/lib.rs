@@ -1,6 +1,7 @@
 //! lifecycle-operator: puts postStart/preStop hooks on Deployments, StatefulSets and DaemonSets from a
 //! `LifecyclePolicy` and reports what it did. ARCHITECTURE.md draws the data flow; the folders:
 //!
+//! - `admission`: the mutating admission webhook: its own CA and serving certificate, HTTPS.
 //! - `api`: the `LifecyclePolicy` API (spec, status, CRD schema), and the condition types and
 //!   reasons users match on.
 //! - `hooks`: the hook kinds, the marker format (written by the wrapper, read from logs),
