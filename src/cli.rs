@@ -1,7 +1,8 @@
 //! The operator's command line: flags (each with its environment
 //! variable), the `release-all` subcommand, logging.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt};
@@ -57,8 +58,50 @@ pub struct Args {
     /// --poststart-log-streams.
     #[arg(long, env = "LCO_POSTSTART_LOG_STREAMS_PER_NAMESPACE", default_value_t = LogStreams::DEFAULT.post_start.per_namespace())]
     pub poststart_log_streams_per_namespace: usize,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The admission webhook (README: Hooks from the first pod).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Serve the mutating admission webhook (HTTPS, `POST /mutate`) on this
+    /// address. Unset: no webhook; the background path does everything.
+    #[arg(long, env = "LCO_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// The Service in front of the webhook: its serving certificate is for
+    /// SERVICE.NAMESPACE.svc (the namespace: --operator-namespace).
+    #[arg(
+        long,
+        env = "LCO_WEBHOOK_SERVICE",
+        default_value = "lifecycle-operator-webhook"
+    )]
+    pub webhook_service: String,
+    /// Extra IP addresses for the serving certificate (out of cluster: the
+    /// webhook configuration points at https://127.0.0.1:PORT/mutate).
+    #[arg(long, env = "LCO_WEBHOOK_IP", value_delimiter = ',')]
+    pub webhook_ip: Vec<IpAddr>,
+    /// The Secret holding the webhook's CA and serving certificate, which
+    /// the operator creates and rotates.
+    #[arg(
+        long,
+        env = "LCO_WEBHOOK_SECRET",
+        default_value = "lifecycle-operator-webhook-tls"
+    )]
+    pub webhook_secret: String,
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(
+        long,
+        env = "LCO_WEBHOOK_CONFIGURATION",
+        default_value = "lifecycle-operator"
+    )]
+    pub webhook_configuration: String,
+    /// Read tls.crt and tls.key from this directory (cert-manager's
+    /// Secret, mounted) instead of managing certificates.
+    #[arg(long, env = "LCO_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
 }
 
 impl Args {

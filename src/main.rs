@@ -12,6 +12,7 @@ use kube::client::ClientBuilder;
 use tower::util::MapRequestLayer;
 use tracing::{error, info, warn};
 
+use lifecycle_operator::admission::service;
 use lifecycle_operator::api::cluster::ClusterLifecyclePolicy;
 use lifecycle_operator::api::types::LifecyclePolicy;
 use lifecycle_operator::apply::release;
@@ -72,6 +73,21 @@ async fn operate() -> anyhow::Result<()> {
         liveness: liveness.clone(),
     };
     let http = tokio::spawn(server::serve(args.http_addr, health, stop.wait()));
+    // Every replica serves admission, the leader or not.
+    let webhook = tokio::spawn(service::run(
+        client.clone(),
+        args.webhook.clone(),
+        args.operator_namespace.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(async move {
+        match webhook.await {
+            Ok(Err(e)) => error!(error = %e, "the admission webhook stopped"),
+            Err(e) => error!(error = %e, "the admission webhook panicked"),
+            Ok(Ok(())) => {}
+        }
+    });
     if !crd_installed(&client, &stop).await {
         return shutdown::finish(http).await;
     }

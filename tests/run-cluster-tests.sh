@@ -39,6 +39,7 @@ cleanup() {
     done
   fi
   kubectl delete clcp -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
+  kubectl delete mutatingwebhookconfiguration -l lifecycle-operator.io/test=true >/dev/null 2>&1 || true
   kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
   stop_operator
 }
@@ -101,7 +102,7 @@ if grep -E '"level":"(ERROR)"|panicked|forbidden' "$out/operator.log"; then
 fi
 
 # The suites that start operators of their own: none other may run.
-wanted restarts || wanted fairness || exit 0
+wanted restarts || wanted fairness || wanted webhook || exit 0
 kubectl delete ns -l lifecycle-operator.io/test=true --timeout=120s >/dev/null 2>&1 || true
 stop_operator
 # own_operator NAME: the suite NAME, then its operator's log (target/it/NAME-operator.log)
@@ -121,3 +122,5 @@ own_operator() {
 # stream pools and reads its gauge, which must see its own pods alone.
 if wanted restarts; then own_operator restarts; fi
 if wanted fairness; then own_operator fairness; fi
+# webhook serves admission from its own operator and stops it once.
+if wanted webhook; then own_operator webhook; fi

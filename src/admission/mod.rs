@@ -12,12 +12,14 @@
 //!   Secret and the CA in the MutatingWebhookConfiguration's `caBundle`.
 //! - `server`: HTTPS for the webhook's Router, certificates swapped at run
 //!   time without restarting the listener.
+//! - `service`: all of it as the operator runs it, on every replica.
 
 pub mod certs;
 pub mod gate;
 pub mod mutate;
 pub mod review;
 pub mod server;
+pub mod service;
 pub mod webhook;
 
 #[cfg(test)]

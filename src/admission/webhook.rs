@@ -16,13 +16,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use tracing::{debug, info};
 
 use crate::admission::review::{self, Caches, Outcome};
+use crate::admission::server::BODY_LIMIT;
 use crate::apply::neighbours::Neighbours;
 use crate::apply::policies::Policies;
 use crate::runtime::metrics::Metrics;
-
-/// The API server sends at most its request size limit (3 MiB) as the
-/// object, twice for an update (object and oldObject), plus the review.
-pub const BODY_LIMIT: usize = 7 * 1024 * 1024;
 
 pub struct Webhook {
     pub policies: Policies,
