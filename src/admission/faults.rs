@@ -102,6 +102,22 @@ fn patched_ca(patch: &Value) -> String {
     String::from_utf8(bytes.0).unwrap()
 }
 
+/// The caBundle read, then patched (the reply: the config as it was).
+async fn publish_ca(api: &mut ApiServer) -> Value {
+    expect(api, "GET", CONFIG, respond(StatusCode::OK, &config(None))).await;
+    expect(api, "PATCH", CONFIG, respond(StatusCode::OK, &config(None))).await
+}
+
+/// The Secret written with `method` at `path`, echoed back with `status`.
+async fn write_secret(api: &mut ApiServer, method: &str, path: &str, status: StatusCode) -> Value {
+    let (req, send) = api.next_request().await.unwrap();
+    assert_eq!((req.method().as_str(), req.uri().path()), (method, path));
+    let body: Value =
+        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+    send.send_response(respond(status, &body));
+    body
+}
+
 fn secret_ca(body: &Value) -> String {
     let s: Secret = serde_json::from_value(body.clone()).unwrap();
     String::from_utf8(s.data.unwrap()[CA_CRT].0.clone()).unwrap()
@@ -111,25 +127,8 @@ fn secret_ca(body: &Value) -> String {
 async fn an_absent_secret_is_created_after_the_ca_bundle_is_published() {
     let (task, mut api) = run();
     expect(&mut api, "GET", SECRET, status(404, "NotFound")).await;
-    expect(
-        &mut api,
-        "GET",
-        CONFIG,
-        respond(StatusCode::OK, &config(None)),
-    )
-    .await;
-    let patch = expect(
-        &mut api,
-        "PATCH",
-        CONFIG,
-        respond(StatusCode::OK, &config(None)),
-    )
-    .await;
-    let (req, send) = api.next_request().await.unwrap();
-    assert_eq!((req.method().as_str(), req.uri().path()), ("POST", SECRETS));
-    let created: Value =
-        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-    send.send_response(respond(StatusCode::CREATED, &created));
+    let patch = publish_ca(&mut api).await;
+    let created = write_secret(&mut api, "POST", SECRETS, StatusCode::CREATED).await;
     let bundle = task.await.unwrap().unwrap();
     no_more(&mut api).await;
     assert_eq!(created["type"], "kubernetes.io/tls");
@@ -235,11 +234,7 @@ async fn a_due_leaf_is_reissued_with_optimistic_concurrency() {
     )
     .await;
     expect(&mut api, "GET", CONFIG, respond(StatusCode::OK, &published)).await;
-    let (req, send) = api.next_request().await.unwrap();
-    assert_eq!((req.method().as_str(), req.uri().path()), ("PUT", SECRET));
-    let body: Value =
-        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-    send.send_response(respond(StatusCode::OK, &body));
+    let body = write_secret(&mut api, "PUT", SECRET, StatusCode::OK).await;
     let new = task.await.unwrap().unwrap();
     no_more(&mut api).await;
     assert_eq!(new.ca_cert_pem, old.ca_cert_pem);
@@ -253,25 +248,8 @@ async fn an_unreadable_secret_is_replaced() {
     let mut garbage = secret(&Bundle::generate(&sans(), SystemTime::now()).unwrap());
     garbage["data"]["tls.crt"] = json!("Z2FyYmFnZQ==");
     expect(&mut api, "GET", SECRET, respond(StatusCode::OK, &garbage)).await;
-    expect(
-        &mut api,
-        "GET",
-        CONFIG,
-        respond(StatusCode::OK, &config(None)),
-    )
-    .await;
-    let patch = expect(
-        &mut api,
-        "PATCH",
-        CONFIG,
-        respond(StatusCode::OK, &config(None)),
-    )
-    .await;
-    let (req, send) = api.next_request().await.unwrap();
-    assert_eq!((req.method().as_str(), req.uri().path()), ("PUT", SECRET));
-    let body: Value =
-        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-    send.send_response(respond(StatusCode::OK, &body));
+    let patch = publish_ca(&mut api).await;
+    let body = write_secret(&mut api, "PUT", SECRET, StatusCode::OK).await;
     let bundle = task.await.unwrap().unwrap();
     no_more(&mut api).await;
     assert_eq!(patched_ca(&patch), bundle.ca_bundle());
