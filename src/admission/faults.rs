@@ -237,6 +237,7 @@ async fn a_due_leaf_is_reissued_with_optimistic_concurrency() {
     let body = write_secret(&mut api, "PUT", SECRET, StatusCode::OK).await;
     let new = task.await.unwrap().unwrap();
     no_more(&mut api).await;
+    assert_eq!(secret_ca(&body), new.ca_bundle());
     assert_eq!(new.ca_cert_pem, old.ca_cert_pem);
     assert_ne!(new.cert_pem, old.cert_pem);
     assert_eq!(certs::inspect(&new.cert_pem).unwrap().sans, sans());
