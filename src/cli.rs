@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt};
 
+use crate::admission::service::Settings;
 use crate::verify::observer::LogStreams;
 use crate::verify::pool::PoolSize;
 
@@ -102,6 +103,19 @@ pub struct WebhookArgs {
     /// Secret, mounted) instead of managing certificates.
     #[arg(long, env = "LCO_WEBHOOK_CERT_DIR")]
     pub webhook_cert_dir: Option<PathBuf>,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            addr: self.webhook_addr,
+            service: self.webhook_service.clone(),
+            ips: self.webhook_ip.clone(),
+            secret: self.webhook_secret.clone(),
+            configuration: self.webhook_configuration.clone(),
+            cert_dir: self.webhook_cert_dir.clone(),
+        }
+    }
 }
 
 impl Args {

@@ -76,7 +76,7 @@ async fn operate() -> anyhow::Result<()> {
     // Every replica serves admission, the leader or not.
     let webhook = tokio::spawn(service::run(
         client.clone(),
-        args.webhook.clone(),
+        args.webhook.settings(),
         args.operator_namespace.clone(),
         metrics.clone(),
         stop.clone(),

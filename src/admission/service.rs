@@ -3,7 +3,8 @@
 //! [`RENEW_EVERY`]; or cert-manager's files, re-read as often), and the HTTPS
 //! server. Leadership plays no part: admission must not wait for it.
 
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use crate::admission::certs::{self, Bundle, Sans};
 use crate::admission::server::{self, Resolver};
 use crate::admission::webhook::{self, Webhook};
 use crate::apply::neighbours::Neighbours;
-use crate::cli::WebhookArgs;
 use crate::reconcile;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::shutdown::Stop;
@@ -23,15 +23,30 @@ use crate::runtime::shutdown::Stop;
 /// and is renewed with a third of its life left: hours are plenty).
 pub const RENEW_EVERY: Duration = Duration::from_secs(600);
 
+/// What the command line asks of the webhook (`cli::WebhookArgs`).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// None: no webhook.
+    pub addr: Option<SocketAddr>,
+    /// The Service in front of it, for the certificate's names.
+    pub service: String,
+    /// Extra IP addresses in the certificate.
+    pub ips: Vec<IpAddr>,
+    pub secret: String,
+    pub configuration: String,
+    /// cert-manager's mounted Secret instead of a managed one.
+    pub cert_dir: Option<PathBuf>,
+}
+
 /// Serves the webhook until `shutdown`, when `args` ask for one.
 pub async fn run(
     client: Client,
-    args: WebhookArgs,
+    args: Settings,
     operator_namespace: String,
     metrics: Arc<Metrics>,
     stop: Stop,
 ) -> anyhow::Result<()> {
-    let Some(addr) = args.webhook_addr else {
+    let Some(addr) = args.addr else {
         return Ok(());
     };
     let (policies, caches) = reconcile::policy_caches(&client, operator_namespace.clone());
@@ -68,18 +83,20 @@ enum Source {
 }
 
 impl Source {
-    fn of(args: &WebhookArgs, namespace: &str) -> Source {
-        if let Some(dir) = &args.webhook_cert_dir {
+    fn of(args: &Settings, namespace: &str) -> Source {
+        if let Some(dir) = &args.cert_dir {
             return Source::Files(dir.clone());
         }
-        let sans = args.webhook_ip.iter().fold(
-            Sans::for_service(&args.webhook_service, namespace),
-            |s, ip| s.with_ip(*ip),
-        );
+        let sans = args
+            .ips
+            .iter()
+            .fold(Sans::for_service(&args.service, namespace), |s, ip| {
+                s.with_ip(*ip)
+            });
         Source::Managed {
             namespace: namespace.to_string(),
-            secret: args.webhook_secret.clone(),
-            configuration: args.webhook_configuration.clone(),
+            secret: args.secret.clone(),
+            configuration: args.configuration.clone(),
             sans,
         }
     }
