@@ -102,6 +102,11 @@ fn patched_ca(patch: &Value) -> String {
     String::from_utf8(bytes.0).unwrap()
 }
 
+/// The Secret read, answered with `body`.
+async fn read_secret(api: &mut ApiServer, body: &Value) {
+    expect(api, "GET", SECRET, respond(StatusCode::OK, body)).await;
+}
+
 /// The caBundle read, then patched (the reply: the config as it was).
 async fn publish_ca(api: &mut ApiServer) -> Value {
     expect(api, "GET", CONFIG, respond(StatusCode::OK, &config(None))).await;
@@ -145,13 +150,7 @@ async fn an_absent_secret_is_created_after_the_ca_bundle_is_published() {
 async fn a_valid_secret_and_published_ca_are_not_written() {
     let bundle = Bundle::generate(&sans(), SystemTime::now()).unwrap();
     let (task, mut api) = run();
-    expect(
-        &mut api,
-        "GET",
-        SECRET,
-        respond(StatusCode::OK, &secret(&bundle)),
-    )
-    .await;
+    read_secret(&mut api, &secret(&bundle)).await;
     let published = config(Some(&bundle.ca_bundle()));
     expect(&mut api, "GET", CONFIG, respond(StatusCode::OK, &published)).await;
     assert_eq!(task.await.unwrap().unwrap(), bundle);
@@ -180,13 +179,7 @@ async fn a_lost_create_race_reads_the_winners_secret() {
         .await,
     );
     expect(&mut api, "POST", SECRETS, status(409, "AlreadyExists")).await;
-    expect(
-        &mut api,
-        "GET",
-        SECRET,
-        respond(StatusCode::OK, &secret(&theirs)),
-    )
-    .await;
+    read_secret(&mut api, &secret(&theirs)).await;
     expect(
         &mut api,
         "GET",
@@ -213,26 +206,14 @@ async fn a_due_leaf_is_reissued_with_optimistic_concurrency() {
     let old = Bundle::generate(&Sans::for_service("old", "ops"), SystemTime::now()).unwrap();
     let published = config(Some(&old.ca_bundle()));
     let (task, mut api) = run();
-    expect(
-        &mut api,
-        "GET",
-        SECRET,
-        respond(StatusCode::OK, &secret(&old)),
-    )
-    .await;
+    read_secret(&mut api, &secret(&old)).await;
     expect(&mut api, "GET", CONFIG, respond(StatusCode::OK, &published)).await;
     let put = expect(&mut api, "PUT", SECRET, status(409, "Conflict")).await;
     assert_eq!(put["metadata"]["resourceVersion"], "7");
     assert_eq!(put["type"], "kubernetes.io/tls");
     assert_eq!(secret_ca(&put), old.ca_bundle());
     // Read again: still due, and this time the update goes through.
-    expect(
-        &mut api,
-        "GET",
-        SECRET,
-        respond(StatusCode::OK, &secret(&old)),
-    )
-    .await;
+    read_secret(&mut api, &secret(&old)).await;
     expect(&mut api, "GET", CONFIG, respond(StatusCode::OK, &published)).await;
     let body = write_secret(&mut api, "PUT", SECRET, StatusCode::OK).await;
     let new = task.await.unwrap().unwrap();
