@@ -15,7 +15,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use crate::admission::gate;
 use crate::admission::mutate::{self, Admissible};
 use crate::api::types::{LifecyclePolicy, WorkloadKind};
-use crate::apply::neighbours::Neighbours;
+use crate::apply::neighbours::{Neighbourhood, Neighbours};
 use crate::apply::policies::Policies;
 
 /// What the webhook reads: the policy caches and the neighbourhoods index
@@ -58,8 +58,8 @@ pub fn review(
     let Ok(original) = serde_json::to_value(object) else {
         return (response, Outcome::Unchanged);
     };
-    let admissible = admissible(caches, &original, kind, ns);
     let nb = caches.neighbours.of(caches.policies, ns);
+    let admissible = admissible(caches, &nb, &original, kind, ns);
     let Some(m) = mutate::mutate(&original, kind, ns, &nb, &admissible, now) else {
         return (response, Outcome::Unchanged);
     };
@@ -77,6 +77,7 @@ pub fn review(
 /// precedence order.
 fn admissible(
     caches: &Caches,
+    nb: &Neighbourhood,
     object: &serde_json::Value,
     kind: WorkloadKind,
     ns: &str,
@@ -93,7 +94,6 @@ fn admissible(
         .chain(here.cluster.iter().map(|m| &m.policy))
         .map(|p| (p.id().owner(), p))
         .collect();
-    let nb = caches.neighbours.of(caches.policies, ns);
     nb.concerned(&w)
         .into_iter()
         .filter_map(|p| {
