@@ -20,6 +20,7 @@ use crate::admission::server::BODY_LIMIT;
 use crate::apply::neighbours::Neighbours;
 use crate::apply::policies::Policies;
 use crate::runtime::metrics::Metrics;
+use crate::text;
 
 pub struct Webhook {
     pub policies: Policies,
@@ -46,9 +47,11 @@ async fn mutate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => {
             w.metrics.count_admission("unreadable");
+            // serde's message can quote the input: bounded.
+            let why = text::bounded(&e, text::FAILURE_MESSAGE);
             return (
                 StatusCode::BAD_REQUEST,
-                format!("not an AdmissionReview request: {e}"),
+                format!("not an AdmissionReview request: {why}"),
             )
                 .into_response();
         }
@@ -122,6 +125,15 @@ mod tests {
             let (status, _) = post(&w, garbage).await;
             assert_eq!(status, StatusCode::BAD_REQUEST);
         }
+        // A long string where an object belongs: the refusal quotes it, bounded.
+        let long = format!(
+            r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": "{}"}}"#,
+            "é".repeat(100_000)
+        );
+        let (status, body) = post(&w, long.into_bytes()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.len() < 1200, "{} bytes", body.len());
+        assert!(String::from_utf8(body).is_ok());
         let (status, _) = post(&w, vec![b' '; BODY_LIMIT + 1]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         let metrics = w.metrics.render();
@@ -130,7 +142,7 @@ mod tests {
             "{metrics}"
         );
         assert!(
-            metrics.contains(r#"admission_reviews_total{outcome="unreadable"} 3"#),
+            metrics.contains(r#"admission_reviews_total{outcome="unreadable"} 4"#),
             "{metrics}"
         );
     }
