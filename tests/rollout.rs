@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use lifecycle_operator::api::types::LifecyclePolicy;
 use serde_json::{Value, json};
 
@@ -68,11 +68,18 @@ fn seen(d: &Deployment) -> Seen {
     }
 }
 
+/// One LIST: a snapshot at one resourceVersion. (Reading the Deployments
+/// one by one once saw a wave's last member still rolling and, a moment
+/// later, the next wave already patched: three "rolling" at once.)
 async fn sample(ns: &Ns, names: &[String]) -> BTreeMap<String, Seen> {
-    let mut out = BTreeMap::new();
-    for n in names {
-        out.insert(n.clone(), seen(&ns.deployments().get(n).await.unwrap()));
-    }
+    let all = ns.deployments().list(&ListParams::default()).await.unwrap();
+    let out: BTreeMap<String, Seen> = all
+        .items
+        .iter()
+        .filter(|d| names.iter().any(|n| Some(n) == d.metadata.name.as_ref()))
+        .map(|d| (d.metadata.name.clone().unwrap(), seen(d)))
+        .collect();
+    assert_eq!(out.len(), names.len(), "every Deployment listed: {out:?}");
     out
 }
 
@@ -262,5 +269,6 @@ async fn a_good_policy_goes_canary_then_waves_within_the_limit() {
     println!("rollout: {r:?}");
     assert_eq!((r.rolled_out, r.pending), (5, 0));
     assert!(r.waves >= 3, "canary + waves of at most 2: {}", r.waves);
+    assert!(r.waiting_on.is_empty(), "Complete waits on nothing: {r:?}");
     ns.delete().await;
 }

@@ -540,8 +540,10 @@ pub struct RolloutStatus {
     /// Matched workloads not patched yet.
     pub pending: i32,
     /// Patched workloads being verified now (the canary, or the current
-    /// wave), as Kind/name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// wave), as Kind/name. Always written, `[]` too: a wave's list comes
+    /// by a JSON patch (`reconcile::record_rollout`), whose fields the
+    /// status's server-side apply cannot drop by leaving them out.
+    #[serde(default)]
     pub waiting_on: Vec<String>,
     /// Waves started so far, the canary included.
     #[serde(default)]
@@ -837,6 +839,26 @@ impl LifecyclePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Complete rollout says it waits on nothing (`[]`), so that the
+    /// status's apply takes back the last wave's list.
+    #[test]
+    fn an_empty_waiting_on_is_written() {
+        let r = RolloutStatus {
+            generation: 2,
+            phase: RolloutPhase::Complete,
+            rolled_out: 5,
+            pending: 0,
+            waiting_on: Vec::new(),
+            waves: 3,
+            wave_started_at: None,
+            halted: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["waitingOn"],
+            serde_json::json!([])
+        );
+    }
 
     /// Each word is written exactly as the string it replaced; text this
     /// version does not write still parses, and is written back unchanged.
