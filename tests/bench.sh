@@ -13,16 +13,22 @@
 #     largest size, writes in a quiet window with the policy applied.
 #  2. hook to status: BENCH_LATENCY_PODS real pods on the real node with a
 #     marker-verified preStop, scaled to 0 at once.
-#  3. cluster (before 4, whose objects stay until the end):
+#  3. cluster (before 5, whose objects stay until the end):
 #     BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
 #     replicas-0 Deployments each; the raw loop over all of them, then one
 #     ClusterLifecyclePolicy, as in 1. Then the RSS of a fresh operator on the
 #     cluster without them, with them, and with them under the policy.
-#  4. memory: the RSS of a freshly started operator on an empty cluster, then
+#  4. admission (issue 21): BENCH_ADMISSION_DEPLOYMENTS replicas-0
+#     Deployment creates, 16 at once, into a namespace under a policy that
+#     the webhook leaves out (the baseline), then into one it serves (the
+#     operator serving it on loopback, a MutatingWebhookConfiguration with
+#     a url). Latency from the client and from the API server's histograms,
+#     and ReplicaSets per new Deployment (tests/bench/admission.rs).
+#  5. memory: the RSS of a freshly started operator on an empty cluster, then
 #     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
 #     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
 #     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
-#  5. contention, in-process (no cluster): P policies of one namespace, each
+#  6. contention, in-process (no cluster): P policies of one namespace, each
 #     decided once over W Deployments, with the namespace's index shared vs
 #     rebuilt for every reconcile (BENCH_CONTENTION_POLICIES, _WORKLOADS).
 #
@@ -42,6 +48,7 @@ case $mode in
     : "${BENCH_RSS_DEPLOYMENTS:=10000}" "${BENCH_PODS:=40000}" "${BENCH_HOOKED_PODS:=10000}"
     : "${BENCH_CONTENTION_POLICIES:=10,100,1000}" "${BENCH_CONTENTION_WORKLOADS:=1000}"
     : "${BENCH_CLUSTER_NAMESPACES:=100}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
+    : "${BENCH_ADMISSION_DEPLOYMENTS:=1000}"
     ;;
   ci)
     out=target/bench-ci
@@ -49,6 +56,7 @@ case $mode in
     : "${BENCH_RSS_DEPLOYMENTS:=500}" "${BENCH_PODS:=2000}" "${BENCH_HOOKED_PODS:=500}"
     : "${BENCH_CONTENTION_POLICIES:=10,100}" "${BENCH_CONTENTION_WORKLOADS:=200}"
     : "${BENCH_CLUSTER_NAMESPACES:=10}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
+    : "${BENCH_ADMISSION_DEPLOYMENTS:=100}"
     ;;
   *) die "usage: tests/bench.sh [full|ci]" ;;
 esac
@@ -61,10 +69,11 @@ case $BENCH_PROFILE in
   debug) profile_flag= ;;
   *) die "BENCH_PROFILE must be release or debug" ;;
 esac
-# Which parts run (all by default): speed latency rss cluster contention.
-: "${BENCH_PARTS:=speed latency rss cluster contention}"
+# Which parts run (all by default): speed latency cluster admission rss contention.
+: "${BENCH_PARTS:=speed latency cluster admission rss contention}"
 : "${BENCH_KWOK_NODES:=4}"
 port=${BENCH_PORT:-18290}
+webhook_port=${BENCH_WEBHOOK_PORT:-18291}
 kwok_port=${BENCH_KWOK_PORT:-18247}
 KWOK_VERSION=v0.7.0
 KWOK_BIN="$CACHE_ROOT/tools/kwok-$KWOK_VERSION/kwok"
@@ -132,10 +141,10 @@ EOF
 # ---- the operator ----------------------------------------------------------
 
 # fresh_operator: stops the bench's operator if it runs, starts a new one,
-# waits for /readyz; sets op_pid.
+# waits for /readyz; sets op_pid. ARGS: more flags.
 fresh_operator() {
   stop_proc bench-operator
-  start_proc bench-operator "$operator_bin" --http-addr "127.0.0.1:$port" --log-format json
+  start_proc bench-operator "$operator_bin" --http-addr "127.0.0.1:$port" --log-format json "$@"
   op_pid=$(<"$RUN_DIR/bench-operator.pid")
   wait_until 120 operator curl -fsS "http://127.0.0.1:$port/readyz" ||
     die "the operator did not become ready (see $LOG_DIR/bench-operator.log)"
@@ -212,6 +221,8 @@ EOF
 # grace period 0), the fake nodes and the namespaces.
 remove_objects() {
   local ns nss p
+  # The admission part's webhook first: nothing is left to answer it.
+  kubectl delete mutatingwebhookconfiguration -l "$BENCH_LABEL" --ignore-not-found >/dev/null 2>&1
   if operator_running; then
     kubectl delete clcp -l "$BENCH_LABEL" --timeout=120s >/dev/null 2>&1
   fi
@@ -337,6 +348,37 @@ if part cluster; then
   kubectl delete clcp -l "$BENCH_LABEL" --timeout=300s >/dev/null
   kubectl delete ns -l lifecycle-operator.io/bench-cluster=true --timeout=600s >/dev/null
   phase cluster
+fi
+
+if part admission; then
+  ops=bench-admission-ops off=bench-admission-off on=bench-admission-on
+  for n in "$ops" "$off" "$on"; do new_ns "$n"; done
+  kubectl label ns "$on" lifecycle-operator.io/bench-admission=on >/dev/null
+  # As the chart's, but at the operator on loopback, for the "on" namespace only.
+  kubectl apply -f - >/dev/null <<EOF
+{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+ "metadata": {"name": "bench-lco", "labels": {"$BENCH_LABEL": "true"}},
+ "webhooks": [{"name": "workloads.lifecycle-operator.io",
+   "clientConfig": {"url": "https://127.0.0.1:$webhook_port/mutate"},
+   "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+              "resources": ["deployments", "statefulsets", "daemonsets"], "scope": "Namespaced"}],
+   "namespaceSelector": {"matchLabels": {"lifecycle-operator.io/bench-admission": "on"}},
+   "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 5,
+   "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"]}]}
+EOF
+  fresh_operator --webhook-addr "127.0.0.1:$webhook_port" --webhook-ip 127.0.0.1 \
+    --webhook-configuration bench-lco --webhook-secret bench-webhook-tls --operator-namespace "$ops"
+  published() { [[ -n $(kubectl get mutatingwebhookconfiguration bench-lco -o jsonpath='{.webhooks[0].clientConfig.caBundle}') ]]; }
+  wait_until 60 "the webhook's caBundle" published || die "the operator did not publish its CA"
+  for n in "$off" "$on"; do policy "$n" bench bench Events '{"sleep": {"seconds": 1}}'; done
+  for run in off on; do
+    driver admission --run "$run" --ns "bench-admission-$run" --count "$BENCH_ADMISSION_DEPLOYMENTS" >>"$results"
+    log "admission, webhook $run: $(grep "^admission\.$run\." "$results" | tr '\n' ' ')"
+  done
+  kubectl delete mutatingwebhookconfiguration bench-lco >/dev/null
+  for n in "$off" "$on"; do kubectl -n "$n" delete lcp bench --timeout=300s >/dev/null; done
+  kubectl delete ns "$ops" "$off" "$on" --timeout=300s >/dev/null
+  phase admission
 fi
 
 if part rss; then

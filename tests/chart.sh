@@ -72,13 +72,47 @@ subchart_renders() {
 check "renders as a subchart of a parent with global values" subchart_renders
 check "one replica: no leader election, no PDB, no spreading" rendered_ok \
   '(.[] | select(.kind == "Deployment") | .spec.template.spec | (.containers[0].args | index("--leader-election") == null) and .affinity == null and .topologySpreadConstraints == null)
-   and ([.[] | select(.kind == "PodDisruptionBudget")] | length == 0)'
+   and ([.[] | select(.kind == "PodDisruptionBudget")] | length == 0)' --set replicaCount=1
 check "replicaCount=2: leader election, PDB, soft anti-affinity and topology spread" rendered_ok \
   '(.[] | select(.kind == "Deployment") | .spec.template.spec | (.containers[0].args | index("--leader-election") != null)
      and (.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution | length == 1)
      and .topologySpreadConstraints[0].whenUnsatisfiable == "ScheduleAnyway")
    and ([.[] | select(.kind == "PodDisruptionBudget") | .spec.maxUnavailable] == [1])
-   and ([.[] | select(.kind == "Role") | .rules[0].resources] == [["leases"]])' --set replicaCount=2
+   and ([.[] | select(.kind == "Role" and (.metadata.name | endswith("-leader"))) | .rules[0].resources] == [["leases"]])'
+check "two replicas by default (both serve admission, one leads)" rendered_ok '.[] | select(.kind == "Deployment") | .spec.replicas == 2'
+mwc='.[] | select(.kind == "MutatingWebhookConfiguration")'
+check "the webhook: Ignore on failure, no side effects, reinvoked, a short timeout, the Service's /mutate" rendered_ok \
+  "$mwc"' | .metadata.name == "lco-lifecycle-operator" and (.webhooks | length == 1) and (.webhooks[0] | .failurePolicy == "Ignore" and .sideEffects == "None"
+     and .reinvocationPolicy == "IfNeeded" and .timeoutSeconds <= 10 and .admissionReviewVersions == ["v1"] and .clientConfig.caBundle == null
+     and .clientConfig.service == {"name": "lco-lifecycle-operator-webhook", "namespace": "lco-system", "path": "/mutate", "port": 443}
+     and (.rules == [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets"], "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}]))'
+check "the webhook never sees kube-system or the release namespace; excludeNamespaces adds to them" rendered_ok \
+  "$mwc"' | .webhooks[0].namespaceSelector.matchExpressions == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "kube-public", "kube-node-lease", "lco-system", "ci"]}]' \
+  --set 'webhook.excludeNamespaces[0]=ci' --set 'webhook.excludeNamespaces[1]=kube-system'
+check "the webhook's Service, port and flags" rendered_ok \
+  '(.[] | select(.kind == "Service" and .metadata.name == "lco-lifecycle-operator-webhook") | .spec.ports == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}])
+   and (.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0] | (.ports | map(.name) | index("webhook") != null)
+     and (.args | index("--webhook-addr=[::]:9443") != null and index("--webhook-secret=lco-lifecycle-operator-webhook-tls") != null
+       and index("--webhook-service=lco-lifecycle-operator-webhook") != null and index("--webhook-configuration=lco-lifecycle-operator") != null))'
+check "least privilege: the webhook's Secret (get, update) and configuration (get, patch) by name only, no create" rendered_ok \
+  '(([.[] | select(.kind == "Role" or .kind == "ClusterRole") | .rules[] | select(.resources | index("secrets") or index("mutatingwebhookconfigurations"))] | sort_by(.resources[0]))
+     == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["lco-lifecycle-operator"], "verbs": ["get", "patch"]},
+         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["lco-lifecycle-operator-webhook-tls"], "verbs": ["get", "update"]}])
+   and (.[] | select(.kind == "Secret" and .metadata.name == "lco-lifecycle-operator-webhook-tls") | .type == "Opaque" and .data == null)'
+check "webhook.enabled=false: no webhook, nothing of it" rendered_ok \
+  '([.[] | select(.kind == "MutatingWebhookConfiguration" or .kind == "Secret" or .kind == "Certificate" or (.metadata.name | test("webhook")))] | length == 0)
+   and (.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].args | map(select(startswith("--webhook"))) | length == 0)' --set webhook.enabled=false
+check "webhook.certManager.enabled: a Certificate for the Service, its CA injected, its Secret mounted, no Secret RBAC" rendered_ok \
+  '(.[] | select(.kind == "Certificate") | .spec.secretName == "lco-lifecycle-operator-webhook-tls" and (.spec.dnsNames | index("lco-lifecycle-operator-webhook.lco-system.svc") != null) and .spec.issuerRef.kind == "Issuer")
+   and ([.[] | select(.kind == "Issuer") | .spec.selfSigned] == [{}])
+   and ('"$mwc"' | .metadata.annotations["cert-manager.io/inject-ca-from"] == "lco-system/lco-lifecycle-operator-webhook")
+   and (.[] | select(.kind == "Deployment") | .spec.template.spec | (.containers[0].args | index("--webhook-cert-dir=/etc/lifecycle-operator/webhook") != null and index("--webhook-secret=lco-lifecycle-operator-webhook-tls") == null)
+     and .volumes[0].secret.secretName == "lco-lifecycle-operator-webhook-tls")
+   and ([.[] | select(.kind == "Secret")] | length == 0)
+   and ([.[] | select(.kind == "Role" or .kind == "ClusterRole") | .rules[] | select(.resources | index("secrets"))] | length == 0)' --set webhook.certManager.enabled=true
+check "webhook.certManager.issuerRef: that issuer, none of the chart's own" rendered_ok \
+  '(.[] | select(.kind == "Certificate") | .spec.issuerRef == {"name": "ca", "kind": "ClusterIssuer"}) and ([.[] | select(.kind == "Issuer")] | length == 0)' \
+  --set webhook.certManager.enabled=true --set webhook.certManager.issuerRef.name=ca --set webhook.certManager.issuerRef.kind=ClusterIssuer
 check "replicaCount=2 with leaderElection=false fails the render" render_fails "needs leader election" --set replicaCount=2 --set leaderElection=false
 check "a ServiceMonitor without the metrics Service fails the render" render_fails "needs metrics.service.enabled" \
   --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
@@ -109,6 +143,7 @@ check "values.schema.json rejects a log stream share of 0" render_fails "preStop
   --set observer.logStreams.preStop.perNamespace=0
 check "opt-in NetworkPolicy, PrometheusRule, Grafana dashboard" rendered_ok \
   '([.[] | .kind] | index("NetworkPolicy") != null and index("PrometheusRule") != null and index("ServiceMonitor") != null)
+   and (.[] | select(.kind == "NetworkPolicy") | [.spec.ingress[].ports[].port] == [8080, 9443])
    and (.[] | select(.kind == "PrometheusRule") | [.spec.groups[0].rules[].expr] | any(test("lifecycle_operator_hook_outcomes_total")) and any(test("lifecycle_operator_reconciles_total")))
    and (.[] | select(.kind == "ConfigMap") | .metadata.labels.grafana_dashboard == "1" and (.data["lifecycle-operator.json"] | fromjson | [.panels[].targets[].expr] | any(test("lifecycle_operator_hook_duration_seconds_bucket")) and any(test("lifecycle_operator_hook_outcomes_total"))))' \
   --set networkPolicy.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true --set metrics.serviceMonitor.enabled=true

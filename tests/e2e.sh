@@ -28,13 +28,13 @@ cleanup() {
   helm uninstall "$release" -n "$ns" --no-hooks --wait --timeout 180s >/dev/null 2>&1
   # Policies of an interrupted run that no operator will release any more.
   local p
-  for p in $(kubectl get lcp -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null | grep -E "^($app_ns|$enum_ns)/"); do
+  for p in $(kubectl get lcp -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null | grep -E "^($app_ns|$enum_ns|e2e-first)/"); do
     kubectl -n "${p%%/*}" patch lcp "${p#*/}" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
   done
-  kubectl delete ns "$app_ns" "$enum_ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
+  kubectl delete ns "$app_ns" "$enum_ns" e2e-first e2e-first-twin --ignore-not-found --timeout=120s >/dev/null 2>&1
   kubectl delete ns "$ns" --ignore-not-found --timeout=120s >/dev/null 2>&1
   # A failed uninstall leaves the cluster-scoped objects, hooks' included.
-  kubectl delete clusterrole,clusterrolebinding -l "app.kubernetes.io/instance=$release" --ignore-not-found >/dev/null 2>&1
+  kubectl delete clusterrole,clusterrolebinding,mutatingwebhookconfiguration -l "app.kubernetes.io/instance=$release" --ignore-not-found >/dev/null 2>&1
 }
 # The API server may still be coming back from a test that restarted it.
 api_ready() { kubectl get --raw /readyz >/dev/null 2>&1; }
@@ -123,6 +123,20 @@ for deny in "get secrets" "list secrets" "create pods" "patch pods" "delete pods
   "create clusterlifecyclepolicies.lifecycle-operator.io" "delete clusterlifecyclepolicies.lifecycle-operator.io"; do
   # shellcheck disable=SC2086
   check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
+done
+
+# The webhook's certificates: its own Secret and configuration, by name.
+webhook_secret=$fullname-webhook-tls
+for want in "get secrets/$webhook_secret -n $ns" "update secrets/$webhook_secret -n $ns" \
+  "get mutatingwebhookconfigurations.admissionregistration.k8s.io/$fullname" \
+  "patch mutatingwebhookconfigurations.admissionregistration.k8s.io/$fullname"; do
+  # shellcheck disable=SC2086
+  check "allowed: $want" can $want
+done
+for deny in "get secrets/other -n $ns" "update secrets/other -n $ns" "create secrets -n $ns" "delete secrets/$webhook_secret -n $ns" \
+  "list secrets -n $ns" "patch mutatingwebhookconfigurations.admissionregistration.k8s.io/other" \
+  "list mutatingwebhookconfigurations.admissionregistration.k8s.io" "create mutatingwebhookconfigurations.admissionregistration.k8s.io"; do
+  check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny --as=$sa >/dev/null 2>&1"
 done
 
 # Namespace users get policies through the built-in roles (aggregation).
@@ -312,6 +326,90 @@ leader_takeovers() {
 }
 leader_takeovers
 
+# --- hooks from the first pod: the admission webhook (issue 21) -----------
+# A policy in place first; then a Deployment made three ways a user would.
+# Each rolls out once, its first pods already hooked; a twin of each in a
+# namespace without the policy is the byte-for-byte reference for the
+# restore at the end.
+first_ns=e2e-first
+twin_ns=e2e-first-twin
+kubectl create ns "$first_ns" >/dev/null && kubectl create ns "$twin_ns" >/dev/null
+caught_up() { [[ -n $(kubectl get mutatingwebhookconfiguration "$fullname" -o jsonpath='{.webhooks[0].clientConfig.caBundle}') ]]; }
+check "the operator published its CA in the webhook configuration" until_ok 60 caught_up
+check "policy applied before any workload" kubectl -n "$first_ns" apply -f tests/e2e/first-policy.yaml
+policy_complete() {
+  kubectl -n "$first_ns" get lcp first -o json | jq -e '.status.observedGeneration == .metadata.generation and .status.rollout.phase == "Complete"' >/dev/null
+}
+check "its rollout is Complete (nothing to roll yet)" until_ok 60 policy_complete
+sleeper=(sh -c "trap 'exit 0' TERM; sleep 3600 & wait")
+make_one() { kubectl -n "$1" create deployment made --image=busybox:latest -- "${sleeper[@]}" >/dev/null; }
+make_two() { kubectl -n "$1" apply -f tests/e2e/applied.yaml >/dev/null && helm install charted tests/e2e/charted -n "$1" >/dev/null; }
+twins() { make_one "$twin_ns" && make_two "$twin_ns"; }
+check "the twins: kubectl create deployment, kubectl apply, helm install, where no policy is" twins
+# The first workload is the canary of the policy's hooks (hooked at
+# admission, then verified); once they are proven, a burst of creates is
+# hooked at admission too.
+check "kubectl create deployment" make_one "$first_ns"
+proven() {
+  kubectl -n "$first_ns" get lcp first -o json | jq -e '.status.rollout.phase == "Complete" and .status.rollout.rolledOut == 1' >/dev/null
+}
+check "its hooks verified: the policy's rollout is Complete with it" until_ok 90 proven
+check "then at once: kubectl apply, helm install of a small app chart" make_two "$first_ns"
+for d in made applied charted; do
+  check "$d rolled out" kubectl -n "$first_ns" rollout status "deploy/$d" --timeout=120s
+done
+replica_sets() { kubectl -n "$first_ns" get rs -l "app=$1" -o name | wc -l; }
+first_pods_hooked() {
+  kubectl -n "$first_ns" get pods -l "app=$1" -o json |
+    jq -e '(.items | length) >= 1 and all(.items[]; .spec.containers[0].lifecycle.postStart.exec != null and .spec.containers[0].lifecycle.preStop.exec != null
+      and .metadata.labels["lifecycle-operator.io/hooked"] == "true")' >/dev/null
+}
+admitted() {
+  kubectl -n "$first_ns" get lcp first -o json | jq -e '.status.firstWrites == {"admitted": 3, "secondRollouts": 0}
+    and ([.status.workloads[] | "\(.name)=\(.state)"] | sort == ["applied=Patched", "charted=Patched", "made=Patched"])' >/dev/null
+}
+check "status: all three got their hooks at admission, none needed a second rollout" until_ok 60 admitted
+# The background path has taken the fields over by now: it must not have
+# rolled anything again.
+sleep 5
+for d in made applied charted; do
+  check "$d: exactly one ReplicaSet, generation 1" test "$(replica_sets "$d") $(kubectl -n "$first_ns" get deploy "$d" -o jsonpath='{.metadata.generation}')" = "1 1"
+  check "$d: its first pods carry the hooks" first_pods_hooked "$d"
+done
+taken_over() {
+  kubectl -n "$first_ns" get deploy made -o json --show-managed-fields | jq -e '[.metadata.managedFields[] | select(.manager == "lifecycle-operator/first")] | length == 1' >/dev/null
+}
+check "the policy's field manager took the hooks over (no template change)" until_ok 60 taken_over
+poststart_counted() {
+  kubectl -n "$first_ns" get lcp first -o json | jq -e '.status.postStart.evidence == "marker" and .status.postStart.ran >= 3 and .status.postStart.failed == 0' >/dev/null
+}
+check "status: the three first pods' postStart counted by markers" until_ok 90 poststart_counted
+check "kubectl replace with the manifest (no hooks)" kubectl -n "$first_ns" replace -f tests/e2e/applied.yaml
+sleep 5
+check "replace: no rollout without the hooks (still one ReplicaSet)" test "$(replica_sets applied)" = 1
+replaced_hooked() { kubectl -n "$first_ns" get deploy applied -o json | jq -e '.spec.template.spec.containers[0].lifecycle.postStart != null' >/dev/null; }
+check "replace: the template still carries the hooks" replaced_hooked
+for d in made applied charted; do kubectl -n "$first_ns" scale deploy "$d" --replicas=0 >/dev/null; done
+prestop_counted() {
+  kubectl -n "$first_ns" get lcp first -o json | jq -e '.status.preStop.evidence == "marker" and .status.preStop.ran >= 3 and .status.preStop.failed == 0' >/dev/null
+}
+check "status: their preStop counted by markers (scaled to zero)" until_ok 90 prestop_counted
+echo "# first writes: $(kubectl -n "$first_ns" get lcp first -o json | jq -c '{firstWrites: .status.firstWrites, postStart: .status.postStart.ran, preStop: .status.preStop.ran}')"
+for d in made applied charted; do
+  kubectl -n "$first_ns" scale deploy "$d" --replicas=1 >/dev/null
+  kubectl -n "$twin_ns" scale deploy "$d" --replicas=1 >/dev/null
+done
+check "policy deleted" kubectl -n "$first_ns" delete lcp first --timeout=120s
+template_of() { kubectl -n "$1" get deploy "$2" -o json | jq -S '.spec.template'; }
+restored() {
+  local d
+  for d in made applied charted; do
+    diff <(template_of "$first_ns" "$d") <(template_of "$twin_ns" "$d") >/dev/null || return 1
+  done
+}
+check "deleting the policy restores the three templates byte for byte (as their twins)" until_ok 60 restored
+kubectl delete ns "$first_ns" "$twin_ns" --wait=false >/dev/null
+
 # --- uninstall hands the hooks back ----------------------------------------
 # The example policy is still applied, its hooks verified and on frontend.
 policy_hooked() { kubectl -n "$app_ns" get lcp nginx-graceful >/dev/null && [[ -n $(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle.preStop}') ]]; }
@@ -340,8 +438,8 @@ grace_restored() {
 }
 check "after uninstall: frontend's grace period is back to the default" grace_restored
 leftovers() {
-  kubectl get clusterrole,clusterrolebinding -l app.kubernetes.io/instance=$release -o name
-  kubectl -n "$ns" get all,sa,role,rolebinding,pdb,job -l app.kubernetes.io/instance=$release -o name
+  kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration -l app.kubernetes.io/instance=$release -o name
+  kubectl -n "$ns" get all,sa,role,rolebinding,pdb,job,secret -l app.kubernetes.io/instance=$release -o name
 }
 no_leftovers() { test -z "$(leftovers)"; }
 # Pods and ReplicaSets go by garbage collection, a moment after the Deployment.

@@ -550,6 +550,14 @@ async fn renew(
                 bundle.rotate(decision, wanted, now)?
             }
         },
+        // The chart creates the Secret empty: its first bundle.
+        Err(_) if secret.data.as_ref().is_none_or(BTreeMap::is_empty) => {
+            tracing::info!(
+                secret = secret.name_any(),
+                "writing the first webhook certificate"
+            );
+            Bundle::generate(wanted, now)?
+        }
         Err(e) => {
             tracing::warn!(error = %e, secret = secret.name_any(), "unreadable webhook certificate; replacing it");
             Bundle::generate(wanted, now)?

@@ -237,3 +237,21 @@ async fn an_unreadable_secret_is_replaced() {
     assert_eq!(patched_ca(&patch), bundle.ca_bundle());
     assert_eq!(secret_ca(&body), bundle.ca_bundle());
 }
+
+/// The chart's Secret: created empty (Opaque, no data) so that the operator
+/// needs no create verb. Its first bundle is an update of it, type kept.
+#[tokio::test]
+async fn the_charts_empty_secret_gets_its_first_bundle_by_update() {
+    let (task, mut api) = run();
+    let empty = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": "webhook-tls", "namespace": "ops", "resourceVersion": "2"}});
+    read_secret(&mut api, &empty).await;
+    let patch = publish_ca(&mut api).await;
+    let body = write_secret(&mut api, "PUT", SECRET, StatusCode::OK).await;
+    let bundle = task.await.unwrap().unwrap();
+    no_more(&mut api).await;
+    assert_eq!(body["type"], "Opaque");
+    assert_eq!(body["metadata"]["resourceVersion"], "2");
+    assert_eq!(patched_ca(&patch), bundle.ca_bundle());
+    assert_eq!(secret_ca(&body), bundle.ca_bundle());
+}

@@ -116,7 +116,8 @@ pub async fn serve(
     certs: Arc<Resolver>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let listener = TcpListener::bind(addr).await?;
+    // `[::]` in a pod: dual-stack, as the metrics port.
+    let listener = crate::runtime::server::listen(addr)?;
     serve_on(listener, router, certs, shutdown).await
 }
 

@@ -540,9 +540,10 @@ pub struct RolloutStatus {
     /// Matched workloads not patched yet.
     pub pending: i32,
     /// Patched workloads being verified now (the canary, or the current
-    /// wave), as Kind/name. Always written, `[]` too: a wave's list comes
-    /// by a JSON patch (`reconcile::record_rollout`), whose fields the
-    /// status's server-side apply cannot drop by leaving them out.
+    /// wave), as Kind/name; empty when none is.
+    // Written when empty too: a wave's list comes by a JSON patch
+    // (`reconcile::record_rollout`), whose fields the status's server-side
+    // apply cannot drop by leaving them out.
     #[serde(default)]
     pub waiting_on: Vec<String>,
     /// Waves started so far, the canary included.

@@ -102,13 +102,40 @@ pub fn step(input: &Input) -> Step {
     }
     let waiting: Vec<&Candidate> = cs.iter().filter(|c| c.carries && !c.healthy).collect();
     let started = status.wave_started_at.as_ref();
-    if let Some(h) = failure_halt(input).or_else(|| deadline_halt(input, &waiting, started)) {
+    let proven = previous.is_some_and(proven);
+    let late = || deadline_halt(input, &waiting, started).filter(|_| !proven);
+    if let Some(h) = failure_halt(input).or_else(late) {
         return halt(step, status, h);
+    }
+    if proven {
+        return proven_step(step, status, cs);
     }
     if !waiting.is_empty() {
         return wait_for_wave(step, status, &waiting, input.now);
     }
     next_wave(input, previous, step, status)
+}
+
+/// This generation's hooks have run verified on a workload and the rollout
+/// reached Complete: they are proven. A workload that comes later (created,
+/// labelled, a namespace newly selected) or rolls for a change of its own
+/// reopens no canary, so the admission webhook keeps injecting through a
+/// burst of creates; a hook failure still halts.
+fn proven(previous: &RolloutStatus) -> bool {
+    previous.phase == RolloutPhase::Complete && (previous.rolled_out > 0 || previous.waves > 0)
+}
+
+/// Proven hooks: every workload may get them now (within
+/// `maxConcurrentRollouts`), and the rollout stays Complete.
+fn proven_step(mut step: Step, mut status: RolloutStatus, cs: &[Candidate]) -> Step {
+    step.allow = cs
+        .iter()
+        .filter(|c| !c.carries)
+        .map(|c| c.key.clone())
+        .collect();
+    status.phase = RolloutPhase::Complete;
+    step.status = status;
+    step
 }
 
 /// Immediate: every workload may get the hooks now.
@@ -391,6 +418,53 @@ mod tests {
             ),
             ("Complete", 5, 0)
         );
+    }
+
+    /// Once Complete with a verified workload, the generation is proven:
+    /// later workloads (hooked at admission, or not yet) reopen no canary,
+    /// the phase stays Complete (the webhook's gate), and a failure halts.
+    #[test]
+    fn a_proven_generation_stays_complete_as_workloads_come() {
+        let done: Vec<Candidate> = (1..=2)
+            .map(|i| c(&format!("Deployment/d{i}"), true, true))
+            .collect();
+        let complete = run(&spec(), 0, None, &done, 0).status;
+        assert_eq!(
+            (complete.phase.as_str(), complete.rolled_out),
+            ("Complete", 2)
+        );
+        // One admitted (carries, not verified yet), one without the hooks.
+        let mut world = done.clone();
+        world.push(c("Deployment/new-1", true, false));
+        world.push(c("Deployment/new-2", false, false));
+        let s = run(&spec(), 1, Some(&complete), &world, 10);
+        assert_eq!(s.status.phase, "Complete");
+        assert_eq!(allowed(&s), ["Deployment/new-2"]);
+        assert!(!s.new_wave && s.status.waiting_on.is_empty());
+        assert_eq!(s.status.waves, complete.waves);
+        // Long past any deadline: nothing halts but a failure.
+        let s2 = run(&spec(), 1, Some(&s.status), &world, 100_000);
+        assert_eq!(s2.status.phase, "Complete");
+        world[2] = failed("Deployment/new-1");
+        let s3 = run(&spec(), 1, Some(&s2.status), &world, 100_010);
+        assert_eq!(s3.status.phase, "Halted");
+        assert_eq!(allowed(&s3), Vec::<String>::new());
+    }
+
+    /// A policy that was Complete with nothing to roll has proven nothing:
+    /// the first workload that gets its hooks (at admission, say) is the
+    /// canary, and holds the rest until verified.
+    #[test]
+    fn an_empty_complete_proves_nothing() {
+        let empty = run(&spec(), 0, None, &[], 0).status;
+        assert_eq!((empty.phase.as_str(), empty.waves), ("Complete", 0));
+        let world = [
+            c("Deployment/a", true, false),
+            c("Deployment/b", false, false),
+        ];
+        let s = run(&spec(), 0, Some(&empty), &world, 5);
+        assert_eq!(s.status.phase, "Canary");
+        assert!(s.allow.is_empty(), "b waits for a");
     }
 
     #[test]

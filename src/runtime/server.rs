@@ -40,7 +40,7 @@ pub async fn serve(
 /// Binds `addr`. The IPv6 wildcard `[::]` is bound dual-stack (IPv4 too,
 /// whatever net.ipv6.bindv6only says); on a host without IPv6 it falls back
 /// to `0.0.0.0` on the same port.
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

@@ -28,6 +28,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod admission;
+
 /// Field manager of the raw loop.
 const RAW_MANAGER: &str = "bench-raw";
 /// The image of every Deployment and kwok pod (never pulled: replicas 0, or kwok).
@@ -146,6 +148,19 @@ enum Command {
         #[arg(long)]
         workloads: usize,
     },
+    /// Admission: COUNT Deployment creates, C at once, into NS, whose
+    /// policy `bench` is in place (tests/bench.sh: once in a namespace the
+    /// webhook leaves out, RUN=off, once in one it serves, RUN=on).
+    Admission {
+        #[arg(long)]
+        run: String,
+        #[arg(long)]
+        ns: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Render the `key value` lines of FILE as the Markdown table.
     Table { file: String },
 }
@@ -246,12 +261,29 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Admission {
+            run,
+            ns,
+            count,
+            concurrency,
+        } => admission::run(&client, &run, &ns, count, concurrency).await,
         Command::Table { .. } | Command::Contention { .. } => unreachable!(),
     }
 }
 
 fn name_of(i: usize) -> String {
     format!("d-{i:05}")
+}
+
+/// A replicas-0 Deployment the speed runs' policy selects.
+fn replicas0(name: &str) -> anyhow::Result<Deployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {SPEED_LABEL.0: SPEED_LABEL.1}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"bench-deployment": name}},
+            "template": {"metadata": {"labels": {"bench-deployment": name}},
+                "spec": {"containers": [{"name": "c", "image": PAUSE}]}}}
+    }))?)
 }
 
 async fn create_deployments(
@@ -265,13 +297,7 @@ async fn create_deployments(
         .map(|(ns, name)| {
             let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             async move {
-                let d: Deployment = serde_json::from_value(json!({
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": name, "labels": {SPEED_LABEL.0: SPEED_LABEL.1}},
-                    "spec": {"replicas": 0, "selector": {"matchLabels": {"bench-deployment": name}},
-                        "template": {"metadata": {"labels": {"bench-deployment": name}},
-                            "spec": {"containers": [{"name": "c", "image": PAUSE}]}}}
-                }))?;
+                let d = replicas0(&name)?;
                 api.create(&PostParams::default(), &d)
                     .await
                     .with_context(|| format!("creating Deployment {ns}/{name}"))?;
@@ -1332,6 +1358,7 @@ fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
         }
     }
     rows.extend(cluster_rows(&num));
+    rows.extend(admission::rows(&num));
     if let Some(empty) = num("rss.empty_kib") {
         rows.push([
             "RSS, empty cluster".into(),

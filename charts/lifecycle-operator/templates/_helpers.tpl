@@ -103,3 +103,19 @@ total fails the render (the operator would refuse it at startup). */}}
 - --{{ $flag }}-log-streams-per-namespace={{ $share }}
 {{- end }}
 {{- end -}}
+
+{{/* The webhook's flags: its port, and the names the chart gives its
+Service, Secret and configuration (or cert-manager's mounted Secret). */}}
+{{- define "lifecycle-operator.webhookArgs" -}}
+{{- if .Values.webhook.enabled }}
+{{- $name := include "lifecycle-operator.fullname" . }}
+- --webhook-addr=[::]:{{ .Values.webhook.port }}
+{{- if .Values.webhook.certManager.enabled }}
+- --webhook-cert-dir=/etc/lifecycle-operator/webhook
+{{- else }}
+- --webhook-configuration={{ $name }}
+- --webhook-service={{ $name }}-webhook
+- --webhook-secret={{ $name }}-webhook-tls
+{{- end }}
+{{- end }}
+{{- end -}}
