@@ -199,12 +199,13 @@ fn first_writes(results: &[WorkloadResult], created: Option<Timestamp>) -> Optio
         if !l.owned.keys().any(|s| matches!(s, Slot::Hook { .. })) {
             continue;
         }
+        // Whole seconds: one created in the policy's own second counts as later.
         let later = d
             .workload
             .metadata
             .creation_timestamp
             .as_ref()
-            .is_some_and(|t| t.0 > created);
+            .is_some_and(|t| t.0 >= created);
         match l.via {
             Via::Admission => f.admitted += 1,
             Via::Background if later => f.second_rollouts += 1,
@@ -813,16 +814,17 @@ mod tests {
             hooked("late", 300, Via::Background, true),
             hooked("older", 50, Via::Background, true),
             hooked("unmatched", 300, Via::Background, false),
+            hooked("same-second", 100, Via::Background, true),
         ];
         let at = Some(Timestamp::from_second(100).unwrap());
         assert_eq!(
             first_writes(&results, at),
             Some(FirstWrites {
                 admitted: 1,
-                second_rollouts: 1
+                second_rollouts: 2
             })
         );
-        assert_eq!(first_writes(&results[2..], at), None);
+        assert_eq!(first_writes(&results[2..4], at), None);
         assert_eq!(first_writes(&results, None), None);
     }
 

@@ -86,7 +86,7 @@ pub fn rows(num: &dyn Fn(&str) -> Option<f64>) -> Vec<[String; 4]> {
         ]);
     }
     for (key, name) in [
-        ("request", "Create request (API server's histogram"),
+        ("request", "Create request (API server's histogram, "),
         ("client", "Create as the client sees it ("),
     ] {
         if let (Some((a50, a99)), Some((b50, b99))) = (pair("on", key), pair("off", key)) {
