@@ -272,3 +272,49 @@ async fn a_good_policy_goes_canary_then_waves_within_the_limit() {
     assert!(r.waiting_on.is_empty(), "Complete waits on nothing: {r:?}");
     ns.delete().await;
 }
+
+/// A rollout Complete long ago is no wave in progress: a hooked workload
+/// that rolls for a change of its own (here a restart) after the progress
+/// deadline neither halts the policy nor loses its hooks. (Before, the
+/// deadline ran from the last wave's start, and such a restart halted the
+/// policy with ProgressDeadlineExceeded and reverted the workload.)
+#[tokio::test]
+async fn a_restart_after_the_deadline_of_a_complete_rollout_halts_nothing() {
+    let ns = Ns::new("late").await;
+    let names = five(&ns, "late").await;
+    ns.policy(
+        "late",
+        json!({"selector": {"matchLabels": {"app": "late"}}, "postStart": sh("echo ok"),
+               "rollout": {"progressDeadlineSeconds": 10}}),
+    )
+    .await;
+    watch_until(&ns, &names, "late", 240, |p| phase(p) == "Complete").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let restarted = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-12-02T00:00:00Z"}}}}});
+    ns.deployments()
+        .patch(&names[0], &PatchParams::default(), &Patch::Merge(restarted))
+        .await
+        .unwrap();
+    // Through the restart and a while after it, the policy never halts.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settled_since: Option<Instant> = None;
+    while settled_since.is_none_or(|t| t.elapsed() < Duration::from_secs(5)) {
+        let p = ns.policies().get("late").await.unwrap();
+        assert!(!halted(&p), "halted by a restart: {:?}", p.status);
+        let rolling = sample(&ns, &names).await[&names[0]].rolling;
+        settled_since = match (rolling, settled_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, t) => t,
+        };
+        assert!(Instant::now() < deadline, "the restart did not roll out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let p = ns.policies().get("late").await.unwrap();
+    assert!(!halted(&p), "not halted: {:?}", p.status);
+    assert_eq!(phase(&p), "Complete");
+    let end = sample(&ns, &names).await;
+    assert!(end.values().all(|d| d.hooked), "every one keeps its hooks");
+    ns.delete().await;
+}

@@ -428,11 +428,13 @@ mod tests {
         let done: Vec<Candidate> = (1..=2)
             .map(|i| c(&format!("Deployment/d{i}"), true, true))
             .collect();
-        let complete = run(&spec(), 0, None, &done, 0).status;
+        let mut complete = run(&spec(), 0, None, &done, 0).status;
         assert_eq!(
             (complete.phase.as_str(), complete.rolled_out),
             ("Complete", 2)
         );
+        // Its last wave began at 0: a deadline would run from there.
+        complete.wave_started_at = Some(Time(at(0)));
         // One admitted (carries, not verified yet), one without the hooks.
         let mut world = done.clone();
         world.push(c("Deployment/new-1", true, false));
@@ -442,9 +444,14 @@ mod tests {
         assert_eq!(allowed(&s), ["Deployment/new-2"]);
         assert!(!s.new_wave && s.status.waiting_on.is_empty());
         assert_eq!(s.status.waves, complete.waves);
-        // Long past any deadline: nothing halts but a failure.
+        // Long past the deadline, one of them rolls again for a change of
+        // its own (a restart, a new image): that is no late wave. (Before,
+        // this halted the policy with ProgressDeadlineExceeded and
+        // reverted the workload.)
+        world[0].healthy = false;
         let s2 = run(&spec(), 1, Some(&s.status), &world, 100_000);
         assert_eq!(s2.status.phase, "Complete");
+        assert!(s2.status.halted.is_none() && s2.revert.is_empty());
         world[2] = failed("Deployment/new-1");
         let s3 = run(&spec(), 1, Some(&s2.status), &world, 100_010);
         assert_eq!(s3.status.phase, "Halted");
