@@ -111,7 +111,8 @@ for want in "list deployments.apps" "watch deployments.apps" "patch deployments.
   "list clusterlifecyclepolicies.lifecycle-operator.io" "watch clusterlifecyclepolicies.lifecycle-operator.io" \
   "patch clusterlifecyclepolicies.lifecycle-operator.io" \
   "patch clusterlifecyclepolicies.lifecycle-operator.io --subresource=status" \
-  "list namespaces" "watch namespaces"; do
+  "list namespaces" "watch namespaces" \
+  "list endpointslices.discovery.k8s.io" "watch endpointslices.discovery.k8s.io"; do
   # shellcheck disable=SC2086
   check "allowed: $want" can $want -A
 done
@@ -120,7 +121,8 @@ for deny in "get secrets" "list secrets" "create pods" "patch pods" "delete pods
   "update statefulsets.apps" "delete statefulsets.apps" "update daemonsets.apps" "delete daemonsets.apps" \
   "patch jobs.batch" "patch cronjobs.batch" \
   "create leases.coordination.k8s.io" "get namespaces" "patch namespaces" "delete namespaces" \
-  "create clusterlifecyclepolicies.lifecycle-operator.io" "delete clusterlifecyclepolicies.lifecycle-operator.io"; do
+  "create clusterlifecyclepolicies.lifecycle-operator.io" "delete clusterlifecyclepolicies.lifecycle-operator.io" \
+  "get endpointslices.discovery.k8s.io" "patch endpointslices.discovery.k8s.io"; do
   # shellcheck disable=SC2086
   check "denied: $deny" bash -c "! $CLUSTER_BIN/kubectl auth can-i $deny -A --as=$sa >/dev/null 2>&1"
 done

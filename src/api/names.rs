@@ -23,6 +23,9 @@ pub enum ConditionType {
     RolloutHalted,
     PostStartVerified,
     PreStopVerified,
+    /// Hooked pods left their Services a margin before their containers
+    /// were told to stop (advisory: Ready does not depend on it).
+    DrainSafe,
 }
 
 impl ConditionType {
@@ -36,6 +39,7 @@ impl ConditionType {
             ConditionType::RolloutHalted => "RolloutHalted",
             ConditionType::PostStartVerified => "PostStartVerified",
             ConditionType::PreStopVerified => "PreStopVerified",
+            ConditionType::DrainSafe => "DrainSafe",
         }
     }
 }
@@ -76,6 +80,9 @@ pub mod reason {
     pub const HOOK_FAILED: &str = "HookFailed";
     pub const TIMED_OUT: &str = "TimedOut";
     pub const NOT_OBSERVED_YET: &str = "NotObservedYet";
+    // DrainSafe.
+    pub const DRAINED: &str = "Drained";
+    pub const STOPPED_WHILE_SERVING: &str = "StoppedWhileServing";
     // Ready.
     pub const READY: &str = "Ready";
     /// In place of a reason from outside (a halt's) that the CRD would refuse.

@@ -208,6 +208,36 @@ pub struct LifecyclePolicySpec {
     /// halt (with revert) when a hook fails on a workload just rolled.
     #[serde(default)]
     pub rollout: RolloutSpec,
+
+    /// How the preStop's drain is judged (see status.drain and the DrainSafe
+    /// condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+}
+
+/// How a preStop's drain is judged.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// A pod drained safely when its endpoints were out of every
+    /// EndpointSlice at least this many seconds before its container was
+    /// told to stop (0-60, default 1): the time kube-proxy and load
+    /// balancers take after the API to stop sending traffic.
+    #[serde(default = "default_drain_margin")]
+    #[schemars(range(min = 0, max = 60))]
+    pub margin_seconds: i32,
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        DrainSpec {
+            margin_seconds: default_drain_margin(),
+        }
+    }
+}
+
+fn default_drain_margin() -> i32 {
+    1
 }
 
 /// How a new or changed policy reaches its workloads.
@@ -511,6 +541,55 @@ pub struct LifecyclePolicyStatus {
     /// How the matched workloads created after the policy got its hooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_writes: Option<FirstWrites>,
+    /// Whether hooked pods left their Services before their containers were
+    /// told to stop, for the current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+}
+
+/// The drain of terminating hooked pods behind a Service: when their
+/// endpoints left every EndpointSlice (not ready, or gone), against when
+/// the preStop let the container stop (its deletion plus the hook's leading
+/// sleep). Pods never seen as a ready endpoint are not counted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// Terminating pods whose drain was timed.
+    pub observed: i64,
+    /// Out of the endpoints at least the margin before the stop.
+    pub safe: i64,
+    /// Still an endpoint later than that.
+    #[serde(rename = "unsafe")]
+    pub unsafe_: i64,
+    /// The latest unsafe drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unsafe: Option<UnsafeDrain>,
+    /// Seconds from a pod's deletion to its endpoints' removal, over the
+    /// latest 256 timed pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_seconds: Option<RemovalSeconds>,
+    /// The shortest sleep before quitting that the observed removals
+    /// allow: the p99 removal plus the margin, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_pre_stop_seconds: Option<i64>,
+}
+
+/// One unsafe drain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsafeDrain {
+    pub pod: String,
+    /// Seconds between the endpoints' removal and the stop: negative when
+    /// the container was told to stop while still an endpoint.
+    pub gap_seconds: f64,
+    pub message: String,
+}
+
+/// Percentiles of the removal delay, in seconds (millisecond precision).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RemovalSeconds {
+    pub p50: f64,
+    pub p99: f64,
 }
 
 /// How matched workloads created after the policy got its hooks: in their

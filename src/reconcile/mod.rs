@@ -395,10 +395,11 @@ async fn apply(policy: &LifecyclePolicy, reach: Reach, ctx: &Context) -> Result<
         stale,
         rollout,
     } = evaluate(policy, &selector, invalid.is_none(), workloads, ctx).await?;
-    let (post_start, pre_stop) = if policy.spec.verification == Verification::Disabled {
-        (None, None)
+    let (post_start, pre_stop, drain) = if policy.spec.verification == Verification::Disabled {
+        (None, None, None)
     } else {
-        pipeline::readable(policy, ctx.observer.reports(policy))
+        let (post, pre) = pipeline::readable(policy, ctx.observer.reports(policy));
+        (post, pre, ctx.observer.drain(policy))
     };
     let new = status::build(&StatusInput {
         generation: policy.metadata.generation,
@@ -411,6 +412,7 @@ async fn apply(policy: &LifecyclePolicy, reach: Reach, ctx: &Context) -> Result<
         previous: policy.status.as_ref(),
         now: Timestamp::now(),
         created: policy.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        drain,
     });
     conflict_event(policy, &new, ctx).await;
     let (changed, body) = match &reach {

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::identity::PolicyId;
 use crate::api::names::{ConditionType, reason, status};
 use crate::api::types::{
-    FirstWrites, HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus,
+    DrainStatus, FirstWrites, HookReport, LifecyclePolicyStatus, Mode, RolloutHalt, RolloutStatus,
     WorkloadReport, WorkloadState,
 };
 use crate::apply::decide::Decision;
@@ -278,6 +278,8 @@ pub struct StatusInput<'a> {
     /// When the policy was created: workloads created later could have
     /// had its hooks at admission.
     pub created: Option<Timestamp>,
+    /// How the preStop's drains went (None: nothing timed this generation).
+    pub drain: Option<DrainStatus>,
 }
 
 /// The status to write. Conditions keep their lastTransitionTime when their
@@ -311,6 +313,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
     ]
     .into_iter()
     .chain(verified)
+    .chain(drain_condition(input))
     .map(|c| stamp(c, previous, input.generation, input.now))
     .collect();
     let mut status = LifecyclePolicyStatus {
@@ -323,6 +326,7 @@ pub fn build(input: &StatusInput) -> LifecyclePolicyStatus {
         pre_stop: input.pre_stop.clone(),
         rollout: input.rollout.clone(),
         first_writes: first_writes(results, input.created),
+        drain: input.drain.clone(),
     };
     bound(&mut status);
     status
@@ -513,6 +517,49 @@ fn verified_conditions(input: &StatusInput) -> Vec<Condition> {
     .collect()
 }
 
+/// DrainSafe, for a policy with a preStop: True when every timed pod left
+/// its endpoints a margin before it was told to stop; False naming the
+/// latest that did not; Unknown until one was timed. Advisory: Ready does
+/// not depend on it.
+fn drain_condition(input: &StatusInput) -> Option<Condition> {
+    input.pre_stop.as_ref()?;
+    let d = input.drain.as_ref().filter(|d| d.observed > 0);
+    let Some(d) = d else {
+        let mut c = cond(
+            ConditionType::DrainSafe,
+            false,
+            reason::NOT_OBSERVED_YET,
+            "no hooked pod behind a Service has terminated yet",
+        );
+        c.status = status::UNKNOWN.into();
+        return Some(c);
+    };
+    let recommended = d
+        .recommended_pre_stop_seconds
+        .map(|s| format!("; a preStop that sleeps {s} s before quitting would be"))
+        .unwrap_or_default();
+    Some(match &d.last_unsafe {
+        Some(u) if d.unsafe_ > 0 => cond(
+            ConditionType::DrainSafe,
+            false,
+            reason::STOPPED_WHILE_SERVING,
+            &format!(
+                "{} of {} pods stopped while still an endpoint; latest: pod {}: {}",
+                d.unsafe_, d.observed, u.pod, u.message
+            ),
+        ),
+        _ => cond(
+            ConditionType::DrainSafe,
+            true,
+            reason::DRAINED,
+            &format!(
+                "{} pods left their endpoints before they were told to stop{recommended}",
+                d.observed
+            ),
+        ),
+    })
+}
+
 /// RolloutHalted: which workload, pod and container, and what was reverted.
 fn halt_condition(halted: Option<&RolloutHalt>) -> Condition {
     match halted {
@@ -625,6 +672,10 @@ fn bound(s: &mut LifecyclePolicyStatus) {
             text::bound(&mut f.reason, NAME);
             text::bound(&mut f.message, FAILURE_MESSAGE);
         }
+    }
+    if let Some(u) = s.drain.as_mut().and_then(|d| d.last_unsafe.as_mut()) {
+        text::bound(&mut u.pod, NAME);
+        text::bound(&mut u.message, WORKLOAD_MESSAGE);
     }
     if let Some(h) = s.rollout.as_mut().and_then(|r| r.halted.as_mut()) {
         text::bound(&mut h.workload, NAME);
@@ -845,11 +896,84 @@ mod tests {
             pre_stop: None,
             rollout: None,
             created: None,
+            drain: None,
         })
     }
 
     fn get<'a>(s: &'a LifecyclePolicyStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    fn with_drain(pre_stop: bool, drain: Option<DrainStatus>) -> LifecyclePolicyStatus {
+        build(&StatusInput {
+            generation: Some(2),
+            mode: Mode::Enforce,
+            results: &[],
+            invalid: None,
+            previous: None,
+            now: Timestamp::from_second(100).unwrap(),
+            post_start: None,
+            pre_stop: pre_stop.then(HookReport::default),
+            rollout: None,
+            created: None,
+            drain,
+        })
+    }
+
+    /// DrainSafe: Unknown before a timed pod, True when all were safe,
+    /// False naming the latest unsafe one; absent without a preStop; never
+    /// in Ready's way.
+    #[test]
+    fn drain_safe_condition() {
+        use crate::api::types::{RemovalSeconds, UnsafeDrain};
+        assert!(
+            !with_drain(false, None)
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "DrainSafe")
+        );
+        let s = with_drain(true, None);
+        let c = get(&s, "DrainSafe");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NotObservedYet")
+        );
+        let safe = DrainStatus {
+            observed: 3,
+            safe: 3,
+            removal_seconds: Some(RemovalSeconds { p50: 0.2, p99: 0.4 }),
+            recommended_pre_stop_seconds: Some(2),
+            ..Default::default()
+        };
+        let s = with_drain(true, Some(safe.clone()));
+        let c = get(&s, "DrainSafe");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Drained"));
+        assert_eq!(
+            c.message,
+            "3 pods left their endpoints before they were told to stop; a preStop that sleeps 2 s before quitting would be"
+        );
+        assert_eq!(s.drain, Some(safe.clone()));
+        let bad = DrainStatus {
+            safe: 1,
+            unsafe_: 2,
+            last_unsafe: Some(UnsafeDrain {
+                pod: "web-1".into(),
+                gap_seconds: -0.4,
+                message: "endpoints were removed 0.4 s after nginx began to quit: sleep at least 2 s before quitting".into(),
+            }),
+            ..safe
+        };
+        let s = with_drain(true, Some(bad));
+        let c = get(&s, "DrainSafe");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "StoppedWhileServing")
+        );
+        assert_eq!(
+            c.message,
+            "2 of 3 pods stopped while still an endpoint; latest: pod web-1: endpoints were removed 0.4 s after nginx began to quit: sleep at least 2 s before quitting"
+        );
+        assert_ne!(get(&s, "Ready").reason, "StoppedWhileServing");
     }
 
     #[test]
@@ -1111,6 +1235,7 @@ mod tests {
             pre_stop: Some(report),
             rollout: Some(rollout),
             created: None,
+            drain: None,
         });
         let bytes = serde_json::to_vec(&s).unwrap().len();
         assert!(bytes <= MAX_STATUS_BYTES, "{bytes} bytes");

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub hook_outcomes: Family<HookLabels, Counter>,
     /// How long hooks ran, from their marker lines (marker evidence only).
     pub hook_duration: Family<HookKindLabels, Histogram, fn() -> Histogram>,
+    /// Seconds from a hooked pod's deletion to its endpoints' removal.
+    pub drain_removal: Histogram,
     /// What the observer let go to stay within its memory bounds.
     pub observer_dropped: Family<DroppedLabels, Counter>,
     /// The observer's log streams per hook: in use, and requests waiting.
@@ -107,6 +109,12 @@ impl Default for Metrics {
             Family::<HookKindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram,
             );
+        let drain_removal = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "drain_removal_seconds",
+            "Seconds from a terminating hooked pod's deletion to the removal of its endpoints from every EndpointSlice (the sleep a preStop needs before quitting, less the margin)",
+            drain_removal.clone(),
+        );
         let observer_dropped = Family::<DroppedLabels, Counter>::default();
         let log_streams = Family::<LogStreamLabels, Gauge>::default();
         let admission_reviews = Family::<OutcomeLabels, Counter>::default();
@@ -122,7 +130,7 @@ impl Default for Metrics {
         );
         registry.register(
             "observer_dropped",
-            "What the hook observer dropped to stay within its memory bounds: failure_event (a kubelet failure event that matched no pod yet, the oldest beyond the caps), log_line (a container log line longer than a marker can be)",
+            "What the hook observer dropped to stay within its memory bounds: failure_event (a kubelet failure event that matched no pod yet, the oldest beyond the caps), log_line (a container log line longer than a marker can be), drain_pod (a hooked pod whose drain was not timed: the caps on pods followed were reached)",
             observer_dropped.clone(),
         );
         registry.register(
@@ -181,6 +189,7 @@ impl Default for Metrics {
             leader,
             hook_outcomes,
             hook_duration,
+            drain_removal,
             observer_dropped,
             log_streams,
             admission_reviews,
@@ -295,6 +304,20 @@ mod tests {
             "lifecycle_operator_hook_duration_seconds_count{hook=\"preStop\"} 2",
             "lifecycle_operator_hook_duration_seconds_bucket{le=\"0.5\",hook=\"preStop\"} 1",
             "lifecycle_operator_hook_duration_seconds_sum{hook=\"postStart\"} 1.001",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn drain_removals_are_a_histogram() {
+        let m = Metrics::default();
+        m.drain_removal.observe(0.4);
+        m.drain_removal.observe(3.0);
+        let text = m.render();
+        for line in [
+            "lifecycle_operator_drain_removal_seconds_count 2",
+            "lifecycle_operator_drain_removal_seconds_bucket{le=\"0.5\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -5,6 +5,7 @@
 //! log-stream pools (`pool`). The I/O: `observer` watches pods and events,
 //! follows logs, and names the policies whose counts changed.
 
+pub mod drain;
 pub mod index;
 pub mod logread;
 pub mod observer;

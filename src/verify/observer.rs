@@ -10,19 +10,23 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, LogParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
+use super::drain::{DrainIndex, PodSight, Stopper, sleep::leading_sleep};
 pub use super::index::WorkloadHealth;
 use super::index::{
     FailureEvent, Index, InstanceKey, LogRequest, LogTarget, MarkerFinding, Owner, PolicyRecord,
 };
 use crate::api::identity::PolicyId;
 use crate::api::names::reason;
-use crate::api::types::{HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification};
+use crate::api::types::{
+    DrainStatus, HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, Verification,
+};
 use crate::apply::plan::{self, contains};
 use crate::apply::policies::Policies;
 use crate::apply::slot::Slot;
@@ -80,6 +84,8 @@ const FLUSH: Duration = Duration::from_millis(500);
 /// Events per page of the event list (at a restart, or when a watch must
 /// list again).
 const EVENT_PAGE: u32 = 10;
+/// EndpointSlices per page (each holds at most 100 endpoints by default).
+const SLICE_PAGE: u32 = 100;
 /// No log follow outlives this, whatever its deadline says (the grace
 /// period is capped at an hour).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3700);
@@ -99,6 +105,9 @@ struct Watched {
     evidence: [Evidence; 2],
     /// The tokens of their marker lines, [postStart, preStop].
     tokens: [u64; 2],
+    /// The preStop's leading sleep and the drain margin, in seconds.
+    sleep: f64,
+    margin: f64,
 }
 
 pub struct Observer {
@@ -107,6 +116,8 @@ pub struct Observer {
     watched: Mutex<HashMap<String, Arc<Watched>>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
+    /// Never locked together with `index`.
+    drain: Mutex<DrainIndex>,
     post_start_logs: Arc<super::pool::FairPool>,
     pre_stop_logs: Arc<super::pool::FairPool>,
 }
@@ -127,6 +138,7 @@ impl Observer {
             watched: Mutex::default(),
             metrics,
             index: Mutex::default(),
+            drain: Mutex::default(),
         })
     }
 
@@ -169,10 +181,9 @@ impl Observer {
             let me = me.clone();
             async move {
                 match ev {
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                        me.on_pod(&p, false)
-                    }
-                    Ok(watcher::Event::Delete(p)) => me.on_pod(&p, true),
+                    Ok(watcher::Event::Apply(p)) => me.on_pod(&p, false, true),
+                    Ok(watcher::Event::InitApply(p)) => me.on_pod(&p, false, false),
+                    Ok(watcher::Event::Delete(p)) => me.on_pod(&p, true, true),
                     Ok(_) => {}
                     Err(e) => warn!(error = %e, "pod watch"),
                 }
@@ -188,17 +199,28 @@ impl Observer {
                 }
             }
         });
+        // EndpointSlices: matched against the hooked pods followed, not kept.
+        let slices = watcher(
+            Api::<EndpointSlice>::all(self.client.clone()),
+            watcher::Config::default().page_size(SLICE_PAGE),
+        )
+        .backoff(crate::runtime::watches::backoff());
+        let me = self.clone();
+        let slice_loop = slices.for_each(move |ev| {
+            let me = me.clone();
+            async move { me.on_slice(ev) }
+        });
         let me = self.clone();
         let flush = async move {
             let mut tick = tokio::time::interval(FLUSH);
             loop {
                 tick.tick().await;
-                for key in me.drain() {
+                for key in me.flush() {
                     let _ = dirty.unbounded_send(PolicyId::from_reference(&key));
                 }
             }
         };
-        tokio::join!(pod_loop, event_loop, flush);
+        tokio::join!(pod_loop, event_loop, slice_loop, flush);
     }
 
     /// The policy's hook reports for its current generation.
@@ -221,6 +243,18 @@ impl Observer {
         (post, pre)
     }
 
+    /// How the policy's preStops drained, this generation: the status's
+    /// own record until this process has timed a pod.
+    pub fn drain(&self, policy: &LifecyclePolicy) -> Option<DrainStatus> {
+        policy.spec.pre_stop.as_ref()?;
+        let key = policy.reference();
+        let w = self.watched(policy, &key);
+        let generation = policy.metadata.generation;
+        let mut drain = self.drain.lock().unwrap();
+        drain.policy(&key, generation, drain_seed(policy), w.margin);
+        drain.status(&key, generation)
+    }
+
     /// This generation's hook results per workload of the policy.
     pub fn workload_health(
         &self,
@@ -233,9 +267,20 @@ impl Observer {
     }
 
     /// Dirty policies, after recording the outcomes counted since last time.
-    fn drain(&self) -> Vec<String> {
+    fn flush(&self) -> Vec<String> {
         let live = self.policies.references();
-        let (dirty, counted, dropped) = {
+        let (drain_dirty, timed, drain_dropped) = {
+            let mut drain = self.drain.lock().unwrap();
+            drain.expire(Timestamp::now(), |k| live.contains(k));
+            (drain.take_dirty(), drain.take_timed(), drain.take_dropped())
+        };
+        for t in timed {
+            self.metrics.drain_removal.observe(t);
+        }
+        if drain_dropped > 0 {
+            self.metrics.count_dropped("drain_pod", drain_dropped);
+        }
+        let (mut dirty, counted, dropped) = {
             let mut index = self.index.lock().unwrap();
             index.retain_policies(|k| live.contains(k));
             (
@@ -255,10 +300,14 @@ impl Observer {
             }
         }
         self.watched.lock().unwrap().retain(|k, _| live.contains(k));
+        dirty.extend(drain_dirty);
+        dirty.sort();
+        dirty.dedup();
         dirty
     }
 
-    fn on_pod(self: &Arc<Self>, pod: &Pod, deleted: bool) {
+    /// `live`: seen as it happened, not in a (re-)list.
+    fn on_pod(self: &Arc<Self>, pod: &Pod, deleted: bool, live: bool) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let here = self.policies.in_namespace(ns);
         let policies: Vec<Arc<LifecyclePolicy>> = here.acting().cloned().collect();
@@ -280,6 +329,62 @@ impl Observer {
         };
         for job in jobs {
             self.spawn_log(job);
+        }
+        self.follow_drain(&policies, &owners, pod, deleted, live, now);
+    }
+
+    /// Follows the pod's drain for each policy that owns a preStop on it.
+    fn follow_drain(
+        &self,
+        policies: &[Arc<LifecyclePolicy>],
+        owners: &[Owner],
+        pod: &Pod,
+        gone: bool,
+        live: bool,
+        now: Timestamp,
+    ) {
+        let (Some(uid), Some(name)) = (pod.metadata.uid.as_deref(), pod.metadata.name.as_deref())
+        else {
+            return;
+        };
+        let mut stoppers = Vec::new();
+        let mut drain = self.drain.lock().unwrap();
+        for o in owners.iter().filter(|o| o.kind == HookKind::PreStop) {
+            let Some(p) = policies.iter().find(|p| p.reference() == o.policy) else {
+                continue;
+            };
+            let w = self.watched(p, &o.policy);
+            drain.policy(&o.policy, p.metadata.generation, drain_seed(p), w.margin);
+            stoppers.push(Stopper {
+                policy: o.policy.as_str().into(),
+                container: o.container.clone(),
+                sleep: w.sleep,
+                margin: w.margin,
+            });
+        }
+        let sight = PodSight {
+            uid,
+            namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
+            name,
+            stoppers,
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            gone,
+            live,
+        };
+        drain.pod(sight, now);
+    }
+
+    fn on_slice(&self, ev: Result<watcher::Event<EndpointSlice>, watcher::Error>) {
+        let now = Timestamp::now();
+        let mut drain = self.drain.lock().unwrap();
+        match ev {
+            Ok(watcher::Event::Init) => drain.relist_started(),
+            Ok(watcher::Event::InitDone) => drain.relist_done(now),
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                drain.slice(&slice_key(&s), ready_endpoints(&s), now)
+            }
+            Ok(watcher::Event::Delete(s)) => drain.slice_deleted(&slice_key(&s), now),
+            Err(e) => warn!(error = %e, "endpointslice watch"),
         }
     }
 
@@ -340,6 +445,8 @@ impl Observer {
         ]
         .map(|(kind, h)| h.as_ref().map_or(0, |h| marker::token(uid, kind, h)));
         let w = Arc::new(Watched {
+            sleep: p.spec.pre_stop.as_ref().map_or(0.0, leading_sleep),
+            margin: f64::from(p.spec.drain.clone().unwrap_or_default().margin_seconds),
             uid: p.metadata.uid.clone(),
             generation: p.metadata.generation,
             spec: p.rendered(),
@@ -476,6 +583,33 @@ async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut super::logrea
         }
     }
     cutter.finish(&mut line);
+}
+
+/// The status's drain record, when it is for the policy's generation.
+fn drain_seed(p: &LifecyclePolicy) -> Option<&DrainStatus> {
+    p.status
+        .as_ref()
+        .filter(|s| s.observed_generation == p.metadata.generation)
+        .and_then(|s| s.drain.as_ref())
+}
+
+fn slice_key(s: &EndpointSlice) -> String {
+    format!(
+        "{}/{}",
+        s.metadata.namespace.as_deref().unwrap_or_default(),
+        s.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// (pod UID, ready) per endpoint of a pod: ready unless it says it is not
+/// (the API's reading of an unset `ready`); a terminating pod never is.
+fn ready_endpoints(s: &EndpointSlice) -> impl Iterator<Item = (&str, bool)> {
+    s.endpoints.iter().filter_map(|e| {
+        let r = e.target_ref.as_ref()?;
+        (r.kind.as_deref() == Some("Pod")).then_some(())?;
+        let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+        Some((r.uid.as_deref()?, ready))
+    })
 }
 
 fn record<'a>(p: &'a LifecyclePolicy, key: &'a str) -> PolicyRecord<'a> {
