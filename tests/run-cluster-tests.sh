@@ -91,6 +91,7 @@ suite workloads --test-threads=2 --nocapture
 suite rollout --test-threads=2 --nocapture
 suite hardening --test-threads=7 --nocapture
 suite cluster_policies --test-threads=2 --nocapture
+suite drain --test-threads=2 --nocapture
 # Last with this operator: it measures the operator's RSS, alone.
 suite tenants --nocapture
 

@@ -40,11 +40,13 @@ impl Verdict {
     fn message(&self) -> String {
         let gap = self.gap();
         let when = if gap < 0.0 {
-            format!("{:.1} s after {} began to quit", -gap, self.container)
+            format!("{} s after {} began to quit", secs(-gap), self.container)
         } else {
             format!(
-                "only {gap:.1} s before {} began to quit (margin {} s)",
-                self.container, self.margin
+                "only {} s before {} began to quit (margin {} s)",
+                secs(gap),
+                self.container,
+                self.margin
             )
         };
         format!(
@@ -52,6 +54,12 @@ impl Verdict {
             self.needed()
         )
     }
+}
+
+/// Seconds to two decimals, without trailing zeros: 0.4, 0.03, 2.
+fn secs(s: f64) -> String {
+    let t = format!("{s:.2}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// At least one second: the removal plus the margin, rounded up.
