@@ -545,7 +545,10 @@ fn drain_condition(input: &StatusInput) -> Option<Condition> {
             reason::STOPPED_WHILE_SERVING,
             &format!(
                 "{} of {} pods stopped while still an endpoint; latest: pod {}: {}",
-                d.unsafe_, d.observed, u.pod, u.message
+                d.unsafe_,
+                d.observed,
+                crate::text::prefix(&u.pod, crate::text::NAME),
+                crate::text::prefix(&u.message, crate::text::NAME)
             ),
         ),
         _ => cond(
@@ -675,7 +678,8 @@ fn bound(s: &mut LifecyclePolicyStatus) {
     }
     if let Some(u) = s.drain.as_mut().and_then(|d| d.last_unsafe.as_mut()) {
         text::bound(&mut u.pod, NAME);
-        text::bound(&mut u.message, WORKLOAD_MESSAGE);
+        // The operator's own sentence around a container name: short.
+        text::bound(&mut u.message, NAME);
     }
     if let Some(h) = s.rollout.as_mut().and_then(|r| r.halted.as_mut()) {
         text::bound(&mut h.workload, NAME);
@@ -1235,8 +1239,20 @@ mod tests {
             pre_stop: Some(report),
             rollout: Some(rollout),
             created: None,
-            drain: None,
+            drain: Some(DrainStatus {
+                observed: 2,
+                unsafe_: 2,
+                last_unsafe: Some(crate::api::types::UnsafeDrain {
+                    pod: huge.clone(),
+                    gap_seconds: -1.0,
+                    message: huge.clone(),
+                }),
+                ..Default::default()
+            }),
         });
+        let last = s.drain.as_ref().unwrap().last_unsafe.as_ref().unwrap();
+        assert!(last.pod.len() <= crate::text::NAME);
+        assert!(last.message.len() <= crate::text::NAME);
         let bytes = serde_json::to_vec(&s).unwrap().len();
         assert!(bytes <= MAX_STATUS_BYTES, "{bytes} bytes");
         assert!(

@@ -176,16 +176,26 @@ impl DrainIndex {
         true
     }
 
-    /// One EndpointSlice as it now stands: `endpoints` are (pod UID, ready).
+    /// One EndpointSlice (`key`: namespace/name) as it now stands:
+    /// `endpoints` are (pod UID, ready). Only pods of the slice's own
+    /// namespace count: a slice written in one namespace cannot keep
+    /// another's pod serving (and so make its drain look late).
     pub fn slice<'a>(
         &mut self,
         key: &str,
         endpoints: impl IntoIterator<Item = (&'a str, bool)>,
         now: Timestamp,
     ) {
+        let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
         let ready: Vec<String> = endpoints
             .into_iter()
-            .filter(|(uid, ready)| *ready && self.pods.contains_key(*uid))
+            .filter(|(uid, ready)| {
+                *ready
+                    && self
+                        .pods
+                        .get(*uid)
+                        .is_some_and(|t| &*t.namespace == namespace)
+            })
             .map(|(uid, _)| uid.to_string())
             .collect();
         let key: Arc<str> = match self.by_slice.get_key_value(key) {

@@ -165,6 +165,18 @@ fn a_relist_without_the_slice_removes_its_endpoints() {
 }
 
 #[test]
+fn another_namespaces_slice_cannot_keep_a_pod_serving() {
+    let mut d = index();
+    d.pod(sight("a", false, false, 5.0), at(0));
+    d.slice("ns/web-1", [("a", true)], at(10));
+    d.slice("tenant/forged", [("a", true)], at(20));
+    d.pod(sight("a", true, false, 5.0), at(1000));
+    d.slice("ns/web-1", [("a", false)], at(1200));
+    let s = status(&d);
+    assert_eq!((s.observed, s.safe), (1, 1), "the forged slice is ignored");
+}
+
+#[test]
 fn untracked_endpoints_cost_nothing() {
     let mut d = index();
     let many: Vec<String> = (0..10_000).map(|i| format!("uid-{i}")).collect();
