@@ -13,7 +13,7 @@
 #     largest size, writes in a quiet window with the policy applied.
 #  2. hook to status: BENCH_LATENCY_PODS real pods on the real node with a
 #     marker-verified preStop, scaled to 0 at once.
-#  3. cluster (before 5, whose objects stay until the end):
+#  3. cluster (before 6, whose objects stay until the end):
 #     BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
 #     replicas-0 Deployments each; the raw loop over all of them, then one
 #     ClusterLifecyclePolicy, as in 1. Then the RSS of a fresh operator on the
