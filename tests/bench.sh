@@ -13,7 +13,7 @@
 #     largest size, writes in a quiet window with the policy applied.
 #  2. hook to status: BENCH_LATENCY_PODS real pods on the real node with a
 #     marker-verified preStop, scaled to 0 at once.
-#  3. cluster (before 5, whose objects stay until the end):
+#  3. cluster (before 6, whose objects stay until the end):
 #     BENCH_CLUSTER_NAMESPACES namespaces of BENCH_CLUSTER_DEPLOYMENTS
 #     replicas-0 Deployments each; the raw loop over all of them, then one
 #     ClusterLifecyclePolicy, as in 1. Then the RSS of a fresh operator on the
@@ -24,11 +24,18 @@
 #     operator serving it on loopback, a MutatingWebhookConfiguration with
 #     a url). Latency from the client and from the API server's histograms,
 #     and ReplicaSets per new Deployment (tests/bench/admission.rs).
-#  5. memory: the RSS of a freshly started operator on an empty cluster, then
+#  5. drain (issue 22): 3 nginx replicas behind a Service, three ways (no
+#     hook; the Kubernetes docs' nginx preStop; a preStop that sleeps 5 s
+#     first), each restarted BENCH_DRAIN_RESTARTS times with `kubectl
+#     rollout restart` under an HTTP load on the ClusterIP from the node (a
+#     new connection per request); requests sent and failed, and the
+#     policy's DrainSafe verdict (tests/bench/drain.rs). A verdict that
+#     plainly contradicts the load prints DISAGREES and fails the run.
+#  6. memory: the RSS of a freshly started operator on an empty cluster, then
 #     with BENCH_PODS pods no policy touches, BENCH_HOOKED_PODS pods carrying a
 #     policy's hook, and BENCH_RSS_DEPLOYMENTS Deployments no policy touches.
 #     The pods run on kwok's fake nodes (tests/bench/kwok.yaml).
-#  6. contention, in-process (no cluster): P policies of one namespace, each
+#  7. contention, in-process (no cluster): P policies of one namespace, each
 #     decided once over W Deployments, with the namespace's index shared vs
 #     rebuilt for every reconcile (BENCH_CONTENTION_POLICIES, _WORKLOADS).
 #
@@ -48,7 +55,7 @@ case $mode in
     : "${BENCH_RSS_DEPLOYMENTS:=10000}" "${BENCH_PODS:=40000}" "${BENCH_HOOKED_PODS:=10000}"
     : "${BENCH_CONTENTION_POLICIES:=10,100,1000}" "${BENCH_CONTENTION_WORKLOADS:=1000}"
     : "${BENCH_CLUSTER_NAMESPACES:=100}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
-    : "${BENCH_ADMISSION_DEPLOYMENTS:=1000}"
+    : "${BENCH_ADMISSION_DEPLOYMENTS:=1000}" "${BENCH_DRAIN_RESTARTS:=3}"
     ;;
   ci)
     out=target/bench-ci
@@ -56,7 +63,7 @@ case $mode in
     : "${BENCH_RSS_DEPLOYMENTS:=500}" "${BENCH_PODS:=2000}" "${BENCH_HOOKED_PODS:=500}"
     : "${BENCH_CONTENTION_POLICIES:=10,100}" "${BENCH_CONTENTION_WORKLOADS:=200}"
     : "${BENCH_CLUSTER_NAMESPACES:=10}" "${BENCH_CLUSTER_DEPLOYMENTS:=10}"
-    : "${BENCH_ADMISSION_DEPLOYMENTS:=100}"
+    : "${BENCH_ADMISSION_DEPLOYMENTS:=100}" "${BENCH_DRAIN_RESTARTS:=1}"
     ;;
   *) die "usage: tests/bench.sh [full|ci]" ;;
 esac
@@ -69,8 +76,8 @@ case $BENCH_PROFILE in
   debug) profile_flag= ;;
   *) die "BENCH_PROFILE must be release or debug" ;;
 esac
-# Which parts run (all by default): speed latency cluster admission rss contention.
-: "${BENCH_PARTS:=speed latency cluster admission rss contention}"
+# Which parts run (all by default): speed latency cluster admission drain rss contention.
+: "${BENCH_PARTS:=speed latency cluster admission drain rss contention}"
 : "${BENCH_KWOK_NODES:=4}"
 port=${BENCH_PORT:-18290}
 webhook_port=${BENCH_WEBHOOK_PORT:-18291}
@@ -256,6 +263,9 @@ cleanup() {
   local status=$?
   trap - EXIT INT TERM
   set +e
+  # The drain part's load generator, if it was running (it stops by itself
+  # at its limit too).
+  [[ -z ${drain_load_pid:-} ]] || kill "$drain_load_pid" 2>/dev/null
   remove_objects
   exit "$status"
 }
@@ -381,6 +391,61 @@ EOF
   phase admission
 fi
 
+# Drain: each case's Deployment restarted under load, one case after the
+# other (tests/bench/drain.rs has the cases: none, docs, sleep).
+drain_disagrees=0
+if part drain; then
+  fresh_operator
+  drain_cases=(none docs sleep)
+  for c in "${drain_cases[@]}"; do new_ns "bench-drain-$c"; done
+  driver drain-setup --cases "$(IFS=,; echo "${drain_cases[*]}")" --node "$NODE_NAME"
+  # The old pods gone, only the new ones left.
+  replaced() { [[ $(kubectl -n "$1" get pods -l bench-drain=web -o name | wc -l) -eq 3 ]]; }
+  declare -A drain_before=() drain_done=()
+  stop_file=$RUN_DIR/drain-load.stop
+  for c in "${drain_cases[@]}"; do
+    ns=bench-drain-$c
+    ip=$(kubectl -n "$ns" get svc web -o jsonpath='{.spec.clusterIP}')
+    before=$(kubectl -n "$ns" get lcp -o jsonpath='{.items[*].status.drain.observed}')
+    drain_before[$c]=${before:-0}
+    rm -f "$stop_file"
+    # Bounded: it stops when told, or at its limit (a rollout takes well
+    # under a minute; 120 s per restart is far beyond). The binary itself in
+    # the background, so that $! is its pid (cleanup ends it).
+    "$driver_bin" drain-load --case "$c" --ip "$ip" --port 80 --clients 8 \
+      --seconds $((30 + 120 * BENCH_DRAIN_RESTARTS)) --stop-file "$stop_file" >>"$results" &
+    drain_load_pid=$!
+    sleep 2
+    for ((i = 0; i < BENCH_DRAIN_RESTARTS; i++)); do
+      kubectl -n "$ns" rollout restart deploy/web >/dev/null
+      kubectl -n "$ns" rollout status deploy/web --timeout=120s >/dev/null ||
+        die "drain: the restart of $ns did not complete"
+      wait_until 60 "old pods gone" replaced "$ns" || die "drain: the old pods of $ns did not go away"
+    done
+    sleep 3
+    touch "$stop_file"
+    wait "$drain_load_pid" || die "drain: the load generator failed"
+    drain_load_pid=
+    drain_done[$c]=$SECONDS
+  done
+  # The verdicts, each waited for at most 60 s after its own rollout (the
+  # later cases' loads ran meanwhile).
+  for c in "${drain_cases[@]}"; do
+    [[ $c == none ]] && continue
+    failed=$(awk -v k="drain.$c.failed" '$1 == k {print $2}' "$results")
+    left=$((60 - (SECONDS - drain_done[$c])))
+    driver drain-status --case "$c" --expect $((drain_before[$c] + 3 * BENCH_DRAIN_RESTARTS)) \
+      --failed "$failed" --timeout-seconds $((left > 0 ? left : 0)) >>"$results"
+    if grep -q "^drain\.$c\.agrees no" "$results"; then
+      log "drain: DISAGREES: $(awk -v k="drain.$c.disagrees" '$1 == k {$1 = ""; print substr($0, 2)}' "$results")"
+      drain_disagrees=1
+    fi
+  done
+  for c in docs sleep; do kubectl -n "bench-drain-$c" delete lcp drain --timeout=120s >/dev/null; done
+  kubectl delete ns "${drain_cases[@]/#/bench-drain-}" --timeout=300s >/dev/null
+  phase drain
+fi
+
 if part rss; then
   start_kwok
   nodes=$(kwok_nodes | paste -sd,)
@@ -439,3 +504,5 @@ fi
 driver table "$results" | tee "$out/table.md"
 echo
 grep '^phase\.' "$results" | sed 's/^phase\./time: /; s/_s / /; s/$/ s/'
+((drain_disagrees == 0)) ||
+  die "drain: a DrainSafe verdict DISAGREES with the requests its load dropped (see the table)"

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod admission;
+mod drain;
 
 /// Field manager of the raw loop.
 const RAW_MANAGER: &str = "bench-raw";
@@ -161,6 +162,50 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// Drain (tests/bench/drain.rs): create each case's nginx Deployment,
+    /// Service and policy in bench-drain-CASE (which exists), and wait
+    /// until its pods are ready (and hooked, and the policy Ready).
+    DrainSetup {
+        /// Cases, comma-separated: none, docs, sleep.
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
+        /// The node the pods run on (the real one).
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 240)]
+        timeout_seconds: u64,
+    },
+    /// Drain: HTTP load on IP:PORT, CLIENTS at once, a new connection per
+    /// request, until STOP_FILE exists or SECONDS have passed; prints
+    /// `drain.CASE.*` lines (requests, failed by kind).
+    DrainLoad {
+        #[arg(long)]
+        case: String,
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// The longest the load runs, stop file or not.
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long)]
+        stop_file: Option<std::path::PathBuf>,
+    },
+    /// Drain: wait (at most TIMEOUT_SECONDS) until the case's policy has
+    /// observed EXPECT drains, print its status.drain and DrainSafe, and
+    /// whether the verdict agrees with the FAILED requests of its load.
+    DrainStatus {
+        #[arg(long)]
+        case: String,
+        #[arg(long)]
+        expect: i64,
+        #[arg(long)]
+        failed: u64,
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
     /// Render the `key value` lines of FILE as the Markdown table.
     Table { file: String },
 }
@@ -182,6 +227,19 @@ async fn main() -> anyhow::Result<()> {
             contention(p, *workloads);
         }
         return Ok(());
+    }
+    if let Command::DrainLoad {
+        case,
+        ip,
+        port,
+        clients,
+        seconds,
+        stop_file,
+    } = &cli.command
+    {
+        let addr = std::net::SocketAddr::new(*ip, *port);
+        let max = Duration::from_secs(*seconds);
+        return drain::load(case, addr, *clients, max, stop_file.clone()).await;
     }
     let client = Client::try_default()
         .await
@@ -267,7 +325,29 @@ async fn main() -> anyhow::Result<()> {
             count,
             concurrency,
         } => admission::run(&client, &run, &ns, count, concurrency).await,
-        Command::Table { .. } | Command::Contention { .. } => unreachable!(),
+        Command::DrainSetup {
+            cases,
+            node,
+            timeout_seconds,
+        } => drain::setup(&client, &cases, &node, Duration::from_secs(timeout_seconds)).await,
+        Command::DrainStatus {
+            case,
+            expect,
+            failed,
+            timeout_seconds,
+        } => {
+            drain::status(
+                &client,
+                &case,
+                expect,
+                failed,
+                Duration::from_secs(timeout_seconds),
+            )
+            .await
+        }
+        Command::Table { .. } | Command::Contention { .. } | Command::DrainLoad { .. } => {
+            unreachable!()
+        }
     }
 }
 
@@ -1359,6 +1439,7 @@ fn table(r: &BTreeMap<String, String>) -> anyhow::Result<String> {
     }
     rows.extend(cluster_rows(&num));
     rows.extend(admission::rows(&num));
+    rows.extend(drain::rows(&num, &|k: &str| r.get(k).cloned()));
     if let Some(empty) = num("rss.empty_kib") {
         rows.push([
             "RSS, empty cluster".into(),
