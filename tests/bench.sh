@@ -440,6 +440,11 @@ if part drain; then
       log "drain: DISAGREES: $(awk -v k="drain.$c.disagrees" '$1 == k {$1 = ""; print substr($0, 2)}' "$results")"
       drain_disagrees=1
     fi
+    # A hooked case must get a verdict: the operator times every replaced pod.
+    if grep -q "^drain\.$c\.agrees unjudged" "$results"; then
+      log "drain: $c: no DrainSafe verdict (True or False) within 60 s of its rollout"
+      drain_disagrees=1
+    fi
   done
   for c in docs sleep; do kubectl -n "bench-drain-$c" delete lcp drain --timeout=120s >/dev/null; done
   kubectl delete ns "${drain_cases[@]/#/bench-drain-}" --timeout=300s >/dev/null
@@ -505,4 +510,4 @@ driver table "$results" | tee "$out/table.md"
 echo
 grep '^phase\.' "$results" | sed 's/^phase\./time: /; s/_s / /; s/$/ s/'
 ((drain_disagrees == 0)) ||
-  die "drain: a DrainSafe verdict DISAGREES with the requests its load dropped (see the table)"
+  die "drain: a DrainSafe verdict DISAGREES with the requests its load dropped, or is missing (see the table)"

@@ -536,7 +536,7 @@ fn drain_condition(input: &StatusInput) -> Option<Condition> {
     };
     let recommended = d
         .recommended_pre_stop_seconds
-        .map(|s| format!("; a preStop that sleeps {s} s before quitting would be"))
+        .map(|s| format!("; the removals seen need a sleep of at least {s} s before quitting"))
         .unwrap_or_default();
     Some(match &d.last_unsafe {
         Some(u) if d.unsafe_ > 0 => cond(
@@ -954,7 +954,7 @@ mod tests {
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Drained"));
         assert_eq!(
             c.message,
-            "3 pods left their endpoints before they were told to stop; a preStop that sleeps 2 s before quitting would be"
+            "3 pods left their endpoints before they were told to stop; the removals seen need a sleep of at least 2 s before quitting"
         );
         assert_eq!(s.drain, Some(safe.clone()));
         let bad = DrainStatus {
