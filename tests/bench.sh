@@ -24,9 +24,9 @@
 #     operator serving it on loopback, a MutatingWebhookConfiguration with
 #     a url). Latency from the client and from the API server's histograms,
 #     and ReplicaSets per new Deployment (tests/bench/admission.rs).
-#  5. drain (issue 22): 3 nginx replicas behind a Service, three ways (no
-#     hook; the Kubernetes docs' nginx preStop; a preStop that sleeps 5 s
-#     first), each restarted BENCH_DRAIN_RESTARTS times with `kubectl
+#  5. drain (issue 22): 3 nginx replicas behind a Service, four ways (no
+#     hook; the Kubernetes docs' nginx preStop; preStops that sleep 2 s, the
+#     recommendation, and 5 s first), each restarted BENCH_DRAIN_RESTARTS times with `kubectl
 #     rollout restart` under an HTTP load on the ClusterIP from the node (a
 #     new connection per request); requests sent and failed, and the
 #     policy's DrainSafe verdict (tests/bench/drain.rs). A verdict that
@@ -392,11 +392,11 @@ EOF
 fi
 
 # Drain: each case's Deployment restarted under load, one case after the
-# other (tests/bench/drain.rs has the cases: none, docs, sleep).
+# other (tests/bench/drain.rs has the cases: none, docs, recommended, sleep).
 drain_disagrees=0
 if part drain; then
   fresh_operator
-  drain_cases=(none docs sleep)
+  drain_cases=(none docs recommended sleep)
   for c in "${drain_cases[@]}"; do new_ns "bench-drain-$c"; done
   driver drain-setup --cases "$(IFS=,; echo "${drain_cases[*]}")" --node "$NODE_NAME"
   # The old pods gone, only the new ones left.
@@ -446,7 +446,7 @@ if part drain; then
       drain_disagrees=1
     fi
   done
-  for c in docs sleep; do kubectl -n "bench-drain-$c" delete lcp drain --timeout=120s >/dev/null; done
+  for c in docs recommended sleep; do kubectl -n "bench-drain-$c" delete lcp drain --timeout=120s >/dev/null; done
   kubectl delete ns "${drain_cases[@]/#/bench-drain-}" --timeout=300s >/dev/null
   phase drain
 fi

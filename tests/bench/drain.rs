@@ -58,7 +58,7 @@ pub struct Case {
     pub expect: Expect,
 }
 
-pub const CASES: [Case; 3] = [
+pub const CASES: [Case; 4] = [
     Case {
         name: "none",
         script: None,
@@ -70,6 +70,14 @@ pub const CASES: [Case; 3] = [
         script: Some("nginx -s quit; while killall -0 nginx; do sleep 1; done"),
         shown: "the docs' `nginx -s quit; while killall -0 nginx; do sleep 1; done`",
         expect: Expect::Unsafe,
+    },
+    // What DrainSafe recommends on this cluster (removal p99 + the 1 s
+    // margin, rounded up): does the recommendation hold under load?
+    Case {
+        name: "recommended",
+        script: Some("sleep 2; nginx -s quit; while killall -0 nginx; do sleep 1; done"),
+        shown: "the recommended `sleep 2; nginx -s quit; ...`",
+        expect: Expect::Safe,
     },
     Case {
         name: "sleep",
@@ -545,7 +553,7 @@ pub fn judge(expect: Expect, verdict: Option<&str>, failed: u64) -> Judgement {
             "DrainSafe True, but {failed} requests failed during the rollout"
         )),
         (Expect::Safe, Some("False")) => Judgement::Disagrees(format!(
-            "DrainSafe False, though the hook sleeps 5 s before nginx quits \
+            "DrainSafe False, though the hook sleeps before nginx quits \
              ({failed} requests failed)"
         )),
         (_, Some("True" | "False")) => Judgement::Agrees,
