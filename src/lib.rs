@@ -13,6 +13,7 @@
 //! - `reconcile`: the controller: gather, decide, execute, write the status; the finalizer.
 //! - `runtime`: the process around it: API client, watches, readiness, liveness, metrics, HTTP.
 //! - `cli`: the command line, checked into the runtime's and the observer's settings.
+//! - `plugin`: `kubectl lifecycle`, the kubectl plugin: reads, pure views, text/JSON/YAML.
 //! - `text`: bounded strings and readable errors, shared by all.
 
 pub mod admission;
@@ -20,6 +21,7 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod hooks;
+pub mod plugin;
 pub mod reconcile;
 pub mod runtime;
 pub mod text;

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::api::cluster::ClusterLifecyclePolicy;
 use crate::api::types::{LifecyclePolicy, WorkloadKind};
-use crate::apply::policies::{ClusterSide, Policies};
+use crate::apply::policies::Policies;
 use crate::apply::workload::{HOOKED_LABEL, HOOKED_VALUE, Workload};
 
 /// A settled Deployment in "ns" labelled app=web; `carries`: with policy
@@ -47,20 +45,6 @@ pub fn cached(name: &str, carries: bool) -> Arc<Workload> {
     Arc::new(deployment(name, carries))
 }
 
-/// A synced cache holding `objects`.
-pub fn cache<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let mut w = kube::runtime::reflector::store::Writer::default();
-    w.apply_watcher_event(&watcher::Event::Init);
-    for o in objects {
-        w.apply_watcher_event(&watcher::Event::InitApply(o));
-    }
-    w.apply_watcher_event(&watcher::Event::InitDone);
-    w.as_reader()
-}
-
 /// A cluster policy taking namespaces labelled team=a and workloads
 /// labelled app=web, a preStop sleep; `extra` merged into it.
 pub fn cluster_policy(name: &str, extra: Value) -> ClusterLifecyclePolicy {
@@ -86,12 +70,10 @@ pub fn policies(
         serde_json::from_value::<Namespace>(json!({"metadata": {"name": name, "labels": labels}}))
             .unwrap()
     });
-    Policies {
-        namespaced: cache(namespaced.iter().map(|p| (**p).clone())),
-        cluster: Some(ClusterSide {
-            policies: cache(cluster.iter().cloned()),
-            namespaces: cache(namespaces),
-            operator_namespace: "lco-system".into(),
-        }),
-    }
+    Policies::from_lists(
+        namespaced.iter().map(|p| (**p).clone()).collect(),
+        cluster.to_vec(),
+        namespaces.collect(),
+        "lco-system",
+    )
 }

@@ -20,6 +20,7 @@ pub mod patch;
 pub mod plan;
 pub mod policies;
 pub mod precedence;
+pub mod preview;
 pub mod release;
 pub mod rollout;
 pub mod slot;

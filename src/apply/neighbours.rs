@@ -356,7 +356,8 @@ impl Neighbours {
 mod tests {
     use super::*;
     use crate::api::types::WorkloadKind;
-    use crate::apply::fixtures::{self, cache};
+    use crate::apply::fixtures;
+    use crate::apply::policies::cache;
     use serde_json::{Value, json};
 
     fn policy(name: &str, created: i64, selector: Value, extra: Value) -> Arc<LifecyclePolicy> {

@@ -78,6 +78,24 @@ impl Policies {
         }
     }
 
+    /// Caches holding exactly these objects, as one list of each reads
+    /// them (`kubectl lifecycle` has no watches; tests build them too).
+    pub fn from_lists(
+        namespaced: Vec<LifecyclePolicy>,
+        cluster: Vec<ClusterLifecyclePolicy>,
+        namespaces: Vec<Namespace>,
+        operator_namespace: &str,
+    ) -> Self {
+        Policies {
+            namespaced: cache(namespaced),
+            cluster: Some(ClusterSide {
+                policies: cache(cluster),
+                namespaces: cache(namespaces),
+                operator_namespace: operator_namespace.to_string(),
+            }),
+        }
+    }
+
     /// The policies acting in namespace `ns`.
     pub fn in_namespace(&self, ns: &str) -> InNamespace {
         let own = self
@@ -195,6 +213,21 @@ impl ClusterSide {
             )
         }))
     }
+}
+
+/// A synced cache holding `objects`.
+pub fn cache<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use kube::runtime::watcher::Event;
+    let mut w = kube::runtime::reflector::store::Writer::default();
+    w.apply_watcher_event(&Event::Init);
+    for o in objects {
+        w.apply_watcher_event(&Event::InitApply(o));
+    }
+    w.apply_watcher_event(&Event::InitDone);
+    w.as_reader()
 }
 
 /// The namespaceSelector, parsed; one that does not parse selects nothing.

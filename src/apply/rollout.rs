@@ -246,20 +246,10 @@ fn next_wave(
     mut status: RolloutStatus,
 ) -> Step {
     let rolled_out = status.rolled_out;
-    let size = if rolled_out == 0 {
-        1
-    } else if input.spec.wave_size > 0 {
-        input.spec.wave_size as usize
-    } else if input.max_concurrent_rollouts > 0 {
-        input.max_concurrent_rollouts as usize
-    } else {
-        usize::MAX
-    }
-    .min(MAX_WAVE);
+    let size = wave_len(input.spec, input.max_concurrent_rollouts, rolled_out);
     let mut next: Vec<&Candidate> = input.candidates.iter().filter(|c| !c.carries).collect();
     if rolled_out == 0 {
-        // The canary: the first that runs pods, if any does.
-        next.sort_by_key(|c| !c.has_pods);
+        canary_first(&mut next);
     }
     step.allow = next.iter().take(size).map(|c| c.key.clone()).collect();
     if step.allow.is_empty() {
@@ -282,6 +272,58 @@ fn next_wave(
     }
     step.status = status;
     step
+}
+
+/// How many workloads the next wave takes: the canary alone while nothing
+/// is verified, then `waveSize`, else `maxConcurrentRollouts`, else all.
+fn wave_len(spec: &RolloutSpec, max_concurrent_rollouts: i32, rolled_out: i32) -> usize {
+    if rolled_out == 0 {
+        1
+    } else if spec.wave_size > 0 {
+        spec.wave_size as usize
+    } else if max_concurrent_rollouts > 0 {
+        max_concurrent_rollouts as usize
+    } else {
+        usize::MAX
+    }
+    .min(MAX_WAVE)
+}
+
+/// The canary: the first that runs pods, if any does.
+fn canary_first(next: &mut [&Candidate]) {
+    next.sort_by_key(|c| !c.has_pods);
+}
+
+/// The waves a rollout of these candidates would take if every wave were
+/// verified (what `kubectl lifecycle diff` shows): the candidates that do
+/// not carry the hooks yet, the canary first; one wave for Immediate.
+pub fn waves(
+    spec: &RolloutSpec,
+    max_concurrent_rollouts: i32,
+    candidates: &[Candidate],
+) -> Vec<Vec<WorkloadKey>> {
+    let mut next: Vec<&Candidate> = candidates.iter().filter(|c| !c.carries).collect();
+    if spec.strategy == RolloutStrategy::Immediate {
+        let all: Vec<WorkloadKey> = next.iter().map(|c| c.key.clone()).collect();
+        return if all.is_empty() {
+            Vec::new()
+        } else {
+            vec![all]
+        };
+    }
+    let mut rolled_out = candidates.iter().filter(|c| c.carries).count() as i32;
+    if rolled_out == 0 {
+        canary_first(&mut next);
+    }
+    let mut out = Vec::new();
+    let mut rest = next.as_slice();
+    while !rest.is_empty() {
+        let n = wave_len(spec, max_concurrent_rollouts, rolled_out).min(rest.len());
+        out.push(rest[..n].iter().map(|c| c.key.clone()).collect());
+        rolled_out += n as i32;
+        rest = &rest[n..];
+    }
+    out
 }
 
 /// The canary until a workload is verified, waves after.
@@ -310,6 +352,52 @@ fn halt(mut step: Step, mut status: RolloutStatus, h: RolloutHalt) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waves_take_the_canary_with_pods_first_then_wave_size() {
+        let c = |name: &str, carries: bool, has_pods: bool| Candidate {
+            key: WorkloadKey {
+                namespace: None,
+                kind: crate::api::types::WorkloadKind::Deployment,
+                name: name.into(),
+            },
+            carries,
+            healthy: carries,
+            failure: None,
+            has_pods,
+        };
+        let names = |w: Vec<Vec<WorkloadKey>>| -> Vec<Vec<String>> {
+            w.into_iter()
+                .map(|w| w.into_iter().map(|k| k.name).collect())
+                .collect()
+        };
+        let cs = [
+            c("a", false, false),
+            c("b", false, true),
+            c("c", false, true),
+            c("d", false, true),
+        ];
+        let mut spec = RolloutSpec {
+            wave_size: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            names(waves(&spec, 0, &cs)),
+            [vec!["b"], vec!["a", "c"], vec!["d"]]
+        );
+        spec.wave_size = 0;
+        assert_eq!(
+            names(waves(&spec, 0, &cs)),
+            [vec!["b"], vec!["a", "c", "d"]]
+        );
+        assert_eq!(names(waves(&spec, 1, &cs)).len(), 4);
+        // One already carries the hooks: no canary again, waves of the rest.
+        let cs2 = [c("a", true, true), c("b", false, true), c("c", false, true)];
+        assert_eq!(names(waves(&spec, 0, &cs2)), [vec!["b", "c"]]);
+        spec.strategy = RolloutStrategy::Immediate;
+        assert_eq!(names(waves(&spec, 1, &cs)), [vec!["a", "b", "c", "d"]]);
+        assert!(waves(&spec, 0, &cs2[..1]).is_empty());
+    }
 
     fn spec() -> RolloutSpec {
         RolloutSpec::default()

@@ -326,6 +326,14 @@ pub struct WorkloadStatus {
 }
 
 impl Workload {
+    /// The pods it should run: a DaemonSet's scheduled ones, else its replicas.
+    pub fn expected_pods(&self) -> i64 {
+        match self.kind {
+            WorkloadKind::DaemonSet => self.status.desired_number_scheduled.unwrap_or(0) as i64,
+            _ => self.spec.replicas.unwrap_or(1) as i64,
+        }
+    }
+
     pub fn pod(&self) -> &PodShape {
         &self.spec.template.spec
     }

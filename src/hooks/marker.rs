@@ -131,6 +131,60 @@ pub fn token(uid: Option<&str>, hook: HookKind, handler: &Handler) -> u64 {
     h
 }
 
+/// What a wrapped hook's command says of itself: the hook, the policy
+/// and the token its markers carry, and the user's script inside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wrapped {
+    pub hook: HookKind,
+    pub policy: String,
+    pub token: u64,
+    pub script: String,
+}
+
+/// Reads a command as [`wrap`] writes it; None for any other command (a
+/// hook the operator did not wrap).
+pub fn wrapped_by(command: &[String]) -> Option<Wrapped> {
+    let [_, flag, outer, ..] = command else {
+        return None;
+    };
+    let head = format!("printf '{PREFIX}hook=%s policy=%s token=%s run=%s started\\n' ");
+    let rest = outer.strip_prefix(&head).filter(|_| flag == "-c")?;
+    let (first, after) = rest.split_once('\n')?;
+    let mut words = first.split(' ');
+    let mut quoted = || words.next()?.strip_prefix('\'')?.strip_suffix('\'');
+    let hook = HookKind::from_field(quoted()?)?;
+    let policy = quoted()?.to_string();
+    let token = quoted()?;
+    if token.len() != 16 {
+        return None;
+    }
+    let token = u64::from_str_radix(token, 16).ok()?;
+    // The next line: `<shell> -<flags>c '<script>' ...`.
+    let (_, script) = after.split_once(" '")?;
+    Some(Wrapped {
+        hook,
+        policy,
+        token,
+        script: unquote(script)?,
+    })
+}
+
+/// The inside of a word [`quote`] made, from just after its opening quote.
+fn unquote(mut s: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let i = s.find('\'')?;
+        out.push_str(&s[..i]);
+        match s[i..].strip_prefix("'\\''") {
+            Some(rest) => {
+                out.push('\'');
+                s = rest;
+            }
+            None => return Some(out),
+        }
+    }
+}
+
 /// [`wrap`] with the marker sent to `target`, so tests can run the script.
 fn wrap_to(
     handler: &Handler,
@@ -319,6 +373,21 @@ fn timestamp(s: &str) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapped_command_says_its_hook_policy_token_and_script() {
+        for script in ["sleep 5", "echo 'it''s' \\; exit 3", "中文 'x'"] {
+            let h = exec(&["/bin/sh", "-ec", script, "zero", "one"]);
+            let (w, _) = wrap(&h, HookKind::PreStop, "shop/web", Some("u-1"));
+            let got = wrapped_by(&w.exec.unwrap().command).unwrap();
+            assert_eq!(got.hook, HookKind::PreStop);
+            assert_eq!(got.policy, "shop/web");
+            assert_eq!(got.token, token(Some("u-1"), HookKind::PreStop, &h));
+            assert_eq!(got.script, script);
+        }
+        let plain: Vec<String> = ["/bin/sh", "-c", "sleep 5"].map(String::from).to_vec();
+        assert_eq!(wrapped_by(&plain), None);
+    }
     use crate::api::types::{HttpGetAction, SleepAction};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use std::path::PathBuf;

@@ -15,9 +15,7 @@ use kube::runtime::controller::Action;
 use super::error::{Error, write_error};
 use super::status::{Done, WorkloadResult};
 use super::{PENDING_RETRY, RESYNC};
-use crate::api::types::{
-    HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification, WorkloadKind,
-};
+use crate::api::types::{HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification};
 use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
 use crate::apply::ledger::Via;
 use crate::apply::neighbours::Neighbourhoods;
@@ -119,7 +117,7 @@ fn rollout_step(s: &Snapshot, plans: &[Planned]) -> rollout::Step {
             let in_wave = s
                 .previous
                 .is_some_and(|r| r.waiting_on.iter().any(|k| *k == key.to_string()));
-            let pods = expected_pods(&p.workload);
+            let pods = p.workload.expected_pods();
             let verified = !strong || !in_wave || h.post_start_ok as i64 >= pods;
             rollout::Candidate {
                 // A workload without pods has nothing to prove or disprove:
@@ -146,14 +144,6 @@ fn rollout_step(s: &Snapshot, plans: &[Planned]) -> rollout::Step {
         candidates: &candidates,
         now: s.now,
     })
-}
-
-/// Pods a workload runs once rolled out.
-fn expected_pods(w: &Workload) -> i64 {
-    match w.kind {
-        WorkloadKind::DaemonSet => w.status.desired_number_scheduled.unwrap_or(0) as i64,
-        _ => w.spec.replicas.unwrap_or(1) as i64,
-    }
 }
 
 /// What became of one decision's write (`None`: nothing was sent).

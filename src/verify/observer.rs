@@ -553,7 +553,7 @@ impl Observer {
             Err(_) => return found,
         };
         let mut scan = super::logread::MarkerScan::new(kind, &policy, token);
-        let read = read_lines(stream, &mut scan);
+        let read = read_lines(stream, |l: &str, cut: bool| scan.line(l, cut));
         if tokio::time::timeout_at(deadline, read).await.is_err() {
             debug!(%pod, "log read reached its deadline");
         }
@@ -564,11 +564,14 @@ impl Observer {
     }
 }
 
-/// Feeds a log stream through a bounded line buffer into `scan` until the
-/// stream ends, fails, or the scan has what it looks for.
-async fn read_lines(stream: impl futures::AsyncBufRead, scan: &mut super::logread::MarkerScan) {
+/// Feeds a log stream through a bounded line buffer into `line` until the
+/// stream ends, fails, or `line` has what it looks for (also what
+/// `kubectl lifecycle pod --follow` reads logs with).
+pub async fn read_lines(
+    stream: impl futures::AsyncBufRead,
+    mut line: impl FnMut(&str, bool) -> super::logread::Next,
+) {
     let mut cutter = super::logread::LineCutter::new(super::logread::MAX_LINE);
-    let mut line = |l: &str, cut: bool| scan.line(l, cut);
     let mut stream = Box::pin(stream);
     loop {
         let chunk = match stream.fill_buf().await {

@@ -1,0 +1,5 @@
+//! `kubectl lifecycle`: the kubectl plugin (src/plugin/).
+
+fn main() -> std::process::ExitCode {
+    lifecycle_operator::plugin::main()
+}
