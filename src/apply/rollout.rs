@@ -312,16 +312,17 @@ pub fn waves(
         };
     }
     let mut rolled_out = candidates.iter().filter(|c| c.carries).count() as i32;
-    if rolled_out == 0 {
-        canary_first(&mut next);
-    }
     let mut out = Vec::new();
-    let mut rest = next.as_slice();
-    while !rest.is_empty() {
-        let n = wave_len(spec, max_concurrent_rollouts, rolled_out).min(rest.len());
-        out.push(rest[..n].iter().map(|c| c.key.clone()).collect());
+    while !next.is_empty() {
+        // Each wave is taken from the candidates in order, as `next_wave`
+        // takes it, the canary first while nothing is rolled out.
+        if rolled_out == 0 {
+            canary_first(&mut next);
+        }
+        let n = wave_len(spec, max_concurrent_rollouts, rolled_out).min(next.len());
+        out.push(next.drain(..n).map(|c| c.key.clone()).collect());
         rolled_out += n as i32;
-        rest = &rest[n..];
+        next.sort_by(|a, b| a.key.cmp(&b.key));
     }
     out
 }

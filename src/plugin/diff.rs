@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::api::identity::PolicyId;
 use crate::api::types::{LifecyclePolicy, Mode, RolloutStrategy, WorkloadKind};
 use crate::apply::ledger::DOMAIN;
 use crate::apply::neighbours::Neighbourhood;
@@ -148,13 +149,19 @@ fn policy_kind(p: &LifecyclePolicy) -> &'static str {
     }
 }
 
+/// `LifecyclePolicy web` for an owner name.
+fn named(owner: &str) -> String {
+    PolicyId::from_owner(owner).kind_and_name()
+}
+
 /// Why a wanted slot would not be the policy's.
 fn conflict(o: &SlotOutcome) -> Option<String> {
     Some(match o {
-        SlotOutcome::LostTo(p) => format!("{p} wins it (precedence)"),
-        SlotOutcome::HeldBy(p) => {
-            format!("{p} holds it now and hands it over on its next reconcile")
-        }
+        SlotOutcome::LostTo(p) => format!("{} wins it (precedence)", named(p)),
+        SlotOutcome::HeldBy(p) => format!(
+            "{} holds it now and hands it over on its next reconcile",
+            named(p)
+        ),
         SlotOutcome::SkippedExisting => {
             "the container has a hook of its own and onConflict is Skip".into()
         }

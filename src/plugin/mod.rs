@@ -17,3 +17,6 @@ pub mod status;
 pub mod style;
 
 pub use run::main;
+
+#[cfg(test)]
+mod tests;

@@ -235,12 +235,11 @@ async fn pod_report(
     let mut ledgers = BTreeMap::new();
     if let Some((kind, wname)) = workload.as_deref().and_then(|w| w.split_once('/')) {
         let kind = WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind);
-        match kind {
-            Some(kind) => match c.workload(&ns, kind, wname).await {
+        if let Some(kind) = kind {
+            match c.workload(&ns, kind, wname).await {
                 Ok(object) => ledgers = read_ledgers(annotations(&object).as_ref()),
                 Err(e) => notes.push(format!("the workload's ledgers were not read: {e}")),
-            },
-            None => {}
+            }
         }
     }
     let mut logs = BTreeMap::new();

@@ -26,7 +26,7 @@ pub fn text(r: &DiffReport, style: &Style) -> String {
     let restarts = r.changes.iter().filter(|c| c.restarts_pods).count();
     let _ = writeln!(
         o,
-        "{} ({}, {verb}): {} workloads would change ({restarts} restart their pods), {} already as wanted",
+        "{} ({}, {verb}): {} workloads would change ({restarts} restart their pods), {} unchanged",
         r.policy,
         r.mode,
         r.changes.len(),
