@@ -42,4 +42,8 @@ kubectl get lcp nginx-graceful -o jsonpath='{range .status.conditions[*]}{.type}
 echo
 echo "frontend's hooks: $(kubectl get deployment frontend -o json | jq -c '.spec.template.spec.containers[0].lifecycle')"
 echo
+echo "== kubectl lifecycle status nginx-graceful (the kubectl-lifecycle plugin, target/debug)"
+cargo build --quiet --bin kubectl-lifecycle
+PATH="$REPO_ROOT/target/debug:$PATH" "$CLUSTER_BIN/kubectl" lifecycle status nginx-graceful
+echo
 echo "demo ready in $((SECONDS - start)) s. Remove it with 'make demo-down'; stop the cluster with 'make cluster-down'."

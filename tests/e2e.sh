@@ -412,6 +412,10 @@ restored() {
 check "deleting the policy restores the three templates byte for byte (as their twins)" until_ok 60 restored
 kubectl delete ns "$first_ns" "$twin_ns" --wait=false >/dev/null
 
+# --- kubectl lifecycle on the demo (issue 23) ------------------------------
+# shellcheck source=tests/e2e/plugin.sh
+source "$REPO_ROOT/tests/e2e/plugin.sh"
+
 # --- uninstall hands the hooks back ----------------------------------------
 # The example policy is still applied, its hooks verified and on frontend.
 policy_hooked() { kubectl -n "$app_ns" get lcp nginx-graceful >/dev/null && [[ -n $(kubectl -n "$app_ns" get deploy frontend -o jsonpath='{.spec.template.spec.containers[0].lifecycle.preStop}') ]]; }

@@ -36,6 +36,9 @@ pub struct Global {
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
     pub context: Option<String>,
+    /// Act as this user (impersonation, as kubectl's --as).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
     /// The kubeconfig file; default: $KUBECONFIG, else ~/.kube/config.
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,

@@ -71,6 +71,10 @@ impl Cluster {
                 anyhow::anyhow!("no usable kubeconfig ($KUBECONFIG, ~/.kube/config): {e}")
             })?,
         };
+        let mut config = config;
+        if let Some(user) = &g.as_user {
+            config.auth_info.impersonate = Some(user.clone());
+        }
         let namespace = g
             .namespace
             .clone()
