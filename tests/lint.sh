@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make lint` beyond fmt and clippy: helm lint --strict, kube-score on the
 # rendered chart, shellcheck on every script, yamllint on crds/ and the chart,
-# the YAML 1.1 reading of crds/, and the chart README against values.yaml.
+# the YAML 1.1 reading of crds/, the chart README against values.yaml, and
+# the krew manifest of kubectl-lifecycle (hack/krew.sh check).
 # Installs the tools it needs (hack/tools/install-lint-tools.sh) and helm
 # (hack/cluster/build.sh, cached).
 # shellcheck source=hack/lib.sh
@@ -43,8 +44,8 @@ step "kube-score (two replicas, NetworkPolicy)" "$TOOLS_BIN/kube-score" "${ks[@]
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 step "shellcheck (${#scripts[@]} scripts)" shellcheck -x "${scripts[@]}"
 
-step "yamllint crds/, examples/, the chart's values and its renderings" yamllint --strict -c .yamllint.yaml \
-  crds/ examples/ "$chart/Chart.yaml" "$chart/values.yaml" "$chart/files/" "$out/default.yaml" "$out/ha.yaml"
+step "yamllint crds/, examples/, plugins/, the chart's values and its renderings" yamllint --strict -c .yamllint.yaml \
+  crds/ examples/ plugins/ "$chart/Chart.yaml" "$chart/values.yaml" "$chart/files/" "$out/default.yaml" "$out/ha.yaml"
 step "YAML 1.1 (PyYAML) reads every enum of crds/ as a string" /usr/bin/python3 tests/crd_yaml11.py crds/*.yaml
 
 readme_current() {
@@ -52,4 +53,5 @@ readme_current() {
   diff -u "$chart/README.md" "$out/README.md" || { echo "run 'make chart-readme' and commit" >&2; return 1; }
 }
 step "chart README.md generated from values.yaml (helm-docs)" readme_current
+step "krew: plugins/lifecycle.yaml validated, installed and run (hack/krew.sh)" bash hack/krew.sh check
 exit $status
