@@ -125,6 +125,9 @@ pub fn build(policy: &LifecyclePolicy, exists: bool, live: &[Live], now: Timesta
     .map(|w| w.iter().map(WorkloadKey::to_string).collect())
     .collect();
     let mut notes = Vec::new();
+    if !exists && !changes.is_empty() {
+        notes.push("the markers' token comes from the policy's UID, given when it is created: the created policy's differs from the one shown".into());
+    }
     if policy.spec.mode == Mode::DryRun {
         notes.push("mode DryRun: the policy would change nothing; the diffs show what it would report as WouldPatch".into());
     }

@@ -60,7 +60,7 @@ check "explain: the release's diff" grep -q '^+      terminationGracePeriodSecon
 lifecycle diff -f examples/nginx.yaml -n "$app_ns" >"$out/plugin-diff-same.txt" 2>&1
 same_rc=$?
 check "diff -f of the applied example exits 0" test "$same_rc" = 0
-check "diff -f of the applied example shows no diff" bash -c "! grep -q '^+++' $out/plugin-diff-same.txt && grep -q '0 workloads would change' $out/plugin-diff-same.txt"
+check "diff -f of the applied example shows no diff" bash -c "! grep -q '^+++' $out/plugin-diff-same.txt && grep -q 'changes 0 of 2 matched workloads' $out/plugin-diff-same.txt"
 kubectl -n "$app_ns" create deployment plain --image=busybox:latest -- sleep 3600 >/dev/null
 kubectl -n "$app_ns" label deployment plain app=plain >/dev/null
 lifecycle diff -f tests/e2e/plugin-diff.yaml -n "$app_ns" >"$out/plugin-diff-new.txt" 2>&1

@@ -26,11 +26,11 @@ pub fn text(r: &DiffReport, style: &Style) -> String {
     let restarts = r.changes.iter().filter(|c| c.restarts_pods).count();
     let _ = writeln!(
         o,
-        "{} ({}, {verb}): {} workloads would change ({restarts} restart their pods), {} unchanged",
+        "{} ({}, {verb}): changes {} of {} matched workloads ({restarts} restart their pods)",
         r.policy,
         r.mode,
         r.changes.len(),
-        r.unchanged.len()
+        r.changes.len() + r.unchanged.len()
     );
     for (i, w) in r.waves.iter().enumerate() {
         let label = match (i, r.canary_first) {
