@@ -393,3 +393,32 @@ fn diff_of_a_rival_policy_names_who_keeps_the_slots() {
         ["Deployment/frontend nginx/preStop: LifecyclePolicy nginx-graceful wins it (precedence)"]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever a container logs and an event says, `pod` answers, bounded.
+    #[test]
+    fn any_log_and_event_give_a_bounded_report(
+        log in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        message in "\\PC{0,2000}",
+        runs in 0u32..40,
+    ) {
+        let p = stopping(&pods()[1]);
+        let st = token(&p, "preStop");
+        let mut text = String::from_utf8_lossy(&log).into_owned();
+        for r in 0..runs {
+            text += &line("2026-12-03T13:02:19Z", "preStop", st, r, "started");
+        }
+        let ev: Event = serde_json::from_value(json!({
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "Pod"},
+            "reason": "FailedPreStopHook", "message": message,
+        })).unwrap();
+        let r = pod::build(&inputs(p, Log::Read(text), vec![ev]));
+        for h in &r.containers[0].hooks {
+            proptest::prop_assert!(h.detail.chars().count() <= 300);
+            proptest::prop_assert!(h.runs.len() <= pod::MAX_RUNS);
+            proptest::prop_assert!(h.events.len() <= pod::MAX_EVENTS);
+        }
+        let _ = render::pod::text(&r, &Style::plain());
+    }
+}
