@@ -153,7 +153,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .await
             .map_err(|e| e.to_string())?;
         let ok = rss.items.iter().any(|rs| {
-            let t = serde_json::to_value(&rs.spec.as_ref().unwrap().template).unwrap();
+            let t = serde_json::to_value(&rs.spec.template).unwrap();
             t["spec"]["containers"][0]["lifecycle"]["preStop"] == pre
                 && rs
                     .status
