@@ -547,9 +547,10 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
             "exec.command[0] (the executable) must not be empty",
         ),
         (
-            "sleep 0",
-            json!({"selector": sel, "preStop": {"sleep": {"seconds": 0}}}),
-            "spec.preStop.sleep.seconds: Invalid value: 0",
+            // 0 is allowed (Kubernetes 1.34+; tests/hooks.rs), below it not.
+            "sleep -1",
+            json!({"selector": sel, "preStop": {"sleep": {"seconds": -1}}}),
+            "spec.preStop.sleep.seconds: Invalid value: -1",
         ),
         (
             "sleep too long",
