@@ -26,7 +26,9 @@ K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$K8S_MODULE_DIR/go.
 CONTAINERD_VERSION=$(cat "$K8S_MODULE_DIR/containerd" 2>/dev/null || true)
 # Modules from the proxy need no newer Go than the machine's 1.26.8 today; set
 # GOTOOLCHAIN here (and in the README) if a pin ever asks for one.
-HELM_VERSION=v4.3.2
+# helm v3 (v3.21.4, the newest approved here): helm v4's server-side apply
+# conflicts with this chart's upgrades and adoptions (README: Kubernetes versions).
+HELM_VERSION=v3.21.4
 CACHE_ROOT=${LCO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifecycle-operator}
 # Rebuild only when the pin, the module sums or the build recipe change.
 BUILD_KEY=$(cat "$K8S_MODULE_DIR/go.mod" "$K8S_MODULE_DIR/go.sum" "$REPO_ROOT/hack/cluster/build.sh" \

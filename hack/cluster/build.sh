@@ -49,16 +49,24 @@ build_containerd() {
     "$pkg/cmd/ctr@$CONTAINERD_VERSION"
 }
 
-# helm with the ldflags of its Makefile (version, tree state; the commit is
-# not known from the proxy). helm v4 reads the Kubernetes version it assumes
-# offline from the client-go module in its build info, so `helm template`
-# needs no --kube-version (helm v3 built without its Makefile's
-# k8sVersionMajor/Minor ldflags assumed 1.20).
+# helm with the ldflags of its Makefile: version and tree state (the commit
+# is not known from the proxy), and the Kubernetes version helm assumes
+# offline (`helm template`, `helm lint`) from the client-go it is built with:
+# major+1 and minor of client-go v0.36.2 = 1.36. Without these (a plain
+# `go install`) helm believes Kubernetes is 1.20 and the chart's kubeVersion
+# refuses to render without --kube-version.
 build_helm() {
+  local client_go major minor p=helm.sh/helm/v3 flags
+  client_go=$(cd "$K8S_MODULE_DIR" && go mod download -json "$p@$HELM_VERSION" | jq -er .GoMod) ||
+    die "no go.mod of $p@$HELM_VERSION from the module proxy"
+  client_go=$(awk '$1=="k8s.io/client-go"{print $2; exit}' "$client_go")
+  [[ $client_go =~ ^v0\.([0-9]+)\. ]] || die "cannot read helm's client-go version ($client_go)"
+  major=1 minor=${BASH_REMATCH[1]}
+  flags="-s -w -X $p/internal/version.version=$HELM_VERSION -X $p/internal/version.gitTreeState=clean"
+  flags+=" -X $p/pkg/lint/rules.k8sVersionMajor=$major -X $p/pkg/lint/rules.k8sVersionMinor=$minor"
+  flags+=" -X $p/pkg/chartutil.k8sVersionMajor=$major -X $p/pkg/chartutil.k8sVersionMinor=$minor"
   mkdir -p "$HELM_CACHE"
-  CGO_ENABLED=0 GOBIN="$HELM_CACHE" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
-    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+  CGO_ENABLED=0 GOBIN="$HELM_CACHE" go install -trimpath -ldflags "$flags" "$p/cmd/helm@$HELM_VERSION"
   touch "$HELM_CACHE/.complete"
 }
 
