@@ -1,10 +1,19 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test deps lint chart-test chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
+.PHONY: test test-compat deps lint chart-test chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
 
-## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster, chaos, and the small benchmark
+## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster of the newest Kubernetes (hack/k8s/), chaos, and the small benchmark
 test: deps lint unit cluster-up test-cluster chaos bench-ci
+
+# The oldest supported Kubernetes: the last of K8S_VERSIONS in hack/lib.sh.
+OLDEST_K8S = $(shell bash -c 'source hack/lib.sh && echo $$K8S_OLDEST')
+
+## test-compat: the cluster suites (harness, operator, e2e) on the oldest supported Kubernetes; stops any other cluster first and its own at the end
+test-compat: deps
+	$(MAKE) --no-print-directory cluster-down
+	K8S_VERSION=$(OLDEST_K8S) $(MAKE) --no-print-directory cluster-up test-cluster; \
+	  status=$$?; K8S_VERSION=$(OLDEST_K8S) $(MAKE) --no-print-directory cluster-down; exit $$status
 
 ## deps: the Debian packages the tests need (busybox for the marker tests, the cluster's own); a no-op when present
 deps:
@@ -56,7 +65,7 @@ bench-ci: cluster-up
 image:
 	bash hack/image.sh
 
-## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig)
+## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig); K8S_VERSION=1.32 picks another version (hack/k8s/<minor>/), default the newest; cluster-down stops whichever is up
 cluster-up:
 	bash hack/cluster/up.sh
 

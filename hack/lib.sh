@@ -6,15 +6,37 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-K8S_MODULE_DIR="$REPO_ROOT/hack/k8s"
-# The Kubernetes pin lives in hack/k8s/go.mod; everything else derives from it.
+# One module per Kubernetes minor under hack/k8s/<minor>/; K8S_VERSION (a minor,
+# e.g. `K8S_VERSION=1.32 make cluster-up`) picks one, the newest by default.
+# The pin in that go.mod is the single source of truth for the version.
+K8S_VERSIONS=(1.37 1.32)            # newest first; the last is the oldest supported
+K8S_NEWEST=${K8S_VERSIONS[0]}
+K8S_OLDEST=${K8S_VERSIONS[-1]}
+# (A full version such as v1.32.13, which this file exports below, names its minor.)
+K8S_MINOR=${K8S_VERSION:-$K8S_NEWEST}
+K8S_MINOR=${K8S_MINOR#v}
+K8S_MINOR=$(cut -d. -f1,2 <<<"$K8S_MINOR")
+K8S_MODULE_DIR="$REPO_ROOT/hack/k8s/$K8S_MINOR"
+[[ -f $K8S_MODULE_DIR/go.mod ]] ||
+  { printf '[cluster] ERROR: K8S_VERSION=%s: no hack/k8s/%s/go.mod (have: %s)\n' "$K8S_MINOR" "$K8S_MINOR" "${K8S_VERSIONS[*]}" >&2; exit 1; }
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$K8S_MODULE_DIR/go.mod")
-HELM_VERSION=v3.17.4
+# containerd: Debian's 1.6 (CRI v1) is enough for kubelet 1.32; 1.36+ need
+# containerd 2.2+ (containerd's RELEASES.md support table), built from its Go
+# module. Empty: Debian's. The version is a pin in hack/k8s/<minor>/containerd.
+CONTAINERD_VERSION=$(cat "$K8S_MODULE_DIR/containerd" 2>/dev/null || true)
+# Modules from the proxy need no newer Go than the machine's 1.26.8 today; set
+# GOTOOLCHAIN here (and in the README) if a pin ever asks for one.
+# helm v3 (v3.21.4, the newest approved here): helm v4's server-side apply
+# conflicts with this chart's upgrades and adoptions (README: Kubernetes versions).
+HELM_VERSION=v3.21.4
 CACHE_ROOT=${LCO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifecycle-operator}
 # Rebuild only when the pin, the module sums or the build recipe change.
 BUILD_KEY=$(cat "$K8S_MODULE_DIR/go.mod" "$K8S_MODULE_DIR/go.sum" "$REPO_ROOT/hack/cluster/build.sh" \
-  <(echo "$HELM_VERSION") | sha256sum | cut -c1-12)
+  <(echo "$CONTAINERD_VERSION") | sha256sum | cut -c1-12)
 BIN_CACHE="$CACHE_ROOT/k8s-$K8S_VERSION-$BUILD_KEY/bin"
+# helm does not depend on the cluster's version: one build for all of them.
+HELM_KEY=$( { echo "$HELM_VERSION"; sed -n '/^build_helm()/,/^}/p' "$REPO_ROOT/hack/cluster/build.sh"; } | sha256sum | cut -c1-12)
+HELM_CACHE="$CACHE_ROOT/helm-$HELM_VERSION-$HELM_KEY/bin"
 
 CLUSTER_DIR="$REPO_ROOT/target/cluster"
 CLUSTER_BIN="$CLUSTER_DIR/bin"
@@ -31,13 +53,17 @@ RUN_DIR="$CLUSTER_DIR/run"          # NAME.pid for every process up.sh starts
 LOG_DIR="$CLUSTER_DIR/logs"         # NAME.log for the same
 PKI_DIR="$CLUSTER_DIR/pki"
 CONF_DIR="$CLUSTER_DIR/config"
-ETCD_DATA="$CLUSTER_DIR/etcd"
+# The state of each version apart (etcd cannot open a newer minor's data, a
+# kubelet or containerd another one's store), so a switch of K8S_VERSION never
+# mixes them and switching back finds its own cluster again.
+ETCD_DATA="$CLUSTER_DIR/etcd-$K8S_MINOR"
 STATE_ROOT=/var/lib/lifecycle-operator
 RUNTIME_ROOT=/run/lifecycle-operator
-CONTAINERD_ROOT="$STATE_ROOT/containerd"
+CONTAINERD_ROOT="$STATE_ROOT/containerd-$K8S_MINOR"
 CONTAINERD_STATE="$RUNTIME_ROOT/containerd"
 CONTAINERD_SOCK="$CONTAINERD_STATE/containerd.sock"
-KUBELET_ROOT="$STATE_ROOT/kubelet"
+KUBELET_ROOT="$STATE_ROOT/kubelet-$K8S_MINOR"
+POD_LOGS="$STATE_ROOT/pod-logs-$K8S_MINOR"
 CNI_STATE="$STATE_ROOT/cni"         # host-local IPAM leases
 REGISTRY_DATA="$CACHE_ROOT/registry"
 REGISTRY_ADDR=127.0.0.1:5000
@@ -79,7 +105,12 @@ go_tool() {
   mv "$tmp/$name" "$dest"
   rmdir "$tmp"
 }
-ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+# The containerd binaries of this version: built (CONTAINERD_VERSION) or Debian's.
+if [[ -n $CONTAINERD_VERSION ]]; then CONTAINERD_BIN_DIR=$BIN_CACHE; else CONTAINERD_BIN_DIR=/usr/bin; fi
+# The minor of the cluster this checkout last brought up (up.sh writes it,
+# down.sh stops that one whatever K8S_VERSION says).
+UP_VERSION_FILE="$CLUSTER_DIR/up-version"
+ctr_() { "$CONTAINERD_BIN_DIR/ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # pid_alive NAME: true when run/NAME.pid names a live process running the
 # binary we expect (guards against a recycled pid after a crash or reboot).

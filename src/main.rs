@@ -23,6 +23,7 @@ use lifecycle_operator::runtime::leader::{self, Leadership};
 use lifecycle_operator::runtime::liveness::Liveness;
 use lifecycle_operator::runtime::metrics::Metrics;
 use lifecycle_operator::runtime::server::{self, Health};
+use lifecycle_operator::runtime::server_version;
 use lifecycle_operator::runtime::shutdown::{self, DRAIN, Stop};
 
 // jemalloc, not glibc's malloc: the pod and workload lists arrive as bursts
@@ -59,6 +60,11 @@ async fn operate() -> anyhow::Result<()> {
     let client = api_client(&metrics).await?;
     if let Some(Command::ReleaseAll { timeout_seconds }) = args.command {
         release::release_all(client, Duration::from_secs(timeout_seconds)).await?;
+        return Ok(());
+    }
+
+    // Before anything else runs: refuse a server older than the floor.
+    if !server_supported(&client, &stop).await? {
         return Ok(());
     }
 
@@ -140,6 +146,38 @@ async fn api_client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
             },
         ))
         .build())
+}
+
+/// Logs the API server's version and refuses (an error, so the process exits
+/// non-zero with the reason) one older than the oldest supported. Keeps
+/// trying while the server does not answer; false when a shutdown came first.
+async fn server_supported(client: &Client, stop: &Stop) -> anyhow::Result<bool> {
+    loop {
+        match client.apiserver_version().await {
+            Ok(info) => {
+                let parsed = server_version::parse(&info);
+                if let Some(why) = server_version::refusal(parsed, &info.git_version) {
+                    error!(server = %info.git_version, "{why}");
+                    anyhow::bail!(why);
+                }
+                let v = parsed.expect("a supported version parsed");
+                server_version::set(v);
+                info!(
+                    server = %info.git_version,
+                    version = %v,
+                    oldest_supported = %format!("1.{}", server_version::OLDEST_MINOR),
+                    zero_second_sleep = server_version::zero_sleep_allowed(),
+                    "API server version"
+                );
+                return Ok(true);
+            }
+            Err(e) => warn!(error = %e, "cannot read the API server's version yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait() => return Ok(false),
+        }
+    }
 }
 
 /// Not ready until the API server answers and both CRDs are installed;

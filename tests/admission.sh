@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-helm template "$release" "$chart" --kube-version "$K8S_VERSION" -n "$ns" \
+helm template "$release" "$chart" -n "$ns" \
   -s templates/serviceaccount.yaml -s templates/rbac.yaml -s templates/admissionpolicy.yaml >"$out/chart.yaml"
 kubectl create ns "$ns" >/dev/null
 kubectl create ns "$app_ns" >/dev/null

@@ -21,9 +21,10 @@ ns=lco-system
 chart=charts/lifecycle-operator
 out=target/chart
 mkdir -p "$out"
-# Offline rendering: a helm built with `go install` (ours) assumes
-# Kubernetes 1.20, below the chart's kubeVersion.
-kube_version=(--kube-version "$K8S_VERSION")
+# Offline rendering with no --kube-version, as users run it: our helm (built
+# like its release, hack/cluster/build.sh) assumes the Kubernetes of its
+# client-go, above the chart's kubeVersion.
+kube_version=()
 # shellcheck disable=SC2034 # read by check (hack/lib.sh)
 CHECK_LOG=$out/last.log
 
@@ -43,6 +44,12 @@ render_fails() {
 
 check "helm lint --strict" helm lint --strict "$chart" "${kube_version[@]}"
 check "helm template renders" helm template "$release" "$chart" "${kube_version[@]}" -n "$ns"
+check "helm template renders with no flags at all" helm template "$chart"
+# kubeVersion is the operator's own floor (src/runtime/server_version.rs).
+check "the chart accepts the oldest supported Kubernetes ($K8S_OLDEST)" \
+  helm template "$release" "$chart" --kube-version "v$K8S_OLDEST.0"
+check "the chart refuses a Kubernetes older than $K8S_OLDEST" \
+  render_fails 'kubeVersion' --kube-version "v1.$(( ${K8S_OLDEST#1.} - 1 )).9"
 for f in lifecyclepolicies.yaml clusterlifecyclepolicies.yaml; do
   check "the chart's $f is identical to crds/" diff -u "crds/$f" "$chart/files/$f"
 done
@@ -139,7 +146,7 @@ check "observer.logStreams.* become the operator's flags" rendered_ok "$(streams
   --set observer.logStreams.postStart.total=2 --set observer.logStreams.postStart.perNamespace=2
 check "a log stream share above its pool fails the render" render_fails "postStart.perNamespace=5 is above its total=4" \
   --set observer.logStreams.postStart.total=4 --set observer.logStreams.postStart.perNamespace=5
-check "values.schema.json rejects a log stream share of 0" render_fails "preStop.perNamespace: Must be greater than or equal to 1" \
+check "values.schema.json rejects a log stream share of 0" render_fails "preStop.perNamespace.*(greater than or equal to 1|minimum: got 0, want 1)" \
   --set observer.logStreams.preStop.perNamespace=0
 check "opt-in NetworkPolicy, PrometheusRule, Grafana dashboard" rendered_ok \
   '([.[] | .kind] | index("NetworkPolicy") != null and index("PrometheusRule") != null and index("ServiceMonitor") != null)

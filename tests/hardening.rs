@@ -64,7 +64,7 @@ async fn generation(ns: &Ns, name: &str) -> i64 {
 fn restorable(d: &Deployment) -> String {
     let mut ann = d.metadata.annotations.clone().unwrap_or_default();
     ann.remove("deployment.kubernetes.io/revision");
-    serde_json::to_string(&json!([d.spec.as_ref().unwrap().template, ann])).unwrap()
+    serde_json::to_string(&json!([d.spec.template, ann])).unwrap()
 }
 
 /// A failing postStart whose script has a Chinese comment, in three

@@ -348,3 +348,44 @@ async fn thirty_pods_terminating_at_once_are_all_accounted_for() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     ns.delete().await;
 }
+
+/// `sleep: {seconds: 0}` (Kubernetes 1.34+): the template carries it where
+/// the server allows it; an older server would refuse the template, so the
+/// policy says why and patches nothing.
+#[tokio::test]
+async fn a_zero_second_sleep_applies_where_the_server_allows_it() {
+    let ns = Ns::new("hooks-zero-sleep").await;
+    let info = ns.client.apiserver_version().await.unwrap();
+    let minor: u32 = info
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    ns.deployment("web", json!({"app": "web"}), 1, sleeper())
+        .await;
+    ns.policy(
+        "p",
+        json!({"selector": {"matchLabels": {"app": "web"}}, "preStop": {"sleep": {"seconds": 0}}}),
+    )
+    .await;
+    let p = wait_policy(&ns, "p", 120, |p| condition(p, "Applied").is_some()).await;
+    let applied = condition(&p, "Applied").unwrap();
+    let d = ns.deployments().get("web").await.unwrap();
+    let lifecycle = &template(&d)["containers"][0]["lifecycle"];
+    if minor >= 34 {
+        assert_eq!(applied.status, "True", "{applied:?}");
+        assert_eq!(lifecycle["preStop"], json!({"sleep": {"seconds": 0}}));
+    } else {
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{applied:?}"
+        );
+        assert!(
+            applied.message.contains("needs Kubernetes 1.34"),
+            "{applied:?}"
+        );
+        assert!(lifecycle.is_null(), "{lifecycle}");
+    }
+    ns.delete().await;
+}

@@ -153,7 +153,7 @@ async fn policy_puts_hooks_on_matching_deployments_only_and_they_roll() {
             .await
             .map_err(|e| e.to_string())?;
         let ok = rss.items.iter().any(|rs| {
-            let t = serde_json::to_value(&rs.spec.as_ref().unwrap().template).unwrap();
+            let t = serde_json::to_value(&rs.spec.template).unwrap();
             t["spec"]["containers"][0]["lifecycle"]["preStop"] == pre
                 && rs
                     .status
@@ -547,9 +547,10 @@ async fn invalid_policies_are_rejected_by_the_api_server_with_a_clear_message() 
             "exec.command[0] (the executable) must not be empty",
         ),
         (
-            "sleep 0",
-            json!({"selector": sel, "preStop": {"sleep": {"seconds": 0}}}),
-            "spec.preStop.sleep.seconds: Invalid value: 0",
+            // 0 is allowed (Kubernetes 1.34+; tests/hooks.rs), below it not.
+            "sleep -1",
+            json!({"selector": sel, "preStop": {"sleep": {"seconds": -1}}}),
+            "spec.preStop.sleep.seconds: Invalid value: -1",
         ),
         (
             "sleep too long",

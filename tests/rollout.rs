@@ -45,19 +45,11 @@ struct Seen {
 
 fn seen(d: &Deployment) -> Seen {
     let st = d.status.clone().unwrap_or_default();
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = d.spec.replicas.unwrap_or(1);
     let updated = st.updated_replicas.unwrap_or(0);
     Seen {
         generation: d.metadata.generation.unwrap_or(0),
-        hooked: d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
+        hooked: d.spec.template.spec.as_ref().unwrap().containers[0]
             .lifecycle
             .is_some(),
         rolling: st.observed_generation < d.metadata.generation

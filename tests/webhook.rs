@@ -124,7 +124,7 @@ fn pre_stop(d: &Deployment) -> Option<Value> {
 
 /// The whole pod template (labels included) as JSON.
 fn whole_template(d: &Deployment) -> Value {
-    serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap()
+    serde_json::to_value(&d.spec.template).unwrap()
 }
 
 /// The ReplicaSets the Deployment `name` owns.

@@ -17,6 +17,11 @@ case ${1:-} in
   "") ;;
   *) die "usage: down.sh [--purge]" ;;
 esac
+# Stop the cluster this checkout brought up, whichever K8S_VERSION is set now.
+if [[ -s $UP_VERSION_FILE && $(<"$UP_VERSION_FILE") != "$K8S_MINOR" ]]; then
+  log "the cluster up is Kubernetes $(<"$UP_VERSION_FILE"), not $K8S_MINOR: stopping that one"
+  K8S_VERSION=$(<"$UP_VERSION_FILE") exec bash "$0" "$@"
+fi
 RUNC_ROOT="$CONTAINERD_STATE/runc/k8s.io"
 
 # Kubernetes first, so nothing restarts the containers we remove next.
@@ -32,7 +37,7 @@ stop_kubernetes() {
 # containerd crashed.
 remove_containers() {
   local id
-  if pid_alive containerd && ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
+  if pid_alive containerd && "$CONTAINERD_BIN_DIR/ctr" --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
     for id in $(ctr_ tasks ls -q 2>/dev/null); do
       ctr_ tasks delete --force "$id" >/dev/null 2>&1 || true
     done
@@ -93,8 +98,8 @@ remove_pod_netns() {
 
 clean_network() {
   # kube-proxy's own cleanup removes every KUBE-* rule it created.
-  if [[ -x $CLUSTER_BIN/kube-proxy ]]; then
-    "$CLUSTER_BIN/kube-proxy" --cleanup >"$LOG_DIR/kube-proxy-cleanup.log" 2>&1 || true
+  if [[ -x $BIN_CACHE/kube-proxy ]]; then
+    "$BIN_CACHE/kube-proxy" --cleanup >"$LOG_DIR/kube-proxy-cleanup.log" 2>&1 || true
   fi
   # What it leaves (KUBE-FIREWALL, KUBE-MARK-MASQ, canaries, hints) and the
   # kubelet's canaries: every KUBE-* chain belongs to this cluster, the only
@@ -175,10 +180,11 @@ main() {
   step restore_host
   if ((PURGE)); then
     log "purging cluster state (etcd data, kubelet dir, pod logs)"
-    rm -rf --one-file-system "${ETCD_DATA:?}" "${KUBELET_ROOT:?}" "${STATE_ROOT:?}/pod-logs"
+    rm -rf --one-file-system "${ETCD_DATA:?}" "${KUBELET_ROOT:?}" "${POD_LOGS:?}"
   fi
   verify_down
-  log "cluster down"
+  rm -f "$UP_VERSION_FILE"
+  log "cluster down (Kubernetes $K8S_MINOR)"
 }
 
 main "$@"

@@ -87,38 +87,8 @@ write_file() {
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
 
-write_configs() {
-  mkdir -p "$CONF_DIR"/{cni,certs.d} "$CNI_STATE" "$KUBELET_ROOT" "$CONTAINERD_ROOT" "$CONTAINERD_STATE" \
-    "$REGISTRY_DATA" "$STATE_ROOT/pod-logs"
-
-  write_file "$CONF_DIR/registry.yml" <<EOC
-version: 0.1
-log:
-  level: warn
-  accesslog: {disabled: true}
-storage:
-  filesystem:
-    rootdirectory: $REGISTRY_DATA
-  delete:
-    enabled: true
-http:
-  addr: $REGISTRY_ADDR
-EOC
-
-  # Every registry the cluster may name resolves to the local one; containerd
-  # runs with an unusable HTTP(S) proxy (see start_containerd) so a registry
-  # not listed here fails fast instead of reaching the network.
-  local reg
-  for reg in docker.io registry.k8s.io "$REGISTRY_ADDR" localhost:5000; do
-    mkdir -p "$CONF_DIR/certs.d/$reg"
-    write_file "$CONF_DIR/certs.d/$reg/hosts.toml" <<EOC
-server = "http://$REGISTRY_ADDR"
-
-[host."http://$REGISTRY_ADDR"]
-  capabilities = ["pull", "resolve"]
-EOC
-  done
-
+# Debian's containerd 1.6: config format version 2.
+containerd_config_v2() {
   write_file "$CONF_DIR/containerd.toml" <<EOC
 version = 2
 root = "$CONTAINERD_ROOT"
@@ -159,6 +129,87 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$CONF_DIR/certs.d"
 EOC
+}
+
+# containerd 2.x: config format version 3 (the CRI plugin split into images,
+# runtime and the gRPC server). Same settings as version 2 above.
+containerd_config_v3() {
+  write_file "$CONF_DIR/containerd.toml" <<EOC
+version = 3
+root = "$CONTAINERD_ROOT"
+state = "$CONTAINERD_STATE"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+
+[grpc]
+  address = "$CONTAINERD_SOCK"
+
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$STATE_ROOT/opt"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.k8s.io/pause:3.10"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$CONF_DIR/certs.d"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  # See containerd_config_v2: no CAP_SYS_RESOURCE on these machines.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$CONTAINERD_STATE/runc"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "$CONF_DIR/cni"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+EOC
+}
+
+write_configs() {
+  mkdir -p "$CONF_DIR"/{cni,certs.d} "$CNI_STATE" "$KUBELET_ROOT" "$CONTAINERD_ROOT" "$CONTAINERD_STATE" \
+    "$REGISTRY_DATA" "$POD_LOGS"
+
+  write_file "$CONF_DIR/registry.yml" <<EOC
+version: 0.1
+log:
+  level: warn
+  accesslog: {disabled: true}
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_DATA
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY_ADDR
+EOC
+
+  # Every registry the cluster may name resolves to the local one; containerd
+  # runs with an unusable HTTP(S) proxy (see start_containerd) so a registry
+  # not listed here fails fast instead of reaching the network.
+  local reg
+  for reg in docker.io registry.k8s.io "$REGISTRY_ADDR" localhost:5000; do
+    mkdir -p "$CONF_DIR/certs.d/$reg"
+    write_file "$CONF_DIR/certs.d/$reg/hosts.toml" <<EOC
+server = "http://$REGISTRY_ADDR"
+
+[host."http://$REGISTRY_ADDR"]
+  capabilities = ["pull", "resolve"]
+EOC
+  done
+
+  if [[ -n $CONTAINERD_VERSION ]]; then containerd_config_v3; else containerd_config_v2; fi
 
   # containerd's CRI plugin sets up lo itself (loopback plugin from bin_dir).
   write_file "$CONF_DIR/cni/10-lco-pods.conflist" <<EOC
@@ -206,7 +257,7 @@ cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 clusterDomain: cluster.local
 resolvConf: $CONF_DIR/resolv.conf
-podLogsDir: $STATE_ROOT/pod-logs
+podLogsDir: $POD_LOGS
 failSwapOn: false
 # Without CAP_SYS_RESOURCE (see containerd.toml) the default -999 cannot be set.
 oomScoreAdj: 0
@@ -220,7 +271,9 @@ evictionHard:
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 maxPods: 110
-# The host is cgroup v1 (hybrid); 1.32 still supports it, say so explicitly.
+# The host is cgroup v1 (hybrid). Kubelets up to 1.37 still run on it when
+# told to (their default since 1.35 is to refuse it); each logs and records a
+# CgroupV1 warning event on the node at start-up.
 failCgroupV1: false
 EOC
 
@@ -262,9 +315,11 @@ start_containerd() {
   # proxy, which is a closed loopback port: no pull ever leaves the machine.
   (
     export HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost
-    START_SPEC_FILES="$CONF_DIR/containerd.toml" start_proc containerd containerd --config "$CONF_DIR/containerd.toml"
+    # PATH: containerd starts containerd-shim-runc-v2 of the same build.
+    export PATH="$CONTAINERD_BIN_DIR:$PATH"
+    START_SPEC_FILES="$CONF_DIR/containerd.toml" start_proc containerd "$CONTAINERD_BIN_DIR/containerd" --config "$CONF_DIR/containerd.toml"
   )
-  wait_until 30 containerd ctr --address "$CONTAINERD_SOCK" version ||
+  wait_until 30 containerd "$CONTAINERD_BIN_DIR/ctr" --address "$CONTAINERD_SOCK" version ||
     die "containerd did not come up; see $LOG_DIR/containerd.log"
 }
 
@@ -338,12 +393,21 @@ node_ready() {
 }
 
 main() {
+  # One cluster per checkout: a cluster of another version is stopped first
+  # (by down.sh, which knows the version it was brought up with); its state
+  # stays in its own directories for when that version comes back.
+  if [[ -s $UP_VERSION_FILE && $(<"$UP_VERSION_FILE") != "$K8S_MINOR" ]]; then
+    log "a Kubernetes $(<"$UP_VERSION_FILE") cluster is up from this checkout; stopping it for $K8S_MINOR"
+    bash "$HERE/down.sh"
+  fi
   cluster_lock
+  log "Kubernetes $K8S_VERSION (K8S_VERSION=$K8S_MINOR)${CONTAINERD_VERSION:+, containerd $CONTAINERD_VERSION}"
   bash "$HERE/install-deps.sh"
   bash "$HERE/preflight.sh"
   bash "$HERE/build.sh"
   phase "binaries ready"
   clear_stale
+  echo "$K8S_MINOR" >"$UP_VERSION_FILE"
   setup_host
   bash "$HERE/certs.sh"
   write_configs

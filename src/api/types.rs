@@ -415,8 +415,10 @@ pub struct HttpHeader {
 /// Sleep for a number of seconds.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SleepAction {
-    /// Seconds to sleep (1-3600).
-    #[schemars(range(min = 1, max = 3600))]
+    /// Seconds to sleep (0-3600). 0 needs Kubernetes 1.34 or newer (the
+    /// API server refuses a zero-second sleep before that; the operator then
+    /// reports the policy as not applicable instead of patching).
+    #[schemars(range(min = 0, max = 3600))]
     pub seconds: i64,
 }
 

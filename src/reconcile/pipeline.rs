@@ -15,7 +15,9 @@ use kube::runtime::controller::Action;
 use super::error::{Error, write_error};
 use super::status::{Done, WorkloadResult};
 use super::{PENDING_RETRY, RESYNC};
-use crate::api::types::{HookReport, LifecyclePolicy, Mode, RolloutStatus, Verification};
+use crate::api::types::{
+    Handler, HookReport, LifecyclePolicy, LifecyclePolicySpec, Mode, RolloutStatus, Verification,
+};
 use crate::apply::decide::{self, Decision, Hold, Intent, Planned, Scope};
 use crate::apply::ledger::Via;
 use crate::apply::neighbours::Neighbourhoods;
@@ -23,6 +25,7 @@ use crate::apply::plan::SlotOutcome;
 use crate::apply::rollout;
 use crate::apply::workload::{Workload, WorkloadKey};
 use crate::hooks::render;
+use crate::runtime::server_version;
 use crate::text::{self, explain};
 use crate::verify::index::WorkloadHealth;
 
@@ -180,7 +183,14 @@ pub fn results(decisions: Vec<Decision>, written: Vec<Written>) -> (Vec<Workload
 /// selector is invalid (then it matches nothing and hands back its hooks).
 pub fn selection(policy: &LifecyclePolicy) -> (Selector, Option<String>) {
     match Selector::try_from(LabelSelector::from(&policy.spec.selector)) {
-        Ok(selector) => (selector, None),
+        Ok(selector) => {
+            match zero_sleep_refused(&policy.spec, server_version::zero_sleep_allowed()) {
+                // The server would refuse every patch with it: say so once, on
+                // the status, instead of retrying writes that cannot succeed.
+                Some(why) => (Selector::default(), Some(why)),
+                None => (selector, None),
+            }
+        }
         Err(e) => (
             Selector::default(),
             Some(format!(
@@ -188,6 +198,34 @@ pub fn selection(policy: &LifecyclePolicy) -> (Selector, Option<String>) {
             )),
         ),
     }
+}
+
+/// Why a policy's `sleep: {seconds: 0}` cannot be applied: the API server
+/// is older than 1.34 and would refuse the pod template.
+fn zero_sleep_refused(spec: &LifecyclePolicySpec, allowed: bool) -> Option<String> {
+    if allowed {
+        return None;
+    }
+    let zero = |h: &Option<Handler>| {
+        h.as_ref()
+            .and_then(|h| h.sleep.as_ref())
+            .is_some_and(|s| s.seconds == 0)
+    };
+    let hooks: Vec<&str> = [("postStart", &spec.post_start), ("preStop", &spec.pre_stop)]
+        .into_iter()
+        .filter(|(_, h)| zero(h))
+        .map(|(name, _)| name)
+        .collect();
+    if hooks.is_empty() {
+        return None;
+    }
+    let server = server_version::get().map_or_else(|| "older".to_string(), |v| v.to_string());
+    Some(format!(
+        "{}: sleep of 0 seconds needs Kubernetes 1.{} or newer, and the API server is {server}; \
+         use 1 second or more. The policy matches nothing, and hands back the hooks it set",
+        hooks.join(" and "),
+        server_version::ZERO_SLEEP_MINOR
+    ))
 }
 
 /// The observer's reports with each last failure told in the user's own
@@ -405,5 +443,18 @@ mod tests {
         let d = run(&dry, vec![deployment("a", false)], &HashMap::new(), None);
         assert!(d.step.is_none() && !d.records_first);
         assert_eq!(intents(&d), [("a".into(), "would-patch")]);
+    }
+
+    #[test]
+    fn a_zero_second_sleep_is_refused_only_by_servers_before_1_34() {
+        let p = policy(json!({"spec": {"preStop": {"sleep": {"seconds": 0}}}}));
+        assert_eq!(zero_sleep_refused(&p.spec, true), None);
+        let why = zero_sleep_refused(&p.spec, false).unwrap();
+        assert!(
+            why.starts_with("preStop: sleep of 0 seconds needs Kubernetes 1.34"),
+            "{why}"
+        );
+        let one = policy(json!({"spec": {"preStop": {"sleep": {"seconds": 1}}}}));
+        assert_eq!(zero_sleep_refused(&one.spec, false), None);
     }
 }

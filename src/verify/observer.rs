@@ -607,7 +607,7 @@ fn slice_key(s: &EndpointSlice) -> String {
 /// (pod UID, ready) per endpoint of a pod: ready unless it says it is not
 /// (the API's reading of an unset `ready`); a terminating pod never is.
 fn ready_endpoints(s: &EndpointSlice) -> impl Iterator<Item = (&str, bool)> {
-    s.endpoints.iter().filter_map(|e| {
+    s.endpoints.iter().flatten().filter_map(|e| {
         let r = e.target_ref.as_ref()?;
         (r.kind.as_deref() == Some("Pod")).then_some(())?;
         let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);

@@ -522,18 +522,16 @@ fn key_of(d: &Deployment) -> Key {
 }
 
 fn template(d: &Deployment) -> Value {
-    d.spec
-        .as_ref()
-        .map(|s| serde_json::to_value(&s.template).unwrap_or_default())
-        .unwrap_or_default()
+    serde_json::to_value(&d.spec.template).unwrap_or_default()
 }
 
 /// Every container of the template carries the bench's preStop `sleep 1`.
 fn hooked(d: &Deployment) -> bool {
     let containers = d
         .spec
+        .template
+        .spec
         .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
     !containers.is_empty()
@@ -942,7 +940,7 @@ async fn create_pods(
             let d = Api::<Deployment>::namespaced(client.clone(), ns)
                 .get(d)
                 .await?;
-            let template = d.spec.map(|s| s.template).context("no template")?;
+            let template = d.spec.template;
             for (k, v) in template.metadata.and_then(|m| m.labels).unwrap_or_default() {
                 labels.insert(k, Value::String(v));
             }

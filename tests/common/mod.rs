@@ -177,7 +177,7 @@ where
 
 /// The pod template's spec as JSON.
 pub fn template(d: &Deployment) -> Value {
-    serde_json::to_value(&d.spec.as_ref().unwrap().template.spec).unwrap()
+    serde_json::to_value(&d.spec.template.spec).unwrap()
 }
 
 pub fn condition<'a>(
