@@ -65,7 +65,7 @@ bench-ci: cluster-up
 image:
 	bash hack/image.sh
 
-## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig); K8S_VERSION=1.32 picks another version (hack/k8s/<minor>/), default the newest; cluster-down stops whichever is up
+## cluster-up / cluster-down: the single-node cluster (kubeconfig: target/cluster/kubeconfig); K8S_VERSION=1.32 picks another version (hack/k8s/<minor>/), default K8S_DEFAULT (hack/lib.sh); cluster-down stops whichever is up
 cluster-up:
 	bash hack/cluster/up.sh
 

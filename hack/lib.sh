@@ -7,13 +7,17 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # One module per Kubernetes minor under hack/k8s/<minor>/; K8S_VERSION (a minor,
-# e.g. `K8S_VERSION=1.32 make cluster-up`) picks one, the newest by default.
+# e.g. `K8S_VERSION=1.37 make cluster-up`) picks one; by default K8S_DEFAULT.
 # The pin in that go.mod is the single source of truth for the version.
 K8S_VERSIONS=(1.37 1.32)            # newest first; the last is the oldest supported
 K8S_NEWEST=${K8S_VERSIONS[0]}
 K8S_OLDEST=${K8S_VERSIONS[-1]}
 # (A full version such as v1.32.13, which this file exports below, names its minor.)
-K8S_MINOR=${K8S_VERSION:-$K8S_NEWEST}
+# `make test` stays on the oldest until 1.37's e2e is reliable: one fresh-clone
+# run there (2026-12-03) halted the example policy with a preStop wrongly
+# judged TimedOut (see README, Kubernetes versions).
+K8S_DEFAULT=$K8S_OLDEST
+K8S_MINOR=${K8S_VERSION:-$K8S_DEFAULT}
 K8S_MINOR=${K8S_MINOR#v}
 K8S_MINOR=$(cut -d. -f1,2 <<<"$K8S_MINOR")
 K8S_MODULE_DIR="$REPO_ROOT/hack/k8s/$K8S_MINOR"
