@@ -218,6 +218,6 @@ fn hook_fields(pod_spec: &Value) -> Vec<String> {
     if pod_spec.get("f:terminationGracePeriodSeconds").is_some() {
         out.push("terminationGracePeriodSeconds".into());
     }
-    out.truncate(64);
-    out
+    // At most 64 fields (a Vec, not a string).
+    out.into_iter().take(64).collect()
 }
