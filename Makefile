@@ -1,10 +1,10 @@
 # lifecycle-operator: `make demo` shows it working, `make test` runs every test.
 SHELL := /bin/bash
 
-.PHONY: test test-compat deps lint chart-test chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
+.PHONY: test test-compat deps disk lint chart-test chart-readme unit test-cluster test-harness test-operator test-e2e chaos bench bench-ci image cluster-up cluster-down demo demo-down crds build
 
 ## test: formatting, lints, unit tests, then the harness and operator tests on a real local cluster of the newest Kubernetes (hack/k8s/), chaos, and the small benchmark
-test: deps lint unit cluster-up test-cluster chaos bench-ci
+test: deps disk lint unit cluster-up test-cluster chaos bench-ci
 
 # The oldest supported Kubernetes: the last of K8S_VERSIONS in hack/lib.sh.
 OLDEST_K8S = $(shell bash -c 'source hack/lib.sh && echo $$K8S_OLDEST')
@@ -18,6 +18,10 @@ test-compat: deps
 ## deps: the Debian packages the tests need (busybox for the marker tests, the cluster's own); a no-op when present
 deps:
 	bash hack/cluster/install-deps.sh
+
+## disk: fails up front when the disk cannot hold a whole make test (hack/disk.sh says how much it needs)
+disk:
+	bash hack/disk.sh
 
 ## lint: fmt, clippy, then helm lint, kube-score, shellcheck, yamllint, chart README drift (tests/lint.sh), then make chart-test
 lint:

@@ -114,6 +114,12 @@ if [[ -n $CONTAINERD_VERSION ]]; then CONTAINERD_BIN_DIR=$BIN_CACHE; else CONTAI
 # The minor of the cluster this checkout last brought up (up.sh writes it,
 # down.sh stops that one whatever K8S_VERSION says).
 UP_VERSION_FILE="$CLUSTER_DIR/up-version"
+# node_pressure: the node's pressure conditions that are True (DiskPressure,
+# MemoryPressure, PIDPressure), with the kubelet's message; empty when none.
+node_pressure() {
+  kubectl get node "$NODE_NAME" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}: {.message}{"\n"}{end}' 2>/dev/null |
+    grep Pressure | tr '\n' ' ' || true
+}
 ctr_() { "$CONTAINERD_BIN_DIR/ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # pid_alive NAME: true when run/NAME.pid names a live process running the

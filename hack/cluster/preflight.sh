@@ -103,8 +103,19 @@ check_ports() {
   done
 }
 
+# The kubelet taints the node with DiskPressure under 1% free (evictionHard in
+# up.sh), and then no pod starts. Ask for 2 GiB above that.
+check_disk() {
+  local dir=${STATE_ROOT%/*} size avail floor
+  read -r size avail < <(df --output=size,avail -B1M "$dir" | tail -1)
+  floor=$((size / 100 + 2048))
+  ((avail >= floor)) ||
+    fail "$((avail / 1024)) GiB free on the disk of $dir; the cluster needs $((floor / 1024)) GiB (the kubelet's 1% DiskPressure floor + 2 GiB)"
+}
+
 check_root
 check_commands
+check_disk
 if [[ $EUID -eq 0 ]]; then
   check_cgroups
   check_overlayfs

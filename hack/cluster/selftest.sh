@@ -38,7 +38,9 @@ t_node_ready() {
   local s
   s=$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>&1) ||
     fail "cannot get node $NODE_NAME: $s" || return
-  [[ $s == True ]] || fail "node $NODE_NAME Ready=$s"
+  [[ $s == True ]] || fail "node $NODE_NAME Ready=$s" || return
+  s=$(node_pressure)
+  [[ -z $s ]] || fail "node $NODE_NAME under pressure, pods will not start: $s"
 }
 
 # ---- 2 ----
@@ -185,8 +187,12 @@ spec:
         exec:
           command: ["/bin/sh","-c","nginx -s quit; while killall -0 nginx; do sleep 1; done"]
 YAML
-  local out
-  out=$(k wait --for=condition=Ready pod/lifecycle-demo --timeout=120s 2>&1) || fail "not Ready: $out" || return
+  local out pressure
+  out=$(k wait --for=condition=Ready pod/lifecycle-demo --timeout=120s 2>&1) || {
+    pressure=$(node_pressure)
+    fail "not Ready: $out${pressure:+; node: $pressure}"
+    return
+  }
   out=$(k exec lifecycle-demo -- cat /usr/share/message 2>&1) || fail "exec: $out" || return
   [[ $out == "Hello from the postStart handler" ]] || fail "/usr/share/message holds: ${out:0:200}"
 }
@@ -262,7 +268,7 @@ YAML
     [[ ${restarts:-0} -ge 1 && -n $events ]] && return 0
     sleep 1
   done
-  fail "after 120s: restartCount=${restarts:-?}, FailedPostStartHook events: ${events:-none}"
+  fail "after 120s: restartCount=${restarts:-?}, FailedPostStartHook events: ${events:-none}; node: $(node_pressure)"
 }
 
 # ---- network safety ----
