@@ -20,7 +20,7 @@ use crate::api::types::{LifecyclePolicySpec, Mode, OnConflict};
 use crate::apply::ledger::{CONTEST_LIMIT, CONTEST_WINDOW, Contest, Ledger, Via};
 use crate::apply::slot::Slot;
 use crate::apply::workload::{PodShape, Section};
-use crate::hooks::hook::HookKind;
+use crate::hooks::hook::{DEFAULT_GRACE_SECONDS, HookKind};
 
 /// What decides a tug-of-war on one workload (see [`Contest`]).
 #[derive(Clone, Debug, Default)]
@@ -492,13 +492,12 @@ pub fn missing_containers(spec: &LifecyclePolicySpec, pod: &PodShape) -> Vec<Str
 /// short, says so. (An exec or httpGet hook's length cannot be known.)
 pub fn grace_too_short(spec: &LifecyclePolicySpec, pod: &PodShape) -> Option<String> {
     let sleep = spec.pre_stop.as_ref()?.sleep.as_ref()?.seconds;
-    // 30 s is the API server's default for an unset grace period.
     let own = pod.termination_grace_period_seconds;
     let grace = match (spec.termination_grace_period_seconds, spec.on_conflict) {
         // Skip never shortens the template's own (see `SlotOutcome::KeptLonger`).
         (Some(g), OnConflict::Skip) => g.max(own.unwrap_or(0)),
         (Some(g), OnConflict::Override) => g,
-        (None, _) => own.unwrap_or(30),
+        (None, _) => own.unwrap_or(DEFAULT_GRACE_SECONDS),
     };
     (sleep >= grace).then(|| {
         format!("preStop sleeps {sleep}s but the grace period is {grace}s: the kubelet kills the container before the hook ends")

@@ -1,5 +1,9 @@
 //! The two container lifecycle hooks. Depends on nothing else in the crate.
 
+/// The grace period a preStop has when the pod spec sets none: the API
+/// server's default for terminationGracePeriodSeconds.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
 /// A container lifecycle hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HookKind {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::api::identity::PolicyId;
 use crate::apply::ledger::Ledger;
 use crate::apply::slot::Slot;
-use crate::hooks::hook::HookKind;
+use crate::hooks::hook::{DEFAULT_GRACE_SECONDS, HookKind};
 use crate::hooks::marker::{self, Phase};
 use crate::plugin::fetch::Log;
 use crate::text;
@@ -23,8 +23,6 @@ pub const MAX_RUNS: usize = 10;
 /// Events shown per hook (the last ones).
 pub const MAX_EVENTS: usize = 5;
 const MESSAGE: usize = 300;
-/// The kubelet's default when the pod sets none.
-const DEFAULT_GRACE: i64 = 30;
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -140,7 +138,7 @@ pub fn build(i: &PodInputs) -> PodReport {
         .filter(|g| *g > 0);
     let grace = asked
         .or(spec.termination_grace_period_seconds)
-        .unwrap_or(DEFAULT_GRACE);
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
     // deletionTimestamp is when the grace period ends, not when deletion was asked.
     let deleting = pod
         .metadata

@@ -54,15 +54,36 @@ pub struct Deletion {
 
 impl Deletion {
     /// From the pod's metadata: the API server sets deletionTimestamp to the
-    /// request time plus the grace period (deletionGracePeriodSeconds).
-    pub fn from_pod(deletion_timestamp: Timestamp, grace_seconds: i64) -> Option<Self> {
+    /// request time plus the grace period (deletionGracePeriodSeconds), and
+    /// keeps the request time when a later delete shortens the period. Once
+    /// the containers have stopped the kubelet deletes the pod for good with
+    /// grace 0, which the pod's last update shows: that 0 is not the period
+    /// the containers had, so it reads the spec's (`spec_grace`) instead.
+    pub fn from_pod(
+        deletion_timestamp: Timestamp,
+        grace_seconds: i64,
+        spec_grace: i64,
+    ) -> Option<Self> {
         let requested_at = deletion_timestamp
             .checked_sub(SignedDuration::from_secs(grace_seconds))
             .ok()?;
         Some(Deletion {
             requested_at,
-            grace_seconds,
+            grace_seconds: if grace_seconds > 0 {
+                grace_seconds
+            } else {
+                spec_grace
+            },
         })
+    }
+
+    /// The period the kubelet actually gives: a later delete may shorten it.
+    pub fn merge(self, later: &Deletion) -> Deletion {
+        if later.grace_seconds < self.grace_seconds && later.requested_at == self.requested_at {
+            later.clone()
+        } else {
+            self
+        }
     }
 
     /// From when on a stopped container counts as killed at the end of the
@@ -878,18 +899,62 @@ mod tests {
 
     #[test]
     fn deletion_from_pod_metadata() {
+        // (deletionTimestamp, deletionGracePeriodSeconds, spec's grace) -> (requested, grace)
         let cases = [
-            ("2025-01-01T12:00:30Z", 30, Some(at("2025-01-01T12:00:00Z"))),
-            ("2025-01-01T12:00:00Z", 0, Some(at("2025-01-01T12:00:00Z"))),
-            ("2025-01-01T12:00:00Z", i64::MAX, None),
-            ("2025-01-01T12:00:00Z", i64::MIN, None),
+            (
+                "2025-01-01T12:00:30Z",
+                30,
+                50,
+                Some(("2025-01-01T12:00:00Z", 30)),
+            ),
+            // The kubelet's final delete: the spec's period, not 0.
+            (
+                "2025-01-01T12:00:00Z",
+                0,
+                50,
+                Some(("2025-01-01T12:00:00Z", 50)),
+            ),
+            (
+                "2025-01-01T12:00:00Z",
+                0,
+                0,
+                Some(("2025-01-01T12:00:00Z", 0)),
+            ),
+            ("2025-01-01T12:00:00Z", i64::MAX, 30, None),
+            ("2025-01-01T12:00:00Z", i64::MIN, 30, None),
         ];
-        for (ts, grace, want) in cases {
-            let got = Deletion::from_pod(at(ts), grace);
-            assert_eq!(got.as_ref().map(|d| d.requested_at), want, "{ts} {grace}");
-            if let Some(d) = got {
-                assert_eq!(d.grace_seconds, grace);
-            }
+        for (ts, grace, spec, want) in cases {
+            let got = Deletion::from_pod(at(ts), grace, spec);
+            let want = want.map(|(t, g)| Deletion {
+                requested_at: at(t),
+                grace_seconds: g,
+            });
+            assert_eq!(got, want, "{ts} {grace} {spec}");
         }
+    }
+
+    #[test]
+    fn a_final_delete_does_not_make_a_finished_prestop_timed_out() {
+        // sleep 5 under a 50 s grace period, seen first in the pod's last
+        // update (an operator that started while the pod went away).
+        let d = Deletion::from_pod(at("2025-01-01T12:00:00Z"), 0, 50).unwrap();
+        let o = Observation {
+            deletion: Some(d),
+            terminated: ended("2025-01-01T12:00:06Z"),
+            evidence: Evidence::Events,
+            ..obs()
+        };
+        assert_eq!(pre_stop(&o), Outcome::Ran { evidence: "events" });
+    }
+
+    #[test]
+    fn a_shorter_second_delete_is_the_period_that_counts() {
+        let first = Deletion::from_pod(at("2025-01-01T12:00:50Z"), 50, 50).unwrap();
+        // kubectl delete --grace-period=5 a second later: same request time.
+        let shorter = Deletion::from_pod(at("2025-01-01T12:00:05Z"), 5, 50).unwrap();
+        let final_ = Deletion::from_pod(at("2025-01-01T12:00:00Z"), 0, 50).unwrap();
+        let merged = first.merge(&shorter).merge(&final_);
+        assert_eq!(merged.grace_seconds, 5);
+        assert_eq!(merged.requested_at, at("2025-01-01T12:00:00Z"));
     }
 }

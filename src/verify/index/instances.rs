@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use super::counts::{Counting, Tally, short_id};
 use super::health::workload_of;
 use super::{Index, MAX_MESSAGE, Names, floor_second, idx};
-use crate::hooks::hook::HookKind;
+use crate::hooks::hook::{DEFAULT_GRACE_SECONDS, HookKind};
 use crate::hooks::marker::Evidence;
 use crate::text;
 use crate::verify::outcome::{self, Deletion, Observation, Outcome, Terminated};
@@ -205,10 +205,13 @@ impl Index {
         }
         let uid: Box<str> = pod.uid().unwrap_or_default().into();
         let deletion = pod.metadata.deletion_timestamp.as_ref().and_then(|t| {
-            Deletion::from_pod(
-                t.0,
-                pod.metadata.deletion_grace_period_seconds.unwrap_or(30),
-            )
+            let spec = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds);
+            let spec = spec.unwrap_or(DEFAULT_GRACE_SECONDS);
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(spec);
+            Deletion::from_pod(t.0, grace, spec)
         });
         // Sidecars report under initContainerStatuses.
         let statuses = pod.status.iter().flat_map(|s| {
@@ -442,11 +445,12 @@ fn observe_container(
         if term.is_some() {
             h.obs.terminated = term.clone();
         }
-        // The first deletion seen is the one that started the termination:
-        // the kubelet's final delete (grace 0) must not move the deadline.
-        if h.obs.deletion.is_none() {
-            h.obs.deletion = deletion.cloned();
-        }
+        // The first deletion seen started the termination; a later one may
+        // only shorten its period (see `Deletion::merge`).
+        h.obs.deletion = match (h.obs.deletion.take(), deletion) {
+            (Some(seen), Some(d)) => Some(seen.merge(d)),
+            (seen, d) => seen.or(d.cloned()),
+        };
     }
     if deleted {
         inst.gone = true;

@@ -448,6 +448,23 @@ fn a_pre_stop_cut_by_the_grace_period_times_out() {
     assert_eq!(pre(&s).last_failure.as_ref().unwrap().reason, "TimedOut");
 }
 
+/// The pod's last update, the only one an operator that (re)started while it
+/// went away sees: the kubelet's final delete set the period to 0.
+#[test]
+fn a_pre_stop_seen_first_in_the_final_delete_is_judged_by_the_specs_grace() {
+    let mut op = Operator::new();
+    let mut gone = pod("p1", exited("aaa", 0, "00:01", "00:15"), Some(("00:10", 0)));
+    gone.spec.as_mut().unwrap().termination_grace_period_seconds = Some(50);
+    op.pod(&gone, Evidence::Events, "00:16");
+    let s = op.write_status("00:16");
+    assert_eq!((pre(&s).ran, pre(&s).timed_out), (1, 0), "{:?}", pre(&s));
+    // Without a spec period it is 30 s: 00:40 is at its end.
+    let mut op = Operator::new();
+    let late = pod("p1", exited("aaa", 137, "00:01", "00:40"), Some(("00:10", 0)));
+    op.pod(&late, Evidence::Events, "00:41");
+    assert_eq!(pre(&op.write_status("00:41")).timed_out, 1);
+}
+
 #[test]
 fn a_container_that_exits_on_its_own_is_not_triggered() {
     let mut op = Operator::new();
