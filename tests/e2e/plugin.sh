@@ -55,12 +55,26 @@ check "explain: an unset original" grep -Eq '^    nginx/preStop +original: unset
 check "explain: the owner in managedFields" grep -q 'lifecycle-operator/nginx-graceful (Apply): nginx/postStart, nginx/preStop, terminationGracePeriodSeconds' "$out/plugin-explain.txt"
 check "explain: the release's diff" grep -q '^+      terminationGracePeriodSeconds: 30$' "$out/plugin-explain.txt"
 
-# diff -f: the applied example changes nothing (exit 0); a new policy prints
-# its diff and exits 1, creating nothing.
-lifecycle diff -f examples/nginx.yaml -n "$app_ns" >"$out/plugin-diff-same.txt" 2>&1
+# diff -f: the policy as it is applied changes nothing (exit 0), read back
+# whole with kubectl (status, uid and all; the example's own grace period was
+# patched twice above); a new policy prints its diff and exits 1, creating nothing.
+kubectl -n "$app_ns" get lcp nginx-graceful -o yaml >"$out/plugin-live.yaml"
+lifecycle diff -f "$out/plugin-live.yaml" -n "$app_ns" >"$out/plugin-diff-same.txt" 2>&1
 same_rc=$?
-check "diff -f of the applied example exits 0" test "$same_rc" = 0
-check "diff -f of the applied example shows no diff" bash -c "! grep -q '^+++' $out/plugin-diff-same.txt && grep -q 'changes 0 of 2 matched workloads' $out/plugin-diff-same.txt"
+sed 's/^/# /' "$out/plugin-diff-same.txt"
+check "diff -f of the applied policy exits 0" test "$same_rc" = 0
+check "diff -f of the applied policy shows no diff" bash -c "! grep -q '^+++' $out/plugin-diff-same.txt && grep -q 'changes 0 of 2 matched workloads' $out/plugin-diff-same.txt"
+# The example file (three documents) against it: only the grace period the
+# patches above moved (50 s) back to the example's 60 s, only the policy compared.
+lifecycle diff -f examples/nginx.yaml -n "$app_ns" >"$out/plugin-diff-example.txt" 2>&1
+example_rc=$?
+example_diff() {
+  local f=$out/plugin-diff-example.txt
+  [[ $example_rc == 1 ]] && grep -q '^-      terminationGracePeriodSeconds: 50$' "$f" &&
+    grep -q '^+      terminationGracePeriodSeconds: 60$' "$f" &&
+    [[ $(grep -c '^[-+] ' "$f") == 4 ]] && grep -q '^Note: only the policy is compared' "$f"
+}
+check "diff -f of the example file: exit 1, only the patched grace period, only the policy" example_diff
 kubectl -n "$app_ns" create deployment plain --image=busybox:latest -- sleep 3600 >/dev/null
 kubectl -n "$app_ns" label deployment plain app=plain >/dev/null
 lifecycle diff -f tests/e2e/plugin-diff.yaml -n "$app_ns" >"$out/plugin-diff-new.txt" 2>&1
