@@ -460,7 +460,11 @@ fn a_pre_stop_seen_first_in_the_final_delete_is_judged_by_the_specs_grace() {
     assert_eq!((pre(&s).ran, pre(&s).timed_out), (1, 0), "{:?}", pre(&s));
     // Without a spec period it is 30 s: 00:40 is at its end.
     let mut op = Operator::new();
-    let late = pod("p1", exited("aaa", 137, "00:01", "00:40"), Some(("00:10", 0)));
+    let late = pod(
+        "p1",
+        exited("aaa", 137, "00:01", "00:40"),
+        Some(("00:10", 0)),
+    );
     op.pod(&late, Evidence::Events, "00:41");
     assert_eq!(pre(&op.write_status("00:41")).timed_out, 1);
 }
