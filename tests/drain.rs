@@ -150,13 +150,23 @@ async fn the_docs_hook_quits_while_still_an_endpoint() {
     );
     // Advisory: the policy itself is fine.
     assert_eq!(condition(&p, "Ready").unwrap().status, "True");
-    let metrics = http_get(&std::env::var("LCO_METRICS_URL").unwrap()).await;
-    let timed: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("lifecycle_operator_drain_removal_seconds_count "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(timed >= 2.0, "removal histogram count {timed}");
+    // The status can be written from the drain index before the observer's
+    // next flush records the removals in the histogram: wait for it.
+    let url = std::env::var("LCO_METRICS_URL").unwrap();
+    eventually("the removal histogram to count both pods", 30, || async {
+        let metrics = http_get(&url).await;
+        let timed: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("lifecycle_operator_drain_removal_seconds_count "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if timed >= 2.0 {
+            Ok(())
+        } else {
+            Err(format!("removal histogram count {timed}"))
+        }
+    })
+    .await;
     gone(&ns, &deleted).await;
     ns.delete().await;
 }
