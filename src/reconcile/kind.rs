@@ -18,6 +18,7 @@ use crate::apply::namespaces::Selection;
 use crate::apply::policies::Policies;
 
 use super::status::WorkloadResult;
+use super::triggers;
 
 /// A kind of policy the controller reconciles.
 pub trait PolicyKind:
@@ -29,6 +30,8 @@ pub trait PolicyKind:
     fn view(&self) -> Cow<'_, LifecyclePolicy>;
     /// How far it reaches, as the caches have it now.
     fn reach(&self, policies: &Policies) -> Reach;
+    /// The policies a change to its spec can change the decisions of.
+    fn neighbours(&self, policies: &Policies) -> Vec<PolicyId>;
 }
 
 /// Where a policy acts.
@@ -57,6 +60,10 @@ impl PolicyKind for LifecyclePolicy {
     fn reach(&self, _: &Policies) -> Reach {
         Reach::Namespace
     }
+
+    fn neighbours(&self, policies: &Policies) -> Vec<PolicyId> {
+        triggers::around_namespaced(policies, self)
+    }
 }
 
 impl PolicyKind for ClusterLifecyclePolicy {
@@ -77,6 +84,10 @@ impl PolicyKind for ClusterLifecyclePolicy {
                 .unwrap_or_default(),
             previous: self.status.as_ref().map(|s| s.namespaces.clone()),
         }
+    }
+
+    fn neighbours(&self, policies: &Policies) -> Vec<PolicyId> {
+        triggers::around_cluster(policies, self)
     }
 }
 

@@ -165,9 +165,19 @@ pub async fn run(
         }
         async {}
     });
+    let (all, tx) = (&ctx.policies, &dirty);
+    let namespaced_watch = triggers::spec_changes(
+        namespaced_watch,
+        namespaced.clone(),
+        all.clone(),
+        tx.clone(),
+    )
+    .applied_objects();
+    let cluster_watch =
+        triggers::spec_changes(cluster_watch, cluster.clone(), all.clone(), tx.clone())
+            .applied_objects();
     let triggers = triggers::run(
         ctx.clone(),
-        client,
         workload_events,
         namespace_changes,
         dirty.clone(),
@@ -228,13 +238,14 @@ pub fn policy_caches(
     (policies, drive)
 }
 
-/// A kind's cache, filled by the watch the controller runs on.
+/// A kind's cache, and the events of the watch that fills it, each yielded
+/// once the cache has it (the controller runs on their objects).
 fn reflected<K: PolicyKind>(
     client: &Client,
     what: &'static str,
 ) -> (
     Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) {
     let (store, writer) = reflector::store();
     let watch = watches::errors_logged(
@@ -243,8 +254,7 @@ fn reflected<K: PolicyKind>(
             watcher::Config::default().any_semantic(),
         )
         .backoff(watches::backoff())
-        .reflect(writer)
-        .applied_objects(),
+        .reflect(writer),
         what,
     );
     (store, watch)
